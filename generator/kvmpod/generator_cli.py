@@ -1,0 +1,185 @@
+"""kvmpod-generator: the systemd generator that turns the pod manifest into mount units at boot.
+
+Called by systemd as `kvmpod-generator NORMAL_DIR [EARLY_DIR LATE_DIR]` (systemd.generator(7)).
+This module is the edge: it reads the guest's files, runs the pure core and writes the result.
+"""
+
+import os
+import sys
+from dataclasses import dataclass
+
+from .guest_units import GuestSettings, plan_guest_units
+from .inside_root import readlink_on_disk
+from .kernel_cmdline import debug_requested, kvmpod_settings
+from .kmsg import Log
+from .manifest import load_json, parse_image_app, parse_pod_manifest
+from .model import Pod
+from .mounts import STAGE2_DIR, ImageApp, image_manifest_path, resolve_pod
+from .names import is_ac_name
+from .output import print_outputs, write_outputs
+from .problems import InvalidInput, Problem
+from .staging import staged_volumes
+from .unitfile import PROGRAM, GeneratedFile, Output, UnsafeValue, render_unit
+
+DEFAULT_MANIFEST = "/etc/kvmpod/pod.json"
+EXIT_INVALID = 1
+EXIT_USAGE = 2
+
+USAGE = f"""usage: {PROGRAM} [--dry-run] [--manifest PATH] [--root DIR] [-v] [NORMAL_DIR [EARLY_DIR LATE_DIR]]
+
+Writes systemd mount units for the kvmpod pod manifest into NORMAL_DIR.
+  --dry-run        print every file it would write, with its name, and write nothing
+  --manifest PATH  the pod manifest, as a guest path (default: kvmpod.manifest= on the
+                   kernel command line, else {DEFAULT_MANIFEST})
+  --root DIR       read the guest's files under DIR; units still name guest paths
+  -v, --verbose    also log debug lines
+"""
+
+
+@dataclass(frozen=True)
+class Arguments:
+    output_dir: str | None
+    dry_run: bool
+    manifest: str | None
+    root: str
+    verbose: bool
+
+
+class UsageError(Exception):
+    pass
+
+
+def parse_arguments(argv: list[str]) -> Arguments:
+    # Hand-rolled: argparse would cost boot time for four options.
+    dirs: list[str] = []
+    dry_run = verbose = False
+    manifest = None
+    root = ""
+    args = iter(argv)
+    for arg in args:
+        if arg in ("-h", "--help"):
+            raise UsageError("")
+        if arg == "--dry-run":
+            dry_run = True
+        elif arg in ("-v", "--verbose"):
+            verbose = True
+        elif arg in ("--manifest", "--root") or arg.startswith(("--manifest=", "--root=")):
+            name, eq, value = arg.partition("=")
+            if not eq:
+                value = next(args, None)
+                if value is None:
+                    raise UsageError(f"{name} needs a value")
+            if name == "--manifest":
+                manifest = value
+            else:
+                root = value.rstrip("/")
+        elif arg.startswith("-") and arg != "-":
+            raise UsageError(f"unknown option {arg}")
+        else:
+            dirs.append(arg)
+    if len(dirs) not in ((0, 1, 3) if dry_run else (1, 3)):
+        raise UsageError("give one output directory or three (normal, early, late)")
+    if manifest is not None and not manifest.startswith("/"):
+        raise UsageError(f"--manifest {manifest!r}: give the manifest's absolute path in the guest")
+    return Arguments(dirs[0] if dirs else None, dry_run, manifest, root, verbose)
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        args = parse_arguments(sys.argv[1:] if argv is None else argv)
+    except UsageError as error:
+        sys.stderr.write((f"{PROGRAM}: {error}\n" if str(error) else "") + USAGE)
+        return EXIT_USAGE if str(error) else 0
+    cmdline = _read_text(args.root + "/proc/cmdline") or ""
+    # A boot-time run logs to the kernel log; --root and --dry-run are for people and tests.
+    log = Log(PROGRAM, use_kmsg=not (args.root or args.dry_run),
+              verbose=args.verbose or debug_requested(cmdline))
+    outputs, status = generate(args, cmdline, log)
+    if outputs is None:
+        return status
+    if args.dry_run:
+        print_outputs(outputs, sys.stdout)
+        return status
+    try:
+        write_outputs(outputs, args.output_dir)
+    except OSError as error:
+        log.error(f"cannot write units into {args.output_dir}: {error}; nothing was left behind")
+        return EXIT_INVALID
+    return status
+
+
+def generate(args: Arguments, cmdline: str, log: Log) -> tuple[list[Output] | None, int]:
+    """The outputs to write and the exit status; (None, status) when there is nothing to write."""
+    settings = kvmpod_settings(cmdline)
+    manifest = args.manifest or settings.get("manifest") or DEFAULT_MANIFEST
+    text = _read_text(args.root + manifest)
+    if text is None:
+        log.debug(f"no pod manifest at {manifest}: not a kvmpod guest, nothing to do")
+        return None, 0
+    try:
+        pod = parse_pod_manifest(load_json(text, manifest))
+        image_apps = _load_image_apps(pod, args.root)
+        staged = staged_volumes(pod)
+        resolved = resolve_pod(pod, staged, image_apps, args.root, readlink_on_disk, log.warning)
+        guest = GuestSettings(manifest_path=manifest, ninep_options=settings.get("9p_options"))
+        return plan_guest_units(resolved, guest), 0
+    except (InvalidInput, UnsafeValue) as error:
+        problems = error.problems if isinstance(error, InvalidInput) else [Problem(manifest, str(error))]
+        for problem in problems:
+            log.error(str(problem))
+        refusals = _refuse_apps(args.root, manifest)
+        log.error(f"{manifest} is invalid: no volume is mounted and the apps "
+                  f"{', '.join(r.path.split('.service')[0] for r in refusals) or '(none found)'} will not start")
+        return refusals, EXIT_INVALID
+
+
+def _load_image_apps(pod: Pod, root: str) -> dict[str, ImageApp]:
+    image_apps: dict[str, ImageApp] = {}
+    problems: list[Problem] = []
+    for i, app in enumerate(pod.apps):
+        if app.app is not None:
+            continue
+        path = image_manifest_path(app.name)
+        text = _read_text(root + path)
+        if text is None:
+            problems.append(Problem(f"apps[{i}].app", f"is not given and the image manifest {path} cannot be "
+                                                      f"read; add \"app\" to apps[{i}] or install the image"))
+            continue
+        try:
+            image_apps[app.name] = ImageApp(path, parse_image_app(load_json(text, path), path))
+        except InvalidInput as error:
+            problems.extend(error.problems)
+    if problems:
+        raise InvalidInput(problems)
+    return image_apps
+
+
+def _refuse_apps(root: str, manifest: str) -> list[Output]:
+    """Fail closed: every app staged in /opt/stage2 gets a drop-in that makes its start fail.
+
+    Without it an app unit installed in the guest could start with its volumes missing and
+    write into the guest, where the data is lost.
+    """
+    try:
+        names = sorted(n for n in os.listdir(root + STAGE2_DIR) if is_ac_name(n))
+    except OSError:
+        names = []
+    text = render_unit(
+        [("Unit", [("AssertPathExists", "!/")])],
+        comment=f"{manifest} is invalid (see the kernel log): refuse to start without the app's volumes.",
+    )
+    return [GeneratedFile(f"{name}.service.d/50-kvmpod-invalid-manifest.conf", text) for name in names]
+
+
+def _read_text(path: str) -> str | None:
+    try:
+        with open(path, encoding="utf-8") as f:
+            return f.read()
+    except FileNotFoundError:
+        return None
+    except (OSError, UnicodeDecodeError) as error:
+        raise SystemExit(f"{PROGRAM}: cannot read {path}: {error}") from None
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,315 @@
+"""Parse and validate appc manifests (PodManifest, ImageManifest's `app`) into the model.
+
+Validation follows the appc schema where kvmpod depends on it, reports every problem it finds
+(each naming its JSON field and the fix), and ignores fields it does not know, as appc says.
+"""
+
+import json
+
+from .model import (
+    DEFAULT_EMPTY_MODE,
+    App,
+    AppSection,
+    EnvironmentVariable,
+    Isolator,
+    Mount,
+    MountPoint,
+    Pod,
+    Volume,
+)
+from .names import is_ac_name
+from .problems import InvalidInput, Problem
+
+_AC_NAME_HINT = "use lowercase letters, digits and single dashes, e.g. \"db-data\""
+
+
+class _Checker:
+    """Collects problems while walking a JSON document; `prefix` names the file when useful."""
+
+    def __init__(self, prefix: str = ""):
+        self.prefix = prefix
+        self.problems: list[Problem] = []
+
+    def report(self, field: str, message: str) -> None:
+        self.problems.append(Problem(self.prefix + field, message))
+
+    def obj(self, value: object, field: str) -> dict | None:
+        if isinstance(value, dict):
+            return value
+        self.report(field, f"must be a JSON object, not {_json_type(value)}")
+        return None
+
+    def array(self, parent: dict, key: str, field: str) -> list:
+        value = parent.get(key)
+        if value is None:
+            return []
+        if isinstance(value, list):
+            return value
+        self.report(field, f"must be a JSON array, not {_json_type(value)}")
+        return []
+
+    def string(self, parent: dict, key: str, field: str, *, required: bool, hint: str = "") -> str | None:
+        value = parent.get(key)
+        if value is None:
+            if required:
+                self.report(field, "is required" + (f"; {hint}" if hint else ""))
+            return None
+        if not isinstance(value, str):
+            self.report(field, f"must be a string, not {_json_type(value)}")
+            return None
+        return value
+
+    def boolean(self, parent: dict, key: str, field: str) -> bool | None:
+        value = parent.get(key)
+        if value is None or isinstance(value, bool):
+            return value
+        self.report(field, f"must be true or false, not {_json_type(value)}")
+        return None
+
+    def ac_name(self, parent: dict, key: str, field: str) -> str | None:
+        name = self.string(parent, key, field, required=True, hint=_AC_NAME_HINT)
+        if name is not None and not is_ac_name(name):
+            self.report(field, f"{name!r} is not an AC Name; {_AC_NAME_HINT}")
+            return None
+        return name
+
+    def absolute_path(self, parent: dict, key: str, field: str, *, required: bool) -> str | None:
+        path = self.string(parent, key, field, required=required, hint="give an absolute path")
+        if path is None:
+            return None
+        if not path.startswith("/"):
+            self.report(field, f"{path!r} is not absolute; give a path starting with \"/\"")
+            return None
+        if "\n" in path or "\0" in path:
+            self.report(field, f"{path!r} contains a newline or NUL; rename it")
+            return None
+        return path
+
+    def unsigned(self, parent: dict, key: str, field: str, default: int) -> int:
+        value = parent.get(key)
+        if value is None:
+            return default
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            self.report(field, f"must be a non-negative integer, not {value!r}")
+            return default
+        return value
+
+
+def _json_type(value: object) -> str:
+    if value is None:
+        return "null"
+    return {bool: "a boolean", int: "a number", float: "a number", str: "a string",
+            list: "an array", dict: "an object"}.get(type(value), type(value).__name__)
+
+
+def load_json(text: str, source: str) -> object:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as error:
+        raise InvalidInput([Problem(source, f"is not valid JSON: {error.msg} at line {error.lineno} "
+                                            f"column {error.colno}; fix the syntax")]) from None
+
+
+def parse_pod_manifest(document: object) -> Pod:
+    """A PodManifest (already JSON-decoded) as a Pod, or InvalidInput with every problem."""
+    check = _Checker()
+    root = check.obj(document, "(pod manifest)")
+    if root is None:
+        raise InvalidInput(check.problems)
+    kind = check.string(root, "acKind", "acKind", required=True, hint='set it to "PodManifest"')
+    if kind is not None and kind != "PodManifest":
+        check.report("acKind", f'is {kind!r}; a pod manifest has "acKind": "PodManifest"')
+    version = check.string(root, "acVersion", "acVersion", required=True, hint='e.g. "0.8.11"')
+    if version is not None and not version.startswith("0."):
+        check.report("acVersion", f"is {version!r}; kvmpod reads appc 0.x manifests (e.g. \"0.8.11\")")
+    if "apps" not in root:
+        check.report("apps", 'is required; list the pod\'s apps ("apps": [] for none)')
+
+    volumes = [
+        v for i, raw in enumerate(check.array(root, "volumes", "volumes"))
+        if (v := _volume(check, raw, f"volumes[{i}]")) is not None
+    ]
+    _refuse_duplicates(check, [v.name for v in volumes], "volumes", "volume")
+    apps = [
+        a for i, raw in enumerate(check.array(root, "apps", "apps"))
+        if (a := _app(check, raw, f"apps[{i}]")) is not None
+    ]
+    _refuse_duplicates(check, [a.name for a in apps], "apps", "app")
+    isolators = _isolators(check, root, "isolators")
+    if check.problems:
+        raise InvalidInput(check.problems)
+    return Pod(apps=tuple(apps), volumes=tuple(volumes), isolators=isolators)
+
+
+def parse_image_app(document: object, source: str) -> AppSection | None:
+    """The `app` of an ImageManifest read from `source`; None when the image has no app."""
+    check = _Checker(prefix=f"{source}: ")
+    root = check.obj(document, "(image manifest)")
+    if root is None:
+        raise InvalidInput(check.problems)
+    kind = check.string(root, "acKind", "acKind", required=True, hint='set it to "ImageManifest"')
+    if kind is not None and kind != "ImageManifest":
+        check.report("acKind", f'is {kind!r}; an image manifest has "acKind": "ImageManifest"')
+    section = None
+    if root.get("app") is not None:
+        section = _app_section(check, root["app"], "app")
+    if check.problems:
+        raise InvalidInput(check.problems)
+    return section
+
+
+def _refuse_duplicates(check: _Checker, names: list[str], field: str, what: str) -> None:
+    seen: set[str] = set()
+    for name in names:
+        if name in seen:
+            check.report(field, f"two {what}s are named {name!r}; {what} names must be unique")
+        seen.add(name)
+
+
+def _volume(check: _Checker, raw: object, field: str) -> Volume | None:
+    obj = check.obj(raw, field)
+    if obj is None:
+        return None
+    problems_before = len(check.problems)
+    name = check.ac_name(obj, "name", f"{field}.name")
+    kind = check.string(obj, "kind", f"{field}.kind", required=True, hint='"host" or "empty"')
+    read_only = check.boolean(obj, "readOnly", f"{field}.readOnly")
+    recursive = check.boolean(obj, "recursive", f"{field}.recursive")
+    if kind == "host":
+        source = check.absolute_path(obj, "source", f"{field}.source", required=True)
+        for key in ("mode", "uid", "gid"):
+            if key in obj:
+                check.report(f"{field}.{key}", f"only empty volumes take {key}; remove it, "
+                                                "the host directory's own ownership applies")
+        volume = Volume(name or "", "host", source=source, read_only=read_only, recursive=recursive)
+    elif kind == "empty":
+        if "source" in obj:
+            check.report(f"{field}.source", "an empty volume has no source; remove it or use \"kind\": \"host\"")
+        mode = _mode(check, obj, f"{field}.mode")
+        uid = check.unsigned(obj, "uid", f"{field}.uid", 0)
+        gid = check.unsigned(obj, "gid", f"{field}.gid", 0)
+        volume = Volume(name or "", "empty", read_only=read_only, recursive=recursive, mode=mode, uid=uid, gid=gid)
+    else:
+        if kind is not None:
+            check.report(f"{field}.kind", f'is {kind!r}; use "host" or "empty"')
+        return None
+    return volume if len(check.problems) == problems_before else None
+
+
+def _mode(check: _Checker, obj: dict, field: str) -> int:
+    mode = check.string(obj, "mode", field, required=False)
+    if mode is None:
+        return DEFAULT_EMPTY_MODE
+    if not mode or len(mode) > 4 or any(c not in "01234567" for c in mode):
+        check.report(field, f'{mode!r} is not an octal mode; write it like "0755"')
+        return DEFAULT_EMPTY_MODE
+    return int(mode, 8)
+
+
+def _app(check: _Checker, raw: object, field: str) -> App | None:
+    obj = check.obj(raw, field)
+    if obj is None:
+        return None
+    problems_before = len(check.problems)
+    name = check.ac_name(obj, "name", f"{field}.name")
+    image = obj.get("image")
+    image_name = None
+    if image is not None and (image_obj := check.obj(image, f"{field}.image")) is not None:
+        image_name = check.string(image_obj, "name", f"{field}.image.name", required=False)
+    section = None
+    if obj.get("app") is not None:
+        section = _app_section(check, obj["app"], f"{field}.app")
+    mounts = tuple(
+        m for j, raw_mount in enumerate(check.array(obj, "mounts", f"{field}.mounts"))
+        if (m := _mount(check, raw_mount, f"{field}.mounts[{j}]")) is not None
+    )
+    app_volumes: dict[str, Volume] = {}
+    for j, mount in enumerate(mounts):
+        if mount.app_volume is not None:
+            if app_volumes.setdefault(mount.volume, mount.app_volume) != mount.app_volume:
+                check.report(f"{field}.mounts[{j}].appVolume", f"differs from an earlier appVolume named "
+                                                               f"{mount.volume!r} in this app; make them identical")
+    if len(check.problems) != problems_before or name is None:
+        return None
+    return App(name=name, image_name=image_name, app=section, mounts=mounts)
+
+
+def _mount(check: _Checker, raw: object, field: str) -> Mount | None:
+    obj = check.obj(raw, field)
+    if obj is None:
+        return None
+    volume = check.ac_name(obj, "volume", f"{field}.volume")
+    path = check.absolute_path(obj, "path", f"{field}.path", required=True)
+    app_volume = None
+    if obj.get("appVolume") is not None:
+        app_volume = _volume(check, obj["appVolume"], f"{field}.appVolume")
+        if app_volume is not None and volume is not None and app_volume.name != volume:
+            check.report(f"{field}.appVolume.name", f"is {app_volume.name!r} but the mount names volume "
+                                                     f"{volume!r}; make them the same")
+            return None
+        if app_volume is None:
+            return None
+    if volume is None or path is None:
+        return None
+    return Mount(volume=volume, path=path, app_volume=app_volume)
+
+
+def _app_section(check: _Checker, raw: object, field: str) -> AppSection | None:
+    obj = check.obj(raw, field)
+    if obj is None:
+        return None
+    problems_before = len(check.problems)
+    exec_ = check.array(obj, "exec", f"{field}.exec")
+    for k, arg in enumerate(exec_):
+        if not isinstance(arg, str):
+            check.report(f"{field}.exec[{k}]", f"must be a string, not {_json_type(arg)}")
+    if exec_ and isinstance(exec_[0], str) and not exec_[0].startswith("/"):
+        check.report(f"{field}.exec[0]", f"{exec_[0]!r} is not absolute; give the program's full path in the image")
+    user = check.string(obj, "user", f"{field}.user", required=True, hint='a uid or user name, "0" for root')
+    group = check.string(obj, "group", f"{field}.group", required=True, hint='a gid or group name, "0" for root')
+    working_directory = check.absolute_path(obj, "workingDirectory", f"{field}.workingDirectory", required=False)
+    environment = []
+    for k, raw_env in enumerate(check.array(obj, "environment", f"{field}.environment")):
+        env = check.obj(raw_env, f"{field}.environment[{k}]")
+        if env is None:
+            continue
+        env_name = check.string(env, "name", f"{field}.environment[{k}].name", required=True)
+        env_value = check.string(env, "value", f"{field}.environment[{k}].value", required=True)
+        if env_name is not None and env_value is not None:
+            environment.append(EnvironmentVariable(env_name, env_value))
+    mount_points = []
+    for k, raw_mp in enumerate(check.array(obj, "mountPoints", f"{field}.mountPoints")):
+        mp_field = f"{field}.mountPoints[{k}]"
+        mp = check.obj(raw_mp, mp_field)
+        if mp is None:
+            continue
+        mp_name = check.ac_name(mp, "name", f"{mp_field}.name")
+        mp_path = check.absolute_path(mp, "path", f"{mp_field}.path", required=True)
+        mp_read_only = check.boolean(mp, "readOnly", f"{mp_field}.readOnly")
+        if mp_name is not None and mp_path is not None:
+            mount_points.append(MountPoint(mp_name, mp_path, bool(mp_read_only)))
+    _refuse_duplicates(check, [mp.name for mp in mount_points], f"{field}.mountPoints", "mount point")
+    isolators = _isolators(check, obj, f"{field}.isolators")
+    if len(check.problems) != problems_before:
+        return None
+    return AppSection(
+        exec=tuple(exec_),
+        user=user or "0",
+        group=group or "0",
+        working_directory=working_directory,
+        environment=tuple(environment),
+        mount_points=tuple(mount_points),
+        isolators=isolators,
+    )
+
+
+def _isolators(check: _Checker, obj: dict, field: str) -> tuple[Isolator, ...]:
+    isolators = []
+    for k, raw in enumerate(check.array(obj, "isolators", field)):
+        iso = check.obj(raw, f"{field}[{k}]")
+        if iso is None:
+            continue
+        name = check.string(iso, "name", f"{field}[{k}].name", required=True, hint='e.g. "resource/memory"')
+        if name is not None:
+            isolators.append(Isolator(name, iso.get("value")))
+    return tuple(isolators)

@@ -1,0 +1,91 @@
+"""The validated pod: what manifest.py hands to both the guest generator and the host helper.
+
+Everything here has been checked; the rest of the code trusts it.
+"""
+
+from dataclasses import dataclass
+from typing import Literal
+
+VolumeKind = Literal["host", "empty"]
+
+DEFAULT_EMPTY_MODE = 0o755
+
+
+@dataclass(frozen=True)
+class Volume:
+    name: str
+    kind: VolumeKind
+    source: str | None = None  # host volumes only: an absolute host path
+    read_only: bool | None = None  # None: not said, the mount point decides
+    recursive: bool | None = None  # None: not said, rbind (rkt's default)
+    mode: int = DEFAULT_EMPTY_MODE  # empty volumes only
+    uid: int = 0
+    gid: int = 0
+
+
+@dataclass(frozen=True)
+class MountPoint:
+    """An image's declared mount point (apps[].app.mountPoints[] or the image manifest's)."""
+
+    name: str
+    path: str
+    read_only: bool = False
+
+
+@dataclass(frozen=True)
+class Mount:
+    """apps[].mounts[]: the pod's binding of a volume to a path in one app."""
+
+    volume: str
+    path: str
+    app_volume: Volume | None = None  # appVolume: overrides the pod volume of that name
+
+
+@dataclass(frozen=True)
+class Isolator:
+    name: str
+    value: object  # kept as parsed JSON; only consumers that understand a name interpret it
+
+
+@dataclass(frozen=True)
+class EnvironmentVariable:
+    name: str
+    value: str
+
+
+@dataclass(frozen=True)
+class AppSection:
+    """The `app` object of an image manifest (or of apps[] in the pod manifest, which overrides it)."""
+
+    exec: tuple[str, ...] = ()
+    user: str = "0"
+    group: str = "0"
+    working_directory: str | None = None
+    environment: tuple[EnvironmentVariable, ...] = ()
+    mount_points: tuple[MountPoint, ...] = ()
+    isolators: tuple[Isolator, ...] = ()
+
+
+@dataclass(frozen=True)
+class App:
+    name: str
+    image_name: str | None
+    app: AppSection | None  # None: not in the pod manifest, read the image manifest
+    mounts: tuple[Mount, ...] = ()
+
+
+@dataclass(frozen=True)
+class Pod:
+    apps: tuple[App, ...]
+    volumes: tuple[Volume, ...] = ()
+    isolators: tuple[Isolator, ...] = ()
+
+    def volume(self, name: str) -> Volume | None:
+        for volume in self.volumes:
+            if volume.name == name:
+                return volume
+        return None
+
+    @property
+    def host_volumes(self) -> tuple[Volume, ...]:
+        return tuple(v for v in self.volumes if v.kind == "host")

@@ -1,0 +1,176 @@
+"""Which volume lands where in each app: rkt 1.30's GenerateMounts, with the mount target
+resolved inside the app's rootfs so it can never escape it.
+"""
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from .inside_root import ReadLink, UnsafePath, clean_path, resolve_inside_root
+from .model import App, AppSection, MountPoint, Pod, Volume
+from .problems import InvalidInput, Problem
+from .staging import StagedVolume, app_volume_stage_name
+
+STAGE2_DIR = "/opt/stage2"
+
+
+def app_dir(app_name: str) -> str:
+    return f"{STAGE2_DIR}/{app_name}"
+
+
+def app_rootfs(app_name: str) -> str:
+    return f"{app_dir(app_name)}/rootfs"
+
+
+def image_manifest_path(app_name: str) -> str:
+    return f"{app_dir(app_name)}/manifest"
+
+
+@dataclass(frozen=True)
+class AppMount:
+    staged: StagedVolume
+    target: str  # absolute inside the app's rootfs, symlinks resolved
+    read_only: bool
+    recursive: bool
+    field: str  # the manifest field it came from, for messages
+
+
+@dataclass(frozen=True)
+class ResolvedApp:
+    name: str
+    section: AppSection | None  # the pod manifest's app, else the image manifest's
+    mounts: tuple[AppMount, ...]
+
+    @property
+    def rootfs(self) -> str:
+        return app_rootfs(self.name)
+
+
+@dataclass(frozen=True)
+class ResolvedPod:
+    apps: tuple[ResolvedApp, ...]
+    staged: tuple[StagedVolume, ...]  # every volume to stage, implicit ones included
+
+
+@dataclass(frozen=True)
+class ImageApp:
+    """An image manifest's app, as the edge found it: `source` names the file for messages."""
+
+    source: str
+    section: AppSection | None
+
+
+def resolve_pod(
+    pod: Pod,
+    staged: tuple[StagedVolume, ...],
+    image_apps: dict[str, ImageApp],
+    disk_root: str,
+    readlink: ReadLink,
+    warn: Callable[[str], None],
+) -> ResolvedPod:
+    """Every app's mounts, or InvalidInput naming every problem.
+
+    `image_apps` holds the image manifest's app for each app whose pod entry has none;
+    `disk_root` is where the guest root is on the disk being read ("" when it is `/`).
+    """
+    problems: list[Problem] = []
+    by_stage_name = {s.stage_name: s for s in staged}
+    implicit: list[StagedVolume] = []
+    apps = []
+    for i, app in enumerate(pod.apps):
+        section, mount_point_field = _section(app, i, image_apps)
+        mounts = _app_mounts(app, i, section, mount_point_field, by_stage_name, implicit, problems, warn)
+        resolved = _resolve_targets(app, mounts, disk_root, readlink, problems)
+        apps.append(ResolvedApp(app.name, section, tuple(resolved)))
+    if problems:
+        raise InvalidInput(problems)
+    return ResolvedPod(tuple(apps), staged + tuple(implicit))
+
+
+def _section(app: App, index: int, image_apps: dict[str, ImageApp]) -> tuple[AppSection | None, str]:
+    if app.app is not None:
+        return app.app, f"apps[{index}].app.mountPoints"
+    image = image_apps.get(app.name)
+    if image is None:
+        return None, ""
+    return image.section, f"{image.source}: app.mountPoints"
+
+
+@dataclass(frozen=True)
+class _Wanted:
+    staged: StagedVolume
+    path: str
+    read_only: bool
+    field: str
+
+
+def _app_mounts(app, index, section, mount_point_field, by_stage_name, implicit, problems, warn) -> list[_Wanted]:
+    mount_points: tuple[MountPoint, ...] = section.mount_points if section else ()
+    wanted: list[_Wanted] = []
+    covered: set[str] = set()
+    for j, mount in enumerate(app.mounts):
+        field = f"apps[{index}].mounts[{j}]"
+        covered.add(clean_path(mount.path))
+        if mount.app_volume is not None:
+            staged = by_stage_name.get(app_volume_stage_name(app.name, mount.volume)) or by_stage_name[mount.volume]
+        elif (staged := by_stage_name.get(mount.volume)) is None:
+            problems.append(Problem(f"{field}.volume", f"no volume named {mount.volume!r}; add it to volumes[] "
+                                                       "or give the mount an appVolume"))
+            continue
+        # The mount point this mount fills, if the image declares one: same path, else same name.
+        mount_point = next((mp for mp in mount_points if clean_path(mp.path) == clean_path(mount.path)), None) or \
+            next((mp for mp in mount_points if mp.name == mount.volume), None)
+        read_only = _read_only(staged.volume, mount_point)
+        wanted.append(_Wanted(staged, mount.path, read_only, f"{field}.path"))
+    for k, mp in enumerate(mount_points):
+        if clean_path(mp.path) in covered:
+            continue
+        field = f"{mount_point_field}[{k}].path"
+        staged = by_stage_name.get(mp.name)
+        if staged is None:
+            name = f"{app.name}-{mp.name}"
+            if name in by_stage_name:
+                problems.append(Problem(field, f"the implicit empty volume for mount point {mp.name!r} would be "
+                                               f"named {name!r}, which the pod already uses; add a mount for "
+                                               f"{mp.path!r} to apps[{index}].mounts"))
+                continue
+            staged = StagedVolume(name, Volume(name, "empty"))
+            by_stage_name[name] = staged
+            implicit.append(staged)
+            warn(f"app {app.name!r}: no volume for mount point {mp.name!r} ({mp.path}); using an implicit "
+                 f"empty volume {name!r}, which is lost when the pod stops")
+        wanted.append(_Wanted(staged, mp.path, _read_only(staged.volume, mp), field))
+    return wanted
+
+
+def _read_only(volume: Volume, mount_point: MountPoint | None) -> bool:
+    if volume.read_only is not None:
+        return volume.read_only
+    return mount_point.read_only if mount_point else False
+
+
+def _resolve_targets(app: App, wanted: list[_Wanted], disk_root: str, readlink: ReadLink,
+                     problems: list[Problem]) -> list[AppMount]:
+    rootfs_on_disk = disk_root.rstrip("/") + app_rootfs(app.name)
+    by_target: dict[str, str] = {}
+    resolved = []
+    for w in wanted:
+        try:
+            target = resolve_inside_root(rootfs_on_disk, w.path, readlink)
+        except UnsafePath as error:
+            problems.append(Problem(w.field, f"{error}; fix the link in the app's rootfs"))
+            continue
+        if target == "/":
+            problems.append(Problem(w.field, f"{w.path!r} is the app's whole rootfs; mount the volume on a "
+                                             "directory inside it"))
+            continue
+        if target != target.rstrip():
+            problems.append(Problem(w.field, f"{w.path!r} ends in white space, which systemd strips from "
+                                             "Where=; rename the directory"))
+            continue
+        if (other := by_target.get(target)) is not None:
+            problems.append(Problem(w.field, f"mounts on {target!r} in app {app.name!r}, as {other} does; "
+                                             "give each mount its own path"))
+            continue
+        by_target[target] = w.field
+        resolved.append(AppMount(w.staged, target, w.read_only, w.staged.volume.recursive is not False, w.field))
+    return resolved
