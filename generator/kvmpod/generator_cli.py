@@ -128,8 +128,8 @@ def generate(args: Arguments, cmdline: str, log: Log) -> tuple[list[Output] | No
         for problem in problems:
             log.error(str(problem))
         refusals = _refuse_apps(args.root, manifest)
-        log.error(f"{manifest} is invalid: no volume is mounted and the apps "
-                  f"{', '.join(r.path.split('.service')[0] for r in refusals) or '(none found)'} will not start")
+        refused = ", ".join(r.path.split(".service.d/")[0] for r in refusals) or f"none staged in {STAGE2_DIR}"
+        log.error(f"{manifest} is invalid: nothing is mounted, and these apps are refused: {refused}")
         return refusals, EXIT_INVALID
 
 

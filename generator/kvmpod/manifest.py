@@ -130,9 +130,12 @@ def parse_pod_manifest(document: object) -> Pod:
         if (v := _volume(check, raw, f"volumes[{i}]")) is not None
     ]
     _refuse_duplicates(check, [v.name for v in volumes], "volumes", "volume")
+    # Names as written, valid or not: a mount naming a volume that failed its own checks is not
+    # also reported as naming no volume.
+    declared = {raw.get("name") for raw in check.array(root, "volumes", "volumes") if isinstance(raw, dict)}
     apps = [
         a for i, raw in enumerate(check.array(root, "apps", "apps"))
-        if (a := _app(check, raw, f"apps[{i}]")) is not None
+        if (a := _app(check, raw, f"apps[{i}]", declared)) is not None
     ]
     _refuse_duplicates(check, [a.name for a in apps], "apps", "app")
     isolators = _isolators(check, root, "isolators")
@@ -206,7 +209,7 @@ def _mode(check: _Checker, obj: dict, field: str) -> int:
     return int(mode, 8)
 
 
-def _app(check: _Checker, raw: object, field: str) -> App | None:
+def _app(check: _Checker, raw: object, field: str, declared_volumes: set) -> App | None:
     obj = check.obj(raw, field)
     if obj is None:
         return None
@@ -221,7 +224,7 @@ def _app(check: _Checker, raw: object, field: str) -> App | None:
         section = _app_section(check, obj["app"], f"{field}.app")
     mounts = tuple(
         m for j, raw_mount in enumerate(check.array(obj, "mounts", f"{field}.mounts"))
-        if (m := _mount(check, raw_mount, f"{field}.mounts[{j}]")) is not None
+        if (m := _mount(check, raw_mount, f"{field}.mounts[{j}]", declared_volumes)) is not None
     )
     app_volumes: dict[str, Volume] = {}
     for j, mount in enumerate(mounts):
@@ -234,7 +237,7 @@ def _app(check: _Checker, raw: object, field: str) -> App | None:
     return App(name=name, image_name=image_name, app=section, mounts=mounts)
 
 
-def _mount(check: _Checker, raw: object, field: str) -> Mount | None:
+def _mount(check: _Checker, raw: object, field: str, declared_volumes: set) -> Mount | None:
     obj = check.obj(raw, field)
     if obj is None:
         return None
@@ -249,6 +252,10 @@ def _mount(check: _Checker, raw: object, field: str) -> Mount | None:
             return None
         if app_volume is None:
             return None
+    elif volume is not None and volume not in declared_volumes:
+        check.report(f"{field}.volume", f"no volume named {volume!r}; add it to volumes[] or give the "
+                                        "mount an appVolume")
+        return None
     if volume is None or path is None:
         return None
     return Mount(volume=volume, path=path, app_volume=app_volume)

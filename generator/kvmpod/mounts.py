@@ -110,12 +110,8 @@ def _app_mounts(app, index, section, mount_point_field, by_stage_name, implicit,
     for j, mount in enumerate(app.mounts):
         field = f"apps[{index}].mounts[{j}]"
         covered.add(clean_path(mount.path))
-        if mount.app_volume is not None:
-            staged = by_stage_name.get(app_volume_stage_name(app.name, mount.volume)) or by_stage_name[mount.volume]
-        elif (staged := by_stage_name.get(mount.volume)) is None:
-            problems.append(Problem(f"{field}.volume", f"no volume named {mount.volume!r}; add it to volumes[] "
-                                                       "or give the mount an appVolume"))
-            continue
+        # manifest.py has checked that the volume exists.
+        staged = by_stage_name.get(app_volume_stage_name(app.name, mount.volume)) or by_stage_name[mount.volume]
         # The mount point this mount fills, if the image declares one: same path, else same name.
         mount_point = next((mp for mp in mount_points if clean_path(mp.path) == clean_path(mount.path)), None) or \
             next((mp for mp in mount_points if mp.name == mount.volume), None)
