@@ -19,6 +19,19 @@ def apps_wired_in(tree: Path) -> list[str]:
     return sorted({p.name.split(".service.")[0] for p in tree.iterdir() if p.name.endswith((".service.requires", ".service.d"))})
 
 
+def complaints(stderr: str, units: Path) -> list[str]:
+    """verify's complaints, less one it makes wrongly: it looks for ExecStart= binaries on this host
+    even under RootDirectory= (systemd 252), and the apps' binaries live in their own rootfs."""
+    missing_here = set()
+    for service in units.glob("*.service"):
+        for line in service.read_text().splitlines():
+            if line.startswith("ExecStart=") and "RootDirectory=" in service.read_text():
+                binary = line.removeprefix("ExecStart=").split()[0]
+                if not Path(binary).exists():
+                    missing_here.add(f"{service.name}: Command {binary} is not executable: No such file or directory")
+    return [line for line in stderr.splitlines() if line not in missing_here]
+
+
 def test_every_generator_case_with_output_is_checked():
     assert len(TREES) >= 15
 
@@ -29,12 +42,13 @@ def test_generated_tree_loads_in_systemd(tree: Path, tmp_path: Path):
     shutil.copytree(tree, units, symlinks=True)
     apps = tmp_path / "apps"
     apps.mkdir()
-    app_units = [write_app_service(apps, app) for app in apps_wired_in(units)]
+    app_units = [write_app_service(apps, app) for app in apps_wired_in(units) if not (units / f"{app}.service").exists()]
     own_units = sorted(p for p in units.iterdir() if p.is_file())
 
     result = verify_units([units, apps], own_units + app_units)
 
-    assert (result.returncode, result.stderr) == (0, "")
+    assert complaints(result.stderr, units) == []
+    assert result.returncode == (1 if result.stderr else 0)
 
 
 def test_verify_catches_an_ordering_cycle(tmp_path: Path):

@@ -8,13 +8,15 @@ import os
 import sys
 from dataclasses import dataclass
 
+from .app_identity import resolve_identity
+from .app_services import plan_app_service
 from .guest_units import GuestSettings, plan_guest_units
 from .inside_root import readlink_on_disk
 from .kernel_cmdline import debug_requested, kvmpod_settings
 from .kmsg import Log
 from .manifest import load_json, parse_image_app, parse_pod_manifest
 from .model import Pod
-from .mounts import STAGE2_DIR, ImageApp, image_manifest_path, resolve_pod
+from .mounts import STAGE2_DIR, ImageApp, ResolvedPod, image_manifest_path, resolve_pod
 from .names import is_ac_name
 from .output import print_outputs, write_outputs
 from .problems import InvalidInput, Problem
@@ -22,6 +24,9 @@ from .staging import staged_volumes
 from .unitfile import PROGRAM, GeneratedFile, Output, UnsafeValue, render_unit
 
 DEFAULT_MANIFEST = "/etc/kvmpod/pod.json"
+# Where a unit shipped in the guest would be (systemd.unit(5), system units).
+UNIT_DIRS = ("/etc/systemd/system", "/run/systemd/system", "/usr/local/lib/systemd/system",
+             "/usr/lib/systemd/system", "/lib/systemd/system")
 EXIT_INVALID = 1
 EXIT_USAGE = 2
 
@@ -122,7 +127,8 @@ def generate(args: Arguments, cmdline: str, log: Log) -> tuple[list[Output] | No
         staged = staged_volumes(pod)
         resolved = resolve_pod(pod, staged, image_apps, args.root, readlink_on_disk, log.warning)
         guest = GuestSettings(manifest_path=manifest, ninep_options=settings.get("9p_options"))
-        return plan_guest_units(resolved, guest), 0
+        outputs = plan_guest_units(resolved, guest) + _plan_app_services(resolved, args.root, manifest)
+        return sorted(outputs, key=lambda o: o.path), 0
     except (InvalidInput, UnsafeValue) as error:
         problems = error.problems if isinstance(error, InvalidInput) else [Problem(manifest, str(error))]
         for problem in problems:
@@ -152,6 +158,27 @@ def _load_image_apps(pod: Pod, root: str) -> dict[str, ImageApp]:
     if problems:
         raise InvalidInput(problems)
     return image_apps
+
+
+def _plan_app_services(pod: ResolvedPod, root: str, manifest: str) -> list[Output]:
+    """A unit for every app the guest ships none for; an app it does ship only gets its mounts wired."""
+    outputs: list[Output] = []
+    problems: list[Problem] = []
+    for app in pod.apps:
+        if any(os.path.lexists(f"{root}{d}/{app.name}.service") for d in UNIT_DIRS):
+            continue
+        if app.section is None or not app.section.exec:
+            problems.append(Problem(f"{app.section_field}.exec", f"is empty and the guest has no {app.name}.service; "
+                                                                 "give the app's command"))
+            continue
+        identity = resolve_identity(root + app.rootfs, app.section.user, app.section.group, app.section_field)
+        if isinstance(identity, list):
+            problems.extend(identity)
+            continue
+        outputs += plan_app_service(app, identity, manifest)
+    if problems:
+        raise InvalidInput(problems)
+    return outputs
 
 
 def _refuse_apps(root: str, manifest: str) -> list[Output]:

@@ -282,7 +282,10 @@ def _app_section(check: _Checker, raw: object, field: str) -> AppSection | None:
             continue
         env_name = check.string(env, "name", f"{field}.environment[{k}].name", required=True)
         env_value = check.string(env, "value", f"{field}.environment[{k}].value", required=True)
-        if env_name is not None and env_value is not None:
+        if env_name is not None and (not env_name or "=" in env_name or not env_name.isprintable()):
+            check.report(f"{field}.environment[{k}].name", f"{env_name!r} is not a variable name; use letters, "
+                                                           "digits and underscores")
+        elif env_name is not None and env_value is not None:
             environment.append(EnvironmentVariable(env_name, env_value))
     mount_points = []
     for k, raw_mp in enumerate(check.array(obj, "mountPoints", f"{field}.mountPoints")):

@@ -38,6 +38,7 @@ class AppMount:
 class ResolvedApp:
     name: str
     section: AppSection | None  # the pod manifest's app, else the image manifest's
+    section_field: str  # where that section is, for messages: "apps[0].app" or "<image manifest>: app"
     mounts: tuple[AppMount, ...]
 
     @property
@@ -77,10 +78,11 @@ def resolve_pod(
     implicit: list[StagedVolume] = []
     apps = []
     for i, app in enumerate(pod.apps):
-        section, mount_point_field = _section(app, i, image_apps)
-        mounts = _app_mounts(app, i, section, mount_point_field, by_stage_name, implicit, problems, warn)
+        section, section_field = _section(app, i, image_apps)
+        mounts = _app_mounts(app, i, section, f"{section_field}.mountPoints", by_stage_name, implicit,
+                             problems, warn)
         resolved = _resolve_targets(app, mounts, disk_root, readlink, problems)
-        apps.append(ResolvedApp(app.name, section, tuple(resolved)))
+        apps.append(ResolvedApp(app.name, section, section_field, tuple(resolved)))
     if problems:
         raise InvalidInput(problems)
     return ResolvedPod(tuple(apps), staged + tuple(implicit))
@@ -88,11 +90,11 @@ def resolve_pod(
 
 def _section(app: App, index: int, image_apps: dict[str, ImageApp]) -> tuple[AppSection | None, str]:
     if app.app is not None:
-        return app.app, f"apps[{index}].app.mountPoints"
+        return app.app, f"apps[{index}].app"
     image = image_apps.get(app.name)
     if image is None:
-        return None, ""
-    return image.section, f"{image.source}: app.mountPoints"
+        return None, f"apps[{index}].app"
+    return image.section, f"{image.source}: app"
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,67 @@
+"""The app's own service, for apps the guest has no unit for (pure).
+
+rkt ran each app as `<app>.service` chrooted into its rootfs; kvmpod does the same when the guest
+does not already ship a unit of that name.
+"""
+
+from dataclasses import dataclass
+
+from .mounts import ResolvedApp
+from .unitfile import DOCUMENTATION, GeneratedFile, Output, Section, render_unit, wants_link
+
+# Characters that need no quoting in ExecStart= (systemd.service(5), "Command lines").
+_PLAIN = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789/._:=,@+-")
+
+
+@dataclass(frozen=True)
+class Identity:
+    """User= and Group= as numbers: names were looked up in the app's own rootfs by the edge."""
+
+    uid: int
+    gid: int
+
+
+def exec_word(word: str) -> str:
+    """One argv word as ExecStart= reads it back: quoted and C-escaped when needed, `$` doubled.
+
+    (`%` is doubled by render_unit, which runs before systemd's own specifier pass is undone.)
+    """
+    word = word.replace("$", "$$")  # ExecStart= expands $VAR at run time
+    if word and _PLAIN.issuperset(word):
+        return word
+    if word == ";":
+        return "\\;"  # a lone ";" separates commands
+    escaped = word.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n").replace("\t", "\\t")
+    escaped = "".join(c if c.isprintable() or c == " " else f"\\x{ord(c):02x}" for c in escaped)
+    return f'"{escaped}"'
+
+
+def environment_assignment(name: str, value: str) -> str:
+    escaped = f"{name}={value}".replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+    return f'"{escaped}"'
+
+
+def plan_app_service(app: ResolvedApp, identity: Identity, manifest_path: str) -> list[Output]:
+    section = app.section
+    assert section is not None and section.exec, "the edge only asks for apps with a command"
+    service: list[tuple[str, str]] = [
+        ("Type", "simple"),
+        ("RootDirectory", app.rootfs),
+        ("ExecStart", " ".join(exec_word(w) for w in section.exec)),
+        ("User", str(identity.uid)),
+        ("Group", str(identity.gid)),
+        ("WorkingDirectory", section.working_directory or "/"),
+        # rkt gave every app its name; appc says AC_APP_NAME is always set.
+        ("Environment", environment_assignment("AC_APP_NAME", app.name)),
+    ]
+    service += [("Environment", environment_assignment(e.name, e.value)) for e in section.environment]
+    sections: list[Section] = [
+        ("Unit", [("Description", f"kvmpod app {app.name}"), ("Documentation", DOCUMENTATION),
+                  ("SourcePath", manifest_path)]),
+        ("Service", service),
+        ("Install", [("WantedBy", "multi-user.target")]),
+    ]
+    unit = f"{app.name}.service"
+    # Requires= and After= its mounts come from the .requires/ links and each mount's Before=,
+    # the same mechanism as for a unit the guest ships itself.
+    return [GeneratedFile(unit, render_unit(sections)), wants_link("multi-user.target", unit)]
