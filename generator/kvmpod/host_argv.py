@@ -52,12 +52,13 @@ class HostSettings:
 
 # ---------------------------------------------------------------- acceleration
 
-def detect_accel(sys_module: str = "/sys/module", exists: Callable[[str], bool] = os.path.exists) -> str:
+def detect_accel(sys_module: str = "/sys/module", exists: Callable[[str], bool] | None = None) -> str:
     """"kvm" only for hardware KVM (kvm_intel or kvm_amd loaded, no kvm_pvm); else "tcg".
 
     The /dev/kvm of kvm_pvm (a software nested KVM) cannot boot a stock kernel
     (guest-boot-notes.md), so it counts as no KVM.
     """
+    exists = exists or os.path.exists
     if exists(f"{sys_module}/kvm_pvm"):
         return "tcg"
     if exists(f"{sys_module}/kvm_intel") or exists(f"{sys_module}/kvm_amd"):

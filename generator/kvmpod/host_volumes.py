@@ -39,8 +39,9 @@ def volume_field(pod: Pod, staged: StagedVolume) -> str:
     return f"volumes({staged.stage_name})"
 
 
-def checked_host_volumes(pod: Pod, is_dir: IsDir = os.path.isdir) -> tuple[StagedVolume, ...]:
+def checked_host_volumes(pod: Pod, is_dir: IsDir | None = None) -> tuple[StagedVolume, ...]:
     """staged_host_volumes(pod), each source checked to exist on this host; else InvalidInput."""
+    is_dir = is_dir or os.path.isdir
     staged = staged_host_volumes(pod)
     problems = []
     for s in staged:
