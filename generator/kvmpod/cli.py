@@ -222,7 +222,10 @@ def _cmd_explain(opts: argparse.Namespace) -> str:
              + ("" if opts.uuid != EXPLAIN_UUID else " (nil UUID: pass --uuid for the real MACs and name)"), ""]
     rows = [("VOLUME / NIC", "HOST (hypervisor arguments)", "GUEST (units)")]
     for s in checked_host_volumes(pod):
-        host = next((a for a in argv if a.endswith(f",{s.tag}") or a.endswith(f"mount_tag={s.tag}")), "?")
+        host = next((a for a in argv if a.endswith(f",{s.tag}")), "?")  # lkvm's --9p=SOURCE,TAG
+        device = next((i for i, a in enumerate(argv) if a.endswith(f"mount_tag={s.tag}")), None)
+        if device is not None:  # QEMU: the -fsdev (with the path) and its -device (with the tag)
+            host = f"{argv[device - 2]} + {argv[device]}"
         rows.append((s.stage_name, host, f"{mount_unit_name(s.guest_path)}: What={s.tag} Where={s.guest_path}"))
     for i, net in enumerate(inputs.networks):
         host = next((a for a in argv if f"tapif={net.tap}," in a or f"ifname={net.tap}," in a), "?")
