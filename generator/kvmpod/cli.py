@@ -252,8 +252,8 @@ def main(argv: list[str] | None = None) -> int:
         for problem in error.problems:
             sys.stderr.write(f"{PROGRAM}: {problem}\n")
         return EXIT_INVALID
-    except (UnsafeValue, ValueError) as error:
-        sys.stderr.write(f"{PROGRAM}: {error}\n")
+    except (UnsafeValue, ValueError, OSError) as error:
+        sys.stderr.write(f"{PROGRAM}: {' '.join(str(error).split())}\n")
         return EXIT_INVALID
     sys.stdout.write(text)
     return 0

@@ -163,3 +163,15 @@ def test_cni_errors_name_the_field():
         with pytest.raises(InvalidInput) as error:
             parse_cni_result(result)
         assert field in fields(error), (field, error.value.problems)
+
+
+def test_the_shipped_examples_parse():
+    import json
+    from pathlib import Path
+
+    import kvmpod
+    examples = Path(kvmpod.__file__).parent / "examples" / "networks"
+    assert len(parse_networks(json.loads((examples / "two-nics.json").read_text()))) == 2
+    for name in ("cni-result-0.4.0.json", "cni-result-1.0.0.json"):
+        [net] = parse_cni_result(json.loads((examples / name).read_text()))
+        assert (net.tap, str(net.guest_ip), str(net.host_ip)) == ("kvmpod-tap0", "10.22.0.5", "10.22.0.1")
