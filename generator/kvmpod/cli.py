@@ -1,0 +1,263 @@
+"""kvmpod: the host helper. Prints the hypervisor argv for a pod, stages its files into the
+stage1 rootfs, and explains what host and guest will do with one manifest.
+
+    kvmpod args    --hypervisor lkvm|qemu --manifest POD --rootfs DIR --uuid UUID [...]
+    kvmpod stage   --manifest POD --rootfs DIR [--uuid UUID --networks FILE | --cni-result FILE]
+    kvmpod explain --hypervisor lkvm|qemu --manifest POD --rootfs DIR [...]
+
+Every failure is one line per problem on stderr, naming the field, exit status 2, nothing on stdout.
+"""
+
+import argparse
+import io
+import json
+import os
+import shlex
+import sys
+from dataclasses import dataclass
+
+from .generator_cli import DEFAULT_MANIFEST
+from .guest_network import parse_guest_networks, plan_network_units
+from .guest_units import GuestSettings, plan_guest_units
+from .host_argv import (ACCELS, DEFAULT_ROOT_TAG, EXTRA_KERNEL_PARAMS_ENV, HYPERVISORS, HostSettings,
+                        build_argv, detect_accel)
+from .host_network import Network, guest_description, parse_cni_result, parse_networks, parse_uuid
+from .host_resources import Resources, app_resources
+from .host_stage import stage_pod
+from .host_volumes import DEFAULT_SECURITY_MODEL, SECURITY_MODELS, checked_host_volumes
+from .inside_root import readlink_on_disk
+from .manifest import load_json, parse_image_app, parse_pod_manifest
+from .model import AppSection, Pod
+from .mounts import ImageApp, image_manifest_path, resolve_pod
+from .output import print_outputs
+from .problems import InvalidInput, Problem
+from .staging import staged_volumes
+from .unitfile import GeneratedFile, UnsafeValue
+from .unitname import mount_unit_name
+
+PROGRAM = "kvmpod"
+EXIT_INVALID = 2
+EXPLAIN_UUID = "00000000-0000-0000-0000-000000000000"
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, exit 2, as for every other problem
+        raise InvalidInput([Problem("usage", message)])
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog=PROGRAM, description="Host helper for kvmpod pods.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    def common(p: argparse.ArgumentParser, *, hypervisor: bool) -> None:
+        p.add_argument("--manifest", required=True, help="the pod manifest (JSON)")
+        p.add_argument("--rootfs", required=True, help="the stage1 rootfs directory (the guest's root)")
+        nets = p.add_mutually_exclusive_group()
+        nets.add_argument("--networks", help="kvmpod's JSON network description (see kvmpod.host_network)")
+        nets.add_argument("--cni-result", help="a CNI plugin result, cniVersion 0.4.0 or 1.0.0")
+        if not hypervisor:
+            p.add_argument("--uuid", help="the pod UUID (needed with networks: MACs derive from it)")
+            return
+        p.add_argument("--hypervisor", required=True, choices=HYPERVISORS)
+        p.add_argument("--kernel", help="guest kernel (default: ROOTFS/vmlinuz)")
+        p.add_argument("--initrd", help="initrd (default for qemu: ROOTFS/initrd.img when present)")
+        p.add_argument("--cpus", type=int, help="override the CPU count computed from the isolators")
+        p.add_argument("--memory", type=int, help="override the memory in MiB computed from the isolators")
+        p.add_argument("--console", default="stdio", help="stdio or file:PATH (qemu only)")
+        p.add_argument("--root-tag", default=DEFAULT_ROOT_TAG, help="9p tag of the root share (qemu, "
+                                                                    "or lkvm with --initrd)")
+        p.add_argument("--security-model", default=DEFAULT_SECURITY_MODEL, choices=SECURITY_MODELS)
+        p.add_argument("--accel", default="auto", choices=ACCELS, help="auto: kvm only for hardware KVM")
+
+    args = sub.add_parser("args", help="print the hypervisor argv")
+    common(args, hypervisor=True)
+    args.add_argument("--uuid", required=True, help="the pod UUID")
+    args.add_argument("--format", default="shell", choices=("shell", "json", "lines"))
+    explain = sub.add_parser("explain", help="show the guest's units and the host's argv side by side")
+    common(explain, hypervisor=True)
+    explain.add_argument("--uuid", default=EXPLAIN_UUID, help="the pod UUID (default: the nil UUID)")
+    stage = sub.add_parser("stage", help=f"copy the manifest (and networks) into ROOTFS{os.path.dirname(DEFAULT_MANIFEST)}")
+    common(stage, hypervisor=False)
+    return parser
+
+
+@dataclass(frozen=True)
+class _Inputs:
+    manifest_bytes: bytes
+    pod: Pod
+    networks: tuple[Network, ...]
+    pod_uuid: str | None
+
+
+def _read(path: str, option: str) -> bytes:
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except OSError as error:
+        raise InvalidInput([Problem(option, f"cannot read {path!r}: {error.strerror}")]) from None
+
+
+def _json(path: str, option: str) -> object:
+    data = _read(path, option)
+    try:
+        text = data.decode()
+    except UnicodeDecodeError:
+        raise InvalidInput([Problem(option, f"{path!r} is not UTF-8 text")]) from None
+    return load_json(text, path)
+
+
+def _load(opts: argparse.Namespace) -> _Inputs:
+    manifest_bytes = _read(opts.manifest, "--manifest")
+    pod = parse_pod_manifest(_json(opts.manifest, "--manifest"))
+    networks: tuple[Network, ...] = ()
+    if opts.networks:
+        networks = parse_networks(_json(opts.networks, "--networks"))
+    elif opts.cni_result:
+        networks = parse_cni_result(_json(opts.cni_result, "--cni-result"))
+    pod_uuid = parse_uuid(opts.uuid) if opts.uuid else None
+    return _Inputs(manifest_bytes, pod, networks, pod_uuid)
+
+
+def _image_apps(pod: Pod, rootfs: str, required: bool) -> dict[str, ImageApp]:
+    """Image manifests in the rootfs for apps the pod manifest leaves to their image."""
+    found: dict[str, ImageApp] = {}
+    problems = []
+    for i, app in enumerate(pod.apps):
+        if app.app is not None:
+            continue
+        path = image_manifest_path(app.name)
+        try:
+            with open(rootfs + path, encoding="utf-8") as f:
+                text = f.read()
+        except OSError:
+            if required:
+                problems.append(Problem(f"apps[{i}].app", f"is not given and {rootfs + path} cannot be read; "
+                                                          f"add \"app\" to apps[{i}] or install the image"))
+            continue
+        try:
+            found[app.name] = ImageApp(path, parse_image_app(load_json(text, path), path))
+        except InvalidInput as error:
+            problems.extend(error.problems)
+    if problems:
+        raise InvalidInput(problems)
+    return found
+
+
+def _settings(opts: argparse.Namespace, pod_uuid: str) -> HostSettings:
+    kernel = opts.kernel or os.path.join(opts.rootfs, "vmlinuz")
+    initrd = opts.initrd
+    if initrd is None and opts.hypervisor == "qemu" and os.path.exists(os.path.join(opts.rootfs, "initrd.img")):
+        initrd = os.path.join(opts.rootfs, "initrd.img")
+    problems = []
+    if not os.path.isdir(opts.rootfs):
+        problems.append(Problem("--rootfs", f"{opts.rootfs!r} is not a directory"))
+    if not os.path.isfile(kernel):
+        problems.append(Problem("--kernel", f"{kernel!r} does not exist; give the guest kernel"))
+    if initrd is not None and not os.path.isfile(initrd):
+        problems.append(Problem("--initrd", f"{initrd!r} does not exist"))
+    for option in ("cpus", "memory"):
+        value = getattr(opts, option)
+        if value is not None and value < 1:
+            problems.append(Problem(f"--{option}", f"must be at least 1, not {value}"))
+    if problems:
+        raise InvalidInput(problems)
+    return HostSettings(
+        hypervisor=opts.hypervisor,
+        pod_uuid=pod_uuid,
+        rootfs=opts.rootfs,
+        kernel=kernel,
+        initrd=initrd,
+        console=opts.console,
+        root_tag=opts.root_tag,
+        security_model=opts.security_model,
+        accel=opts.accel,
+        extra_kernel_params=os.environ.get(EXTRA_KERNEL_PARAMS_ENV, ""),
+    )
+
+
+def host_argv(opts: argparse.Namespace, inputs: _Inputs) -> list[str]:
+    settings = _settings(opts, inputs.pod_uuid or EXPLAIN_UUID)
+    staged = checked_host_volumes(inputs.pod)
+    sections: dict[str, AppSection | None] = {
+        name: image.section for name, image in _image_apps(inputs.pod, opts.rootfs, required=False).items()}
+    computed = app_resources(inputs.pod, sections)
+    resources = Resources(cpus=opts.cpus or computed.cpus, memory_mib=opts.memory or computed.memory_mib)
+    return build_argv(inputs.pod, staged, inputs.networks, settings, resources, detect_accel)
+
+
+def format_argv(argv: list[str], fmt: str) -> str:
+    if fmt == "json":
+        return json.dumps(argv) + "\n"
+    if fmt == "lines":
+        return "".join(arg + "\n" for arg in argv)
+    return shlex.join(argv) + "\n"
+
+
+def _cmd_args(opts: argparse.Namespace) -> str:
+    return format_argv(host_argv(opts, _load(opts)), opts.format)
+
+
+def _cmd_stage(opts: argparse.Namespace) -> str:
+    inputs = _load(opts)
+    description = None
+    if inputs.networks:
+        if inputs.pod_uuid is None:
+            raise InvalidInput([Problem("--uuid", "is required with networks: the guest MACs derive from it")])
+        description = guest_description(inputs.networks, inputs.pod_uuid)
+    return "".join(f"{path}\n" for path in stage_pod(opts.rootfs, inputs.manifest_bytes, description))
+
+
+def _cmd_explain(opts: argparse.Namespace) -> str:
+    inputs = _load(opts)
+    argv = host_argv(opts, inputs)
+    pod = inputs.pod
+    warnings: list[str] = []
+    resolved = resolve_pod(pod, staged_volumes(pod), _image_apps(pod, opts.rootfs, required=True),
+                           opts.rootfs.rstrip("/"), readlink_on_disk, warnings.append)
+    outputs = plan_guest_units(resolved, GuestSettings(manifest_path=DEFAULT_MANIFEST))
+    if inputs.networks:
+        description = guest_description(inputs.networks, inputs.pod_uuid or EXPLAIN_UUID)
+        outputs += plan_network_units(parse_guest_networks(description), DEFAULT_MANIFEST)
+    lines = [f"# kvmpod explain: {opts.manifest} with --hypervisor {opts.hypervisor}"
+             + ("" if opts.uuid != EXPLAIN_UUID else " (nil UUID: pass --uuid for the real MACs and name)"), ""]
+    rows = [("VOLUME / NIC", "HOST (hypervisor arguments)", "GUEST (units)")]
+    for s in checked_host_volumes(pod):
+        host = next((a for a in argv if a.endswith(f",{s.tag}")), "?")  # lkvm's --9p=SOURCE,TAG
+        device = next((i for i, a in enumerate(argv) if a.endswith(f"mount_tag={s.tag}")), None)
+        if device is not None:  # QEMU: the -fsdev (with the path) and its -device (with the tag)
+            host = f"{argv[device - 2]} + {argv[device]}"
+        rows.append((s.stage_name, host, f"{mount_unit_name(s.guest_path)}: What={s.tag} Where={s.guest_path}"))
+    for i, net in enumerate(inputs.networks):
+        host = next((a for a in argv if f"tapif={net.tap}," in a or f"ifname={net.tap}," in a), "?")
+        rows.append((f"eth{i}", host, f"kvmpod-network-eth{i}.service: {net.guest_ip}/{net.prefix}"))
+    width0 = max(len(r[0]) for r in rows)
+    width1 = max(len(r[1]) for r in rows)
+    lines += [f"{a:<{width0}}  {b:<{width1}}  {c}".rstrip() for a, b, c in rows]
+    lines += ["", "## host argv", shlex.join(argv), ""]
+    lines += [f"## warning: {w}" for w in warnings]
+    lines += ["## guest units (kvmpod-generator)", ""]
+    text = "\n".join(lines) + "\n"
+
+    out = io.StringIO()
+    print_outputs(outputs, out)
+    return text + out.getvalue()
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        opts = _parser().parse_args(sys.argv[1:] if argv is None else argv)
+        command = {"args": _cmd_args, "stage": _cmd_stage, "explain": _cmd_explain}[opts.command]
+        text = command(opts)
+    except InvalidInput as error:
+        for problem in error.problems:
+            sys.stderr.write(f"{PROGRAM}: {problem}\n")
+        return EXIT_INVALID
+    except (UnsafeValue, ValueError, OSError) as error:
+        sys.stderr.write(f"{PROGRAM}: {' '.join(str(error).split())}\n")
+        return EXIT_INVALID
+    sys.stdout.write(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
