@@ -57,7 +57,9 @@ def plan_app_service(app: ResolvedApp, identity: Identity, manifest_path: str) -
     service += [("Environment", environment_assignment(e.name, e.value)) for e in section.environment]
     sections: list[Section] = [
         ("Unit", [("Description", f"kvmpod app {app.name}"), ("Documentation", DOCUMENTATION),
-                  ("SourcePath", manifest_path)]),
+                  ("SourcePath", manifest_path),
+                  # The NIC units (if any) are Before=network.target: apps find their network up.
+                  ("After", "network.target")]),
         ("Service", service),
         ("Install", [("WantedBy", "multi-user.target")]),
     ]

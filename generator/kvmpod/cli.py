@@ -16,23 +16,22 @@ import shlex
 import sys
 from dataclasses import dataclass
 
-from .generator_cli import DEFAULT_MANIFEST
+from .guest_paths import DEFAULT_MANIFEST
 from .guest_network import parse_guest_networks, plan_network_units
-from .guest_units import GuestSettings, plan_guest_units
+from .generator_cli import plan_pod
+from .guest_units import GuestSettings
 from .host_argv import (ACCELS, DEFAULT_ROOT_TAG, EXTRA_KERNEL_PARAMS_ENV, HYPERVISORS, HostSettings,
                         build_argv, detect_accel)
 from .host_network import Network, guest_description, parse_cni_result, parse_networks, parse_uuid
 from .host_resources import Resources, app_resources
 from .host_stage import stage_pod
 from .host_volumes import DEFAULT_SECURITY_MODEL, SECURITY_MODELS, checked_host_volumes
-from .inside_root import readlink_on_disk
-from .manifest import load_json, parse_image_app, parse_pod_manifest
+from .image_manifests import load_image_apps
+from .manifest import load_json, parse_pod_manifest
 from .model import AppSection, Pod
-from .mounts import ImageApp, image_manifest_path, resolve_pod
 from .output import print_outputs
 from .problems import InvalidInput, Problem
-from .staging import staged_volumes
-from .unitfile import GeneratedFile, UnsafeValue
+from .unitfile import UnsafeValue
 from .unitname import mount_unit_name
 
 PROGRAM = "kvmpod"
@@ -118,31 +117,6 @@ def _load(opts: argparse.Namespace) -> _Inputs:
     return _Inputs(manifest_bytes, pod, networks, pod_uuid)
 
 
-def _image_apps(pod: Pod, rootfs: str, required: bool) -> dict[str, ImageApp]:
-    """Image manifests in the rootfs for apps the pod manifest leaves to their image."""
-    found: dict[str, ImageApp] = {}
-    problems = []
-    for i, app in enumerate(pod.apps):
-        if app.app is not None:
-            continue
-        path = image_manifest_path(app.name)
-        try:
-            with open(rootfs + path, encoding="utf-8") as f:
-                text = f.read()
-        except OSError:
-            if required:
-                problems.append(Problem(f"apps[{i}].app", f"is not given and {rootfs + path} cannot be read; "
-                                                          f"add \"app\" to apps[{i}] or install the image"))
-            continue
-        try:
-            found[app.name] = ImageApp(path, parse_image_app(load_json(text, path), path))
-        except InvalidInput as error:
-            problems.extend(error.problems)
-    if problems:
-        raise InvalidInput(problems)
-    return found
-
-
 def _settings(opts: argparse.Namespace, pod_uuid: str) -> HostSettings:
     kernel = opts.kernel or os.path.join(opts.rootfs, "vmlinuz")
     initrd = opts.initrd
@@ -179,7 +153,7 @@ def host_argv(opts: argparse.Namespace, inputs: _Inputs) -> list[str]:
     settings = _settings(opts, inputs.pod_uuid or EXPLAIN_UUID)
     staged = checked_host_volumes(inputs.pod)
     sections: dict[str, AppSection | None] = {
-        name: image.section for name, image in _image_apps(inputs.pod, opts.rootfs, required=False).items()}
+        name: image.section for name, image in load_image_apps(inputs.pod, opts.rootfs.rstrip('/'), required=False).items()}
     computed = app_resources(inputs.pod, sections)
     resources = Resources(cpus=opts.cpus or computed.cpus, memory_mib=opts.memory or computed.memory_mib)
     return build_argv(inputs.pod, staged, inputs.networks, settings, resources, detect_accel)
@@ -212,9 +186,7 @@ def _cmd_explain(opts: argparse.Namespace) -> str:
     argv = host_argv(opts, inputs)
     pod = inputs.pod
     warnings: list[str] = []
-    resolved = resolve_pod(pod, staged_volumes(pod), _image_apps(pod, opts.rootfs, required=True),
-                           opts.rootfs.rstrip("/"), readlink_on_disk, warnings.append)
-    outputs = plan_guest_units(resolved, GuestSettings(manifest_path=DEFAULT_MANIFEST))
+    outputs = plan_pod(pod, opts.rootfs.rstrip("/"), GuestSettings(manifest_path=DEFAULT_MANIFEST), warnings.append)
     if inputs.networks:
         description = guest_description(inputs.networks, inputs.pod_uuid or EXPLAIN_UUID)
         outputs += plan_network_units(parse_guest_networks(description), DEFAULT_MANIFEST)

@@ -6,24 +6,26 @@ This module is the edge: it reads the guest's files, runs the pure core and writ
 
 import os
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from .app_identity import resolve_identity
 from .app_services import plan_app_service
+from .guest_paths import DEFAULT_MANIFEST, NETWORKS_PATH
 from .guest_units import GuestSettings, plan_guest_units
 from .inside_root import readlink_on_disk
 from .kernel_cmdline import debug_requested, kvmpod_settings
 from .kmsg import Log
-from .manifest import load_json, parse_image_app, parse_pod_manifest
+from .image_manifests import load_image_apps
+from .manifest import load_json, parse_pod_manifest
 from .model import Pod
-from .mounts import STAGE2_DIR, ImageApp, ResolvedPod, image_manifest_path, resolve_pod
+from .mounts import STAGE2_DIR, ResolvedPod, resolve_pod
 from .names import is_ac_name
 from .output import print_outputs, write_outputs
 from .problems import InvalidInput, Problem
 from .staging import staged_volumes
 from .unitfile import PROGRAM, GeneratedFile, Output, UnsafeValue, render_unit
 
-DEFAULT_MANIFEST = "/etc/kvmpod/pod.json"
 # Where a unit shipped in the guest would be (systemd.unit(5), system units).
 UNIT_DIRS = ("/etc/systemd/system", "/run/systemd/system", "/usr/local/lib/systemd/system",
              "/usr/lib/systemd/system", "/lib/systemd/system")
@@ -123,11 +125,8 @@ def generate(args: Arguments, cmdline: str, log: Log) -> tuple[list[Output] | No
         return None, 0
     try:
         pod = parse_pod_manifest(load_json(text, manifest))
-        image_apps = _load_image_apps(pod, args.root)
-        staged = staged_volumes(pod)
-        resolved = resolve_pod(pod, staged, image_apps, args.root, readlink_on_disk, log.warning)
         guest = GuestSettings(manifest_path=manifest, ninep_options=settings.get("9p_options"))
-        outputs = plan_guest_units(resolved, guest) + _plan_app_services(resolved, args.root, manifest)
+        outputs = plan_pod(pod, args.root, guest, log.warning) + _plan_networks(args.root)
         return sorted(outputs, key=lambda o: o.path), 0
     except (InvalidInput, UnsafeValue) as error:
         problems = error.problems if isinstance(error, InvalidInput) else [Problem(manifest, str(error))]
@@ -135,29 +134,28 @@ def generate(args: Arguments, cmdline: str, log: Log) -> tuple[list[Output] | No
             log.error(str(problem))
         refusals = _refuse_apps(args.root, manifest)
         refused = ", ".join(r.path.split(".service.d/")[0] for r in refusals) or f"none staged in {STAGE2_DIR}"
-        log.error(f"{manifest} is invalid: nothing is mounted, and these apps are refused: {refused}")
+        log.error(f"the pod's configuration is invalid: nothing is mounted, and these apps are refused: {refused}")
         return refusals, EXIT_INVALID
 
 
-def _load_image_apps(pod: Pod, root: str) -> dict[str, ImageApp]:
-    image_apps: dict[str, ImageApp] = {}
-    problems: list[Problem] = []
-    for i, app in enumerate(pod.apps):
-        if app.app is not None:
-            continue
-        path = image_manifest_path(app.name)
-        text = _read_text(root + path)
-        if text is None:
-            problems.append(Problem(f"apps[{i}].app", f"is not given and the image manifest {path} cannot be "
-                                                      f"read; add \"app\" to apps[{i}] or install the image"))
-            continue
-        try:
-            image_apps[app.name] = ImageApp(path, parse_image_app(load_json(text, path), path))
-        except InvalidInput as error:
-            problems.extend(error.problems)
-    if problems:
-        raise InvalidInput(problems)
-    return image_apps
+def plan_pod(pod: Pod, root: str, guest: GuestSettings, warn: Callable[[str], None]) -> list[Output]:
+    """Mounts and app services for a valid pod whose guest tree is at `root` ("" for /); networks aside.
+
+    Shared with `kvmpod explain` and `kvmpod status`, so they show exactly what the generator writes.
+    """
+    resolved = resolve_pod(pod, staged_volumes(pod), load_image_apps(pod, root), root, readlink_on_disk, warn)
+    outputs = plan_guest_units(resolved, guest) + _plan_app_services(resolved, root, guest.manifest_path)
+    return sorted(outputs, key=lambda o: o.path)
+
+
+def _plan_networks(root: str) -> list[Output]:
+    """Units for the NICs the host described, if it did (most pods need no network units)."""
+    text = _read_text(root + NETWORKS_PATH)
+    if text is None:
+        return []
+    from .guest_network import parse_guest_networks, plan_network_units  # ipaddress: only pods with NICs pay
+
+    return plan_network_units(parse_guest_networks(load_json(text, NETWORKS_PATH)), NETWORKS_PATH)
 
 
 def _plan_app_services(pod: ResolvedPod, root: str, manifest: str) -> list[Output]:

@@ -14,10 +14,10 @@ The file is a JSON array, one object per NIC:
 import ipaddress
 from dataclasses import dataclass
 
+from .guest_paths import NETWORKS_PATH
 from .problems import InvalidInput, Problem
 from .unitfile import DOCUMENTATION, GeneratedFile, Output, Section, render_unit, wants_link
 
-NETWORKS_PATH = "/etc/kvmpod/networks.json"
 # iproute2's ip: Debian 12 ships /bin/ip, with /sbin/ip and /usr/sbin/ip as links to it (merged /usr);
 # /sbin/ip is the path that exists on merged and unmerged Debian alike.
 IP = "/sbin/ip"

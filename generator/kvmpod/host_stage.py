@@ -10,12 +10,10 @@ so the guest never sees half a file.
 import json
 import os
 
-from .generator_cli import DEFAULT_MANIFEST
-from .guest_network import NETWORKS_PATH
+from .guest_paths import DEFAULT_MANIFEST, GUEST_CONFIG_DIR, NETWORKS_PATH
 from .problems import InvalidInput, Problem
 
-GUEST_DIR = os.path.dirname(DEFAULT_MANIFEST)  # /etc/kvmpod
-assert GUEST_DIR == os.path.dirname(NETWORKS_PATH)
+GUEST_DIR = GUEST_CONFIG_DIR
 
 
 def _open_dir(parent_fd: int, name: str, field: str) -> int:
