@@ -4,6 +4,8 @@ stage1 rootfs, and explains what host and guest will do with one manifest.
     kvmpod args    --hypervisor lkvm|qemu --manifest POD --rootfs DIR --uuid UUID [...]
     kvmpod stage   --manifest POD --rootfs DIR [--uuid UUID --networks FILE | --cni-result FILE]
     kvmpod explain --hypervisor lkvm|qemu --manifest POD --rootfs DIR [...]
+    kvmpod run     --hypervisor lkvm|qemu --manifest POD --rootfs DIR --uuid UUID [...] [--no-systemd]
+    kvmpod status  [--json] [--manifest PATH] [--root DIR]        (in the guest)
 
 Every failure is one line per problem on stderr, naming the field, exit status 2, nothing on stdout.
 """
@@ -27,10 +29,13 @@ from .host_resources import Resources, app_resources
 from .host_stage import stage_pod
 from .host_volumes import DEFAULT_SECURITY_MODEL, SECURITY_MODELS, checked_host_volumes
 from .image_manifests import load_image_apps
+from .launch import exec_hypervisor, host_runs_systemd, start_transient_service
 from .manifest import load_json, parse_pod_manifest
 from .model import AppSection, Pod
 from .output import print_outputs
 from .problems import InvalidInput, Problem
+from .status import (ReadState, UnitState, all_well, pod_units, read_state_over_dbus, render_json, render_table,
+                     unit_states)
 from .unitfile import UnsafeValue
 from .unitname import mount_unit_name
 
@@ -75,6 +80,15 @@ def _parser() -> argparse.ArgumentParser:
     explain = sub.add_parser("explain", help="show the guest's units and the host's argv side by side")
     common(explain, hypervisor=True)
     explain.add_argument("--uuid", default=EXPLAIN_UUID, help="the pod UUID (default: the nil UUID)")
+    run = sub.add_parser("run", help="start the hypervisor: a transient unit in machine.slice under "
+                                     "systemd, else exec")
+    common(run, hypervisor=True)
+    run.add_argument("--uuid", required=True, help="the pod UUID")
+    run.add_argument("--no-systemd", action="store_true", help="exec the hypervisor even on a systemd host")
+    status = sub.add_parser("status", help="in the guest: the state of every kvmpod mount and app unit")
+    status.add_argument("--manifest", default=DEFAULT_MANIFEST, help="the pod manifest, as a guest path")
+    status.add_argument("--root", default="", help="the guest tree (default /)")
+    status.add_argument("--json", action="store_true", help="JSON instead of a table")
     stage = sub.add_parser("stage", help=f"copy the manifest (and networks) into ROOTFS{os.path.dirname(DEFAULT_MANIFEST)}")
     common(stage, hypervisor=False)
     return parser
@@ -215,16 +229,42 @@ def _cmd_explain(opts: argparse.Namespace) -> str:
     return text + out.getvalue()
 
 
+def _cmd_run(opts: argparse.Namespace) -> str:
+    inputs = _load(opts)
+    argv = host_argv(opts, inputs)
+    if opts.no_systemd or not host_runs_systemd():
+        sys.stdout.flush()
+        exec_hypervisor(argv)
+    return start_transient_service(argv, inputs.pod_uuid or EXPLAIN_UUID) + "\n"
+
+
+def pod_status(manifest: str, root: str, read: ReadState) -> list[UnitState]:
+    """The state of every unit the generator plans for the guest's manifest (networks aside)."""
+    pod = parse_pod_manifest(_json(root + manifest, "--manifest"))
+    outputs = plan_pod(pod, root, GuestSettings(manifest_path=manifest), lambda _: None)
+    return unit_states(pod_units(outputs), read)
+
+
+def _cmd_status(opts: argparse.Namespace) -> tuple[str, int]:
+    states = pod_status(opts.manifest, opts.root.rstrip("/"), read_state_over_dbus)
+    text = render_json(states) if opts.json else render_table(states)
+    return text, 0 if all_well(states) else 1
+
+
 def main(argv: list[str] | None = None) -> int:
     try:
         opts = _parser().parse_args(sys.argv[1:] if argv is None else argv)
-        command = {"args": _cmd_args, "stage": _cmd_stage, "explain": _cmd_explain}[opts.command]
+        if opts.command == "status":
+            text, status = _cmd_status(opts)
+            sys.stdout.write(text)
+            return status
+        command = {"args": _cmd_args, "stage": _cmd_stage, "explain": _cmd_explain, "run": _cmd_run}[opts.command]
         text = command(opts)
     except InvalidInput as error:
         for problem in error.problems:
             sys.stderr.write(f"{PROGRAM}: {problem}\n")
         return EXIT_INVALID
-    except (UnsafeValue, ValueError, OSError) as error:
+    except (UnsafeValue, ValueError, OSError, RuntimeError) as error:
         sys.stderr.write(f"{PROGRAM}: {' '.join(str(error).split())}\n")
         return EXIT_INVALID
     sys.stdout.write(text)

@@ -78,11 +78,29 @@ def _reason(r: RawState, read: ReadState, known: dict[str, RawState]) -> str:
         return f"unit {r.load_state}"
     if r.active_state == "failed":
         return f"failed: {r.result or 'unknown result'}"
-    if r.active_state in ("inactive", "failed") and r.result in ("", "success"):
-        failed = [d for d in r.requires if (known.get(d) or read(d)).active_state == "failed"]
+    if r.active_state == "inactive":
+        failed = _failed_requirements(r, read, known)
         if failed:
             return "not started: required " + ", ".join(failed) + " failed"
     return ""
+
+
+def _failed_requirements(r: RawState, read: ReadState, known: dict[str, RawState]) -> list[str]:
+    """The failed units this one requires, directly or through units that never started: the cause."""
+    failed: list[str] = []
+    seen: set[str] = set()
+    pending = list(r.requires)
+    while pending:
+        name = pending.pop(0)
+        if name in seen:
+            continue
+        seen.add(name)
+        dep = known.get(name) or known.setdefault(name, read(name))
+        if dep.active_state == "failed":
+            failed.append(name)
+        elif dep.active_state == "inactive":
+            pending.extend(dep.requires)
+    return sorted(failed)
 
 
 def render_table(states: list[UnitState]) -> str:
@@ -102,9 +120,19 @@ def all_well(states: list[UnitState]) -> bool:
 
 def read_state_over_dbus(name: str) -> RawState:
     """One unit's state from systemd (pystemd; imported here so nothing else pays for it)."""
-    from pystemd.systemd1 import Unit
+    try:
+        from pystemd.systemd1 import Unit
+    except ImportError:
+        raise RuntimeError("kvmpod status needs pystemd: install python3-pystemd (apt) or kvmpod[systemd] "
+                           "(pip)") from None
+    try:
+        return _read_unit(Unit, name)
+    except Exception as error:  # pystemd's bus errors have no common base worth naming
+        raise RuntimeError(f"cannot ask systemd about {name} over D-Bus: {error}") from None
 
-    unit = Unit(name.encode())
+
+def _read_unit(unit_class, name: str) -> RawState:
+    unit = unit_class(name.encode())
     unit.load()
 
     def text(value: object) -> str:

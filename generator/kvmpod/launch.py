@@ -1,0 +1,34 @@
+"""`kvmpod run`: start the hypervisor. Under systemd, as a transient service in machine.slice
+(pystemd), so the VM is supervised, accounted and stoppable like any machine; elsewhere by exec."""
+
+import os
+from collections.abc import Sequence
+
+SYSTEMD_RUNTIME_DIR = "/run/systemd/system"  # sd_booted(3): exists only when systemd is PID 1
+MACHINE_SLICE = "machine.slice"
+
+
+def host_runs_systemd() -> bool:
+    return os.path.isdir(SYSTEMD_RUNTIME_DIR)
+
+
+def vm_unit_name(pod_uuid: str) -> str:
+    return f"kvmpod-{pod_uuid}.service"
+
+
+def start_transient_service(argv: Sequence[str], pod_uuid: str) -> str:
+    """Start argv as `kvmpod-<uuid>.service` in machine.slice; return the unit's name."""
+    try:
+        from pystemd.run import run
+    except ImportError:
+        raise RuntimeError("this host runs systemd but pystemd is not installed; install kvmpod[systemd] "
+                           "(pip) or python3-pystemd (apt), or pass --no-systemd") from None
+    name = vm_unit_name(pod_uuid)
+    run([os.fsencode(a) for a in argv], name=name.encode(), slice_=MACHINE_SLICE.encode(),
+        service_type=b"simple", collect=True)
+    return name
+
+
+def exec_hypervisor(argv: Sequence[str]) -> None:
+    """Replace this process with the hypervisor (never returns)."""
+    os.execvp(argv[0], list(argv))

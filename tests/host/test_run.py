@@ -1,0 +1,52 @@
+"""kvmpod run: without systemd it execs exactly the argv `kvmpod args` prints."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from helpers import UUID
+
+from kvmpod.launch import host_runs_systemd, vm_unit_name
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_run_execs_the_same_argv_that_args_prints(tmp_path: Path):
+    (tmp_path / "stage1").mkdir()
+    (tmp_path / "stage1" / "vmlinuz").write_text("")
+    (tmp_path / "data").mkdir()
+    (tmp_path / "pod.json").write_text(json.dumps({
+        "acKind": "PodManifest", "acVersion": "0.8.11",
+        "apps": [{"name": "web", "app": {"exec": ["/bin/web"], "user": "0", "group": "0"},
+                  "mounts": [{"volume": "data", "path": "/srv"}]}],
+        "volumes": [{"name": "data", "kind": "host", "source": str(tmp_path / "data")}]}))
+    # A stand-in hypervisor on PATH that records the argv it was started with.
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    recorder = bin_dir / "qemu-system-x86_64"
+    recorder.write_text(f"#!{sys.executable}\nimport json, sys\n"
+                        f"open({str(tmp_path / 'argv.json')!r}, 'w').write(json.dumps(sys.argv[1:]))\n")
+    recorder.chmod(0o755)
+    env = dict(os.environ, PATH=f"{bin_dir}:{os.environ['PATH']}", PYTHONPATH=str(REPO / "generator"))
+    common = ["--hypervisor", "qemu", "--manifest", str(tmp_path / "pod.json"), "--rootfs",
+              str(tmp_path / "stage1"), "--uuid", UUID, "--accel", "tcg"]
+
+    printed = subprocess.run([sys.executable, "-m", "kvmpod.cli", "args", *common, "--format", "json"],
+                             env=env, capture_output=True, text=True, check=True)
+    ran = subprocess.run([sys.executable, "-m", "kvmpod.cli", "run", *common, "--no-systemd"],
+                         env=env, capture_output=True, text=True)
+
+    assert (ran.returncode, ran.stderr) == (0, "")
+    assert ["qemu-system-x86_64"] + json.loads((tmp_path / "argv.json").read_text()) == json.loads(printed.stdout)
+
+
+def test_the_vm_unit_is_named_after_the_pod():
+    assert vm_unit_name(UUID) == f"kvmpod-{UUID}.service"
+
+
+def test_systemd_host_detection_is_sd_booted(fs):
+    assert not host_runs_systemd()
+    fs.create_dir("/run/systemd/system")
+    assert host_runs_systemd()
