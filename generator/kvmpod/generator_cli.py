@@ -105,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     if outputs is None:
         return status
     if args.dry_run:
-        print_outputs(outputs, sys.stdout)
+        print_outputs(outputs, sys.stdout.write)
         return status
     try:
         write_outputs(outputs, args.output_dir)
