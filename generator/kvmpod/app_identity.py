@@ -40,4 +40,6 @@ def resolve_identity(rootfs_on_disk: str, user: str, group: str, field: str) -> 
     if gid is None:
         problems.append(Problem(f"{field}.group", f"{group!r} is neither a number nor a group in the app's "
                                                   "/etc/group nor an existing path; give a gid"))
-    return problems or Identity(uid, gid)
+    if uid is None or gid is None:
+        return problems
+    return Identity(uid, gid)

@@ -73,9 +73,10 @@ def parse_arguments(argv: list[str]) -> Arguments:
         elif arg in ("--manifest", "--root") or arg.startswith(("--manifest=", "--root=")):
             name, eq, value = arg.partition("=")
             if not eq:
-                value = next(args, None)
-                if value is None:
+                following = next(args, None)
+                if following is None:
                     raise UsageError(f"{name} needs a value")
+                value = following
             if name == "--manifest":
                 manifest = value
             else:
@@ -111,6 +112,7 @@ def main(argv: list[str] | None = None) -> int:
         print_outputs(outputs, sys.stdout.write)
         return status
     try:
+        assert args.output_dir is not None  # parse_arguments: only a dry run may omit it
         write_outputs(outputs, args.output_dir)
     except OSError as error:
         log.error(f"cannot write {error.filename or args.output_dir}: {error.strerror}; nothing of this run "

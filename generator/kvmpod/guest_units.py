@@ -21,11 +21,11 @@ class GuestSettings:
 
 def ninep_mount_options(overrides: str | None, read_only: bool) -> str:
     """Defaults merged with `key=value,…` overrides, key by key; a bare word (e.g. `noatime`) is added."""
-    options = dict(DEFAULT_9P_OPTIONS)
+    options: dict[str, str | None] = dict(DEFAULT_9P_OPTIONS)
     for item in (overrides or "").split(","):
         if item:
-            key, _, value = item.partition("=")
-            options[key] = value if _ else None
+            key, has_value, value = item.partition("=")
+            options[key] = value if has_value else None
     options.pop("ro", None)
     options.pop("rw", None)
     words = [key if value is None else f"{key}={value}" for key, value in options.items()]

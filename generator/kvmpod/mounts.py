@@ -105,7 +105,10 @@ class _Wanted:
     field: str
 
 
-def _app_mounts(app, index, section, mount_point_field, by_stage_name, implicit, problems, warn) -> list[_Wanted]:
+def _app_mounts(app: App, index: int, section: AppSection | None, mount_point_field: str,
+                by_stage_name: dict[str, StagedVolume], implicit: list[StagedVolume], problems: list[Problem],
+                warn: Callable[[str], None]) -> list[_Wanted]:
+    """The app's mounts[] then its uncovered mountPoints, each bound to the volume staged for it."""
     mount_points: tuple[MountPoint, ...] = section.mount_points if section else ()
     wanted: list[_Wanted] = []
     covered: set[str] = set()
@@ -123,8 +126,10 @@ def _app_mounts(app, index, section, mount_point_field, by_stage_name, implicit,
         if clean_path(mp.path) in covered:
             continue
         field = f"{mount_point_field}[{k}].path"
-        staged = by_stage_name.get(mp.name)
-        if staged is None:
+        matched = by_stage_name.get(mp.name)
+        if matched is not None:
+            staged = matched
+        else:
             name = f"{app.name}-{mp.name}"
             if name in by_stage_name:
                 problems.append(Problem(field, f"the implicit empty volume for mount point {mp.name!r} would be "
