@@ -30,6 +30,21 @@ def lookup_id(rootfs_on_disk: str, value: str, database: str) -> int | None:
     return None
 
 
+def known_ids(root_on_disk: str, database: str) -> set[int]:
+    """Every id systemd can run a unit as: the guest's own /etc/passwd or /etc/group, plus root
+    and nobody, which systemd knows without a database."""
+    ids = {0, 65534}
+    try:
+        with open(f"{root_on_disk}/etc/{database}", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                fields = line.split(":")
+                if len(fields) > 2 and fields[2].isdigit():
+                    ids.add(int(fields[2]))
+    except OSError:
+        pass
+    return ids
+
+
 def resolve_identity(rootfs_on_disk: str, user: str, group: str, field: str) -> Identity | list[Problem]:
     uid = lookup_id(rootfs_on_disk, user, "passwd")
     gid = lookup_id(rootfs_on_disk, group, "group")

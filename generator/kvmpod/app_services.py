@@ -7,7 +7,7 @@ does not already ship a unit of that name.
 from dataclasses import dataclass
 
 from .mounts import ResolvedApp
-from .unitfile import DOCUMENTATION, GeneratedFile, Output, Section, render_unit, wants_link
+from .unitfile import DOCUMENTATION, GeneratedFile, Output, Section, render_unit, requires_link, wants_link
 
 # Characters that need no quoting in ExecStart= (systemd.service(5), "Command lines").
 _PLAIN = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789/._:=,@+-")
@@ -39,6 +39,38 @@ def exec_word(word: str) -> str:
 def environment_assignment(name: str, value: str) -> str:
     escaped = f"{name}={value}".replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
     return f'"{escaped}"'
+
+
+IDS_UNIT = "kvmpod-app-ids.service"
+SYSUSERS = "/bin/systemd-sysusers"
+
+
+def plan_app_ids(identities: dict[str, Identity], guest_uids: set[int], guest_gids: set[int],
+                 manifest_path: str) -> list[Output]:
+    """A oneshot giving the guest user-database entries for app ids it lacks, required by those apps.
+
+    systemd (252) looks User=/Group= up in the guest's database before it enters the app's
+    RootDirectory and refuses an id it cannot find, even a numeric one; appc apps name ids of their
+    own image. systemd-sysusers adds the entries idempotently (kvmpod-uid-N, kvmpod-gid-N).
+    """
+    lines: list[str] = [f"g kvmpod-gid-{gid} {gid}" for gid in sorted({i.gid for i in identities.values()} - guest_gids)]
+    primary_gid: dict[int, int] = {}
+    for identity in identities.values():
+        if identity.uid not in guest_uids:
+            primary_gid.setdefault(identity.uid, identity.gid)
+    lines += [f"u kvmpod-uid-{uid} {uid}:{gid} - - -" for uid, gid in sorted(primary_gid.items())]
+    apps = sorted(app for app, i in identities.items() if i.uid not in guest_uids or i.gid not in guest_gids)
+    if not apps:
+        return []
+    sections: list[Section] = [
+        ("Unit", [("Description", "kvmpod user and group entries for the apps' ids"),
+                  ("Documentation", DOCUMENTATION), ("SourcePath", manifest_path),
+                  ("After", "systemd-sysusers.service"),
+                  ("Before", " ".join(f"{app}.service" for app in apps))]),
+        ("Service", [("Type", "oneshot"), ("RemainAfterExit", "yes"),
+                     ("ExecStart", " ".join([SYSUSERS, "--inline", *(exec_word(line) for line in lines)]))]),
+    ]
+    return [GeneratedFile(IDS_UNIT, render_unit(sections))] + [requires_link(f"{app}.service", IDS_UNIT) for app in apps]
 
 
 def plan_app_service(app: ResolvedApp, identity: Identity, manifest_path: str) -> list[Output]:

@@ -9,8 +9,8 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from .app_identity import resolve_identity
-from .app_services import plan_app_service
+from .app_identity import known_ids, resolve_identity
+from .app_services import Identity, plan_app_ids, plan_app_service
 from .guest_paths import DEFAULT_MANIFEST, NETWORKS_PATH
 from .guest_units import GuestSettings, plan_guest_units
 from .inside_root import readlink_on_disk
@@ -167,6 +167,7 @@ def _plan_app_services(pod: ResolvedPod, root: str, manifest: str) -> list[Outpu
     """A unit for every app the guest ships none for; an app it does ship only gets its mounts wired."""
     outputs: list[Output] = []
     problems: list[Problem] = []
+    identities: dict[str, Identity] = {}
     for app in pod.apps:
         if any(os.path.lexists(f"{root}{d}/{app.name}.service") for d in UNIT_DIRS):
             continue
@@ -178,10 +179,11 @@ def _plan_app_services(pod: ResolvedPod, root: str, manifest: str) -> list[Outpu
         if isinstance(identity, list):
             problems.extend(identity)
             continue
+        identities[app.name] = identity
         outputs += plan_app_service(app, identity, manifest)
     if problems:
         raise InvalidInput(problems)
-    return outputs
+    return outputs + plan_app_ids(identities, known_ids(root, "passwd"), known_ids(root, "group"), manifest)
 
 
 def _refuse_apps(root: str) -> list[Output]:

@@ -15,7 +15,7 @@ from .unitfile import GeneratedFile, Output
 @dataclass(frozen=True)
 class PodUnit:
     name: str
-    kind: str  # "volume" (9p mount or empty-volume service), "mount" (bind into an app), "app"
+    kind: str  # "volume" (9p mount or empty-volume service), "setup", "mount" (bind into an app), "app"
 
 
 @dataclass(frozen=True)
@@ -55,11 +55,13 @@ def pod_units(outputs: list[Output]) -> list[PodUnit]:
         if isinstance(output, GeneratedFile):
             if top.startswith("mnt-") or top.startswith("kvmpod-empty-volume-"):
                 units[top] = "volume"
+            elif top.startswith("kvmpod-") and top.endswith(".service"):
+                units[top] = "setup"  # e.g. kvmpod-app-ids.service
             elif top.endswith(".mount"):
                 units[top] = "mount"
             elif top.endswith(".service"):
                 units[top] = "app"
-    order = {"volume": 0, "mount": 1, "app": 2}
+    order = {"volume": 0, "setup": 1, "mount": 2, "app": 3}
     return [PodUnit(name, kind) for name, kind in sorted(units.items(), key=lambda i: (order[i[1]], i[0]))]
 
 
