@@ -56,6 +56,10 @@ MASKED_UNITS: tuple[str, ...] = (
 )
 
 
+# Seconds of the cold build when this process built the image (None: it was cached).
+BUILT_THIS_RUN: float | None = None
+
+
 class ImageBuildError(RuntimeError):
     """The guest image could not be built; the message says which step failed."""
 
@@ -292,6 +296,8 @@ def ensure_image() -> GuestImage:
             for stale in CACHE_ROOT.glob(".tmp-*"):
                 _remove_tree(stale)  # left by a killed build; we hold the lock
             seconds = _build(entry)
+            global BUILT_THIS_RUN
+            BUILT_THIS_RUN = seconds
             print(f"kvmpod-e2e: cold guest image build took {seconds:.1f} s -> {entry}", file=sys.stderr)
     return _paths(entry)
 

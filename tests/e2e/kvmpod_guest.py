@@ -24,6 +24,8 @@ REPO = Path(__file__).resolve().parents[2]
 GENERATOR_SRC = REPO / "generator"
 BUILD_DEB = REPO / "packaging" / "build-deb"
 LOG_ROOT = Path(os.environ.get("KVMPOD_E2E_LOGS", "/var/tmp/kvmpod-e2e-logs"))
+# Per-boot copies of the guest root (~650 MB each, removed after the boot's tests).
+ROOTS = Path(os.environ.get("KVMPOD_E2E_ROOTS", "/var/tmp/kvmpod-e2e-roots"))
 BUSYBOX = Path("/bin/busybox")  # Debian's busybox-static: one static binary, runs in any rootfs
 # Applets linked next to busybox in each app rootfs, so scripts can call them by name.
 APPLETS = ("sh", "cat", "stat", "sleep", "ls", "id", "mkdir", "printf", "echo", "sync", "touch", "rm")
