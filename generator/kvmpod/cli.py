@@ -225,7 +225,7 @@ def _cmd_explain(opts: argparse.Namespace) -> str:
     text = "\n".join(lines) + "\n"
 
     out = io.StringIO()
-    print_outputs(outputs, out)
+    print_outputs(sorted(outputs, key=lambda o: o.path), out.write)
     return text + out.getvalue()
 
 

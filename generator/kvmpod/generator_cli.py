@@ -97,7 +97,10 @@ def main(argv: list[str] | None = None) -> int:
     except UsageError as error:
         sys.stderr.write((f"{PROGRAM}: {error}\n" if str(error) else "") + USAGE)
         return EXIT_USAGE if str(error) else 0
-    cmdline = _read_text(args.root + "/proc/cmdline") or ""
+    try:
+        cmdline = _read_text(args.root, "/proc/cmdline") or ""
+    except InvalidInput:
+        cmdline = ""  # no settings from it: the defaults apply
     # A boot-time run logs to the kernel log; --root and --dry-run are for people and tests.
     log = Log(PROGRAM, use_kmsg=not (args.root or args.dry_run),
               verbose=args.verbose or debug_requested(cmdline))
@@ -105,12 +108,13 @@ def main(argv: list[str] | None = None) -> int:
     if outputs is None:
         return status
     if args.dry_run:
-        print_outputs(outputs, sys.stdout)
+        print_outputs(outputs, sys.stdout.write)
         return status
     try:
         write_outputs(outputs, args.output_dir)
     except OSError as error:
-        log.error(f"cannot write units into {args.output_dir}: {error}; nothing was left behind")
+        log.error(f"cannot write {error.filename or args.output_dir}: {error.strerror}; nothing of this run "
+                  "was left behind")
         return EXIT_INVALID
     return status
 
@@ -119,11 +123,11 @@ def generate(args: Arguments, cmdline: str, log: Log) -> tuple[list[Output] | No
     """The outputs to write and the exit status; (None, status) when there is nothing to write."""
     settings = kvmpod_settings(cmdline)
     manifest = args.manifest or settings.get("manifest") or DEFAULT_MANIFEST
-    text = _read_text(args.root + manifest)
-    if text is None:
-        log.debug(f"no pod manifest at {manifest}: not a kvmpod guest, nothing to do")
-        return None, 0
     try:
+        text = _read_text(args.root, manifest)
+        if text is None:
+            log.debug(f"no pod manifest at {manifest}: not a kvmpod guest, nothing to do")
+            return None, 0
         pod = parse_pod_manifest(load_json(text, manifest))
         guest = GuestSettings(manifest_path=manifest, ninep_options=settings.get("9p_options"))
         outputs = plan_pod(pod, args.root, guest, log.warning) + _plan_networks(args.root)
@@ -132,7 +136,7 @@ def generate(args: Arguments, cmdline: str, log: Log) -> tuple[list[Output] | No
         problems = error.problems if isinstance(error, InvalidInput) else [Problem(manifest, str(error))]
         for problem in problems:
             log.error(str(problem))
-        refusals = _refuse_apps(args.root, manifest)
+        refusals = _refuse_apps(args.root)
         refused = ", ".join(r.path.split(".service.d/")[0] for r in refusals) or f"none staged in {STAGE2_DIR}"
         log.error(f"the pod's configuration is invalid: nothing is mounted, and these apps are refused: {refused}")
         return refusals, EXIT_INVALID
@@ -144,13 +148,12 @@ def plan_pod(pod: Pod, root: str, guest: GuestSettings, warn: Callable[[str], No
     Shared with `kvmpod explain` and `kvmpod status`, so they show exactly what the generator writes.
     """
     resolved = resolve_pod(pod, staged_volumes(pod), load_image_apps(pod, root), root, readlink_on_disk, warn)
-    outputs = plan_guest_units(resolved, guest) + _plan_app_services(resolved, root, guest.manifest_path)
-    return sorted(outputs, key=lambda o: o.path)
+    return plan_guest_units(resolved, guest) + _plan_app_services(resolved, root, guest.manifest_path)
 
 
 def _plan_networks(root: str) -> list[Output]:
     """Units for the NICs the host described, if it did (most pods need no network units)."""
-    text = _read_text(root + NETWORKS_PATH)
+    text = _read_text(root, NETWORKS_PATH)
     if text is None:
         return []
     from .guest_network import parse_guest_networks, plan_network_units  # ipaddress: only pods with NICs pay
@@ -179,7 +182,7 @@ def _plan_app_services(pod: ResolvedPod, root: str, manifest: str) -> list[Outpu
     return outputs
 
 
-def _refuse_apps(root: str, manifest: str) -> list[Output]:
+def _refuse_apps(root: str) -> list[Output]:
     """Fail closed: every app staged in /opt/stage2 gets a drop-in that makes its start fail.
 
     Without it an app unit installed in the guest could start with its volumes missing and
@@ -191,19 +194,22 @@ def _refuse_apps(root: str, manifest: str) -> list[Output]:
         names = []
     text = render_unit(
         [("Unit", [("AssertPathExists", "!/")])],
-        comment=f"{manifest} is invalid (see the kernel log): refuse to start without the app's volumes.",
+        comment="The pod's configuration is invalid (see the kernel log): refuse to start without the app's volumes.",
     )
     return [GeneratedFile(f"{name}.service.d/50-kvmpod-invalid-manifest.conf", text) for name in names]
 
 
-def _read_text(path: str) -> str | None:
+def _read_text(root: str, path: str) -> str | None:
+    """The file's text; None when it does not exist. Any other failure is invalid input: an
+    unreadable manifest must fail closed like a broken one, not let the apps start."""
     try:
-        with open(path, encoding="utf-8") as f:
+        with open(root + path, encoding="utf-8") as f:
             return f.read()
     except FileNotFoundError:
         return None
     except (OSError, UnicodeDecodeError) as error:
-        raise SystemExit(f"{PROGRAM}: cannot read {path}: {error}") from None
+        reason = error.strerror if isinstance(error, OSError) else f"not UTF-8 ({error.reason})"
+        raise InvalidInput([Problem(path, f"cannot be read: {reason}; fix its permissions or content")]) from None
 
 
 if __name__ == "__main__":

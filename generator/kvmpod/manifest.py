@@ -113,12 +113,7 @@ def load_json(text: str, source: str) -> object:
 def parse_pod_manifest(document: object) -> Pod:
     """A PodManifest (already JSON-decoded) as a Pod, or InvalidInput with every problem."""
     check = _Checker()
-    root = check.obj(document, "(pod manifest)")
-    if root is None:
-        raise InvalidInput(check.problems)
-    kind = check.string(root, "acKind", "acKind", required=True, hint='set it to "PodManifest"')
-    if kind is not None and kind != "PodManifest":
-        check.report("acKind", f'is {kind!r}; a pod manifest has "acKind": "PodManifest"')
+    root = _document(check, document, "PodManifest")
     version = check.string(root, "acVersion", "acVersion", required=True, hint='e.g. "0.8.11"')
     if version is not None and not version.startswith("0."):
         check.report("acVersion", f"is {version!r}; kvmpod reads appc 0.x manifests (e.g. \"0.8.11\")")
@@ -147,18 +142,24 @@ def parse_pod_manifest(document: object) -> Pod:
 def parse_image_app(document: object, source: str) -> AppSection | None:
     """The `app` of an ImageManifest read from `source`; None when the image has no app."""
     check = _Checker(prefix=f"{source}: ")
-    root = check.obj(document, "(image manifest)")
-    if root is None:
-        raise InvalidInput(check.problems)
-    kind = check.string(root, "acKind", "acKind", required=True, hint='set it to "ImageManifest"')
-    if kind is not None and kind != "ImageManifest":
-        check.report("acKind", f'is {kind!r}; an image manifest has "acKind": "ImageManifest"')
+    root = _document(check, document, "ImageManifest")
     section = None
     if root.get("app") is not None:
         section = _app_section(check, root["app"], "app")
     if check.problems:
         raise InvalidInput(check.problems)
     return section
+
+
+def _document(check: _Checker, document: object, ac_kind: str) -> dict:
+    """The top-level object, its acKind checked; a document that is no object at all stops here."""
+    root = check.obj(document, f"({ac_kind})")
+    if root is None:
+        raise InvalidInput(check.problems)
+    kind = check.string(root, "acKind", "acKind", required=True, hint=f'set it to "{ac_kind}"')
+    if kind is not None and kind != ac_kind:
+        check.report("acKind", f'is {kind!r}; this file must have "acKind": "{ac_kind}"')
+    return root
 
 
 def _refuse_duplicates(check: _Checker, names: list[str], field: str, what: str) -> None:

@@ -4,9 +4,9 @@ Everything here has been checked; the rest of the code trusts it.
 """
 
 from dataclasses import dataclass
-from typing import Literal
 
-VolumeKind = Literal["host", "empty"]
+# "host" or "empty". A plain str: typing.Literal would import typing, ~4 ms of every boot.
+VolumeKind = str
 
 DEFAULT_EMPTY_MODE = 0o755
 

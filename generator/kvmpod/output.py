@@ -1,7 +1,7 @@
 """Write the plan into a generator output directory, all or nothing; or print it."""
 
 import os
-from typing import TextIO
+from collections.abc import Callable
 
 from .unitfile import GeneratedFile, Output
 
@@ -33,9 +33,10 @@ def write_outputs(outputs: list[Output], directory: str) -> None:
         raise
 
 
-def print_outputs(outputs: list[Output], out: TextIO) -> None:
+def print_outputs(outputs: list[Output], write: Callable[[str], object]) -> None:
+    """Each file under a `==> name <==` line (as `head` shows several files); links as `name -> target`."""
     for output in outputs:
         if isinstance(output, GeneratedFile):
-            out.write(f"==> {output.path} <==\n{output.content}\n")
+            write(f"==> {output.path} <==\n{output.content}\n")
         else:
-            out.write(f"==> {output.path} -> {output.target} <==\n\n")
+            write(f"==> {output.path} -> {output.target} <==\n\n")
