@@ -21,6 +21,7 @@ class BootRecord:
     qemu_seconds: float
     setup_seconds: float  # image (if built), root copy, install, staging, boot
     logs: Path
+    install: str
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -32,9 +33,9 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def record_boot(config: pytest.Config, label: str, accelerator: str, qemu_seconds: float, setup_seconds: float,
-                logs: Path) -> None:
+                logs: Path, install: str = "") -> None:
     config.stash[_BOOTS].append(BootRecord(label, accelerator or "(did not start)", qemu_seconds, setup_seconds,
-                                           logs))
+                                           logs, install or "(not installed)"))
 
 
 def forget_logs_unless_failed(request: pytest.FixtureRequest, logs: Path) -> None:
@@ -57,18 +58,11 @@ def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None):
         span[1] = time.monotonic()
 
 
-def pytest_runtest_logreport(report: pytest.TestReport) -> None:
-    if report.failed:
-        # Stash is per config; reach it through the session-wide hook argument-less route.
-        _failed_modules_of_current_session.add(report.nodeid.split("::")[0])
-
-
-_failed_modules_of_current_session: set[str] = set()
-
-
-def pytest_sessionstart(session: pytest.Session) -> None:
-    # One set shared by the hook above and the fixtures (which see config.stash).
-    session.config.stash[_FAILED_MODULES] = _failed_modules_of_current_session
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
+    outcome = yield
+    if outcome.get_result().failed:
+        item.config.stash[_FAILED_MODULES].add(item.nodeid.split("::")[0])
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:
@@ -90,7 +84,7 @@ def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Co
         tr.write_line(f"warm e2e suite wall time: {wall:.1f} s")
     for boot in config.stash[_BOOTS]:
         tr.write_line(f"boot {boot.label}: accelerator {boot.accelerator}, QEMU ran {boot.qemu_seconds:.1f} s, "
-                      f"setup+boot {boot.setup_seconds:.1f} s, logs {boot.logs}"
+                      f"setup+boot {boot.setup_seconds:.1f} s, kvmpod from {boot.install}, logs {boot.logs}"
                       + ("" if boot.logs.exists() else " (removed: its tests passed)"))
 
 

@@ -81,6 +81,7 @@ class BootB:
     accelerator: str = ""
     seconds: float = 0.0
     stage_refusal: str = ""
+    install: str = ""
     out: Path | None = None
 
     def where(self) -> str:
@@ -110,7 +111,7 @@ def _run_boot(state: BootB, tmp: Path) -> Iterator[None]:
 
     tmp.parent.mkdir(parents=True, exist_ok=True)
     with boot.private_root(image, tmp) as root:
-        install_kvmpod(root, state.logs)
+        state.install = install_kvmpod(root, state.logs)
         for name in STAGED_APPS:
             make_app_rootfs(root, name)
         install_guest_unit(root, "shipped.service", SHIPPED_UNIT)
@@ -144,7 +145,8 @@ def boot_b(request: pytest.FixtureRequest):
     except Exception:
         state.error = traceback.format_exc(limit=-3)
         run = None
-    record_boot(request.config, "B", state.accelerator, state.seconds, time.monotonic() - started, state.logs)
+    record_boot(request.config, "B", state.accelerator, state.seconds, time.monotonic() - started, state.logs,
+                state.install)
     try:
         yield state
     finally:

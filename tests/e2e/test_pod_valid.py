@@ -20,7 +20,7 @@ import pytest
 
 from . import boot, guestimage
 from .conftest import forget_logs_unless_failed, record_boot
-from .kvmpod_guest import (HarnessError, Netns, argv_value, drop_export, host_kvmpod, install_guest_script,
+from .kvmpod_guest import (Netns, argv_value, drop_export, host_kvmpod, install_guest_script,
                            install_guest_unit, install_kvmpod, kept_dir, ROOTS, make_app_rootfs, pod_uuid, write_json)
 
 pytestmark = pytest.mark.e2e
@@ -248,7 +248,8 @@ def boot_a(request: pytest.FixtureRequest):
     except Exception:
         state.error = traceback.format_exc(limit=-3)
         run = None
-    record_boot(request.config, "A", state.accelerator, state.seconds, time.monotonic() - started, state.logs)
+    record_boot(request.config, "A", state.accelerator, state.seconds, time.monotonic() - started, state.logs,
+                state.install)
     try:
         yield state
     finally:
