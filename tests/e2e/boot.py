@@ -198,11 +198,35 @@ def boot(
         accelerator=accelerator,
         cmdline_extra=cmdline_extra,
     )
-    (workdir / "qemu.argv").write_text("\n".join(argv) + "\n")
+    seconds = run_until_poweroff(argv, root, workdir, console_log, accelerator, timeout=timeout)
+    return BootResult(accelerator=accelerator, seconds=seconds, console_log=console_log, journal_log=journal_log)
+
+
+def run_until_poweroff(
+    argv: Sequence[str],
+    root: Path,
+    workdir: Path,
+    console_log: Path,
+    accelerator: str,
+    *,
+    timeout: float = DEFAULT_TIMEOUT,
+    wrapper: Sequence[str] = (),
+) -> float:
+    """Run a whole QEMU argv (prefixed by `wrapper`, e.g. `ip netns exec NS`) until the guest
+    powers off; return the seconds it ran, or raise BootError on timeout, panic or QEMU error.
+
+    `ip netns exec` execs QEMU in its own process, so killing the child kills QEMU.
+    The journal of `root` is dumped to workdir/journal.txt whatever the outcome.
+    """
+    if shutil.which(argv[0]) is None:
+        raise BootError(f"{argv[0]} not found; apt-get install qemu-system-x86")
+    journal_log = workdir / "journal.txt"
+    full = [*wrapper, *argv]
+    (workdir / "qemu.argv").write_text("\n".join(full) + "\n")
     qemu_stderr = workdir / "qemu.stderr"
     started = time.monotonic()
     with qemu_stderr.open("w") as err:
-        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=err, stderr=err)
+        proc = subprocess.Popen(full, stdin=subprocess.DEVNULL, stdout=err, stderr=err)
         try:
             returncode = proc.wait(timeout=timeout)
             failure = None if returncode == 0 else f"QEMU exited {returncode}"
@@ -227,4 +251,4 @@ def boot(
             f"journal: {journal_log}\nconsole: {console_log}, last lines:\n{console_tail(console_log)}"
         )
     print(f"kvmpod-e2e: guest ran {seconds:.1f} s under {accelerator}", file=sys.stderr)
-    return BootResult(accelerator=accelerator, seconds=seconds, console_log=console_log, journal_log=journal_log)
+    return seconds

@@ -1,10 +1,96 @@
-"""Shared setup for the end-to-end suite."""
+"""Shared setup for the end-to-end suite: the e2e marker, kept logs, and the timing summary."""
 
 from __future__ import annotations
 
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
 import pytest
+
+_FAILED_MODULES = pytest.StashKey[set[str]]()
+_BOOTS = pytest.StashKey[list["BootRecord"]]()
+_E2E_SPAN = pytest.StashKey[list[float]]()  # [first e2e test start, last e2e test end]
+
+
+@dataclass(frozen=True)
+class BootRecord:
+    label: str
+    accelerator: str
+    qemu_seconds: float
+    setup_seconds: float  # image (if built), root copy, install, staging, boot
+    logs: Path
+    install: str
 
 
 def pytest_configure(config: pytest.Config) -> None:
     # Registered here so `-m "not e2e"` works without touching setup.cfg.
     config.addinivalue_line("markers", "e2e: boots a QEMU guest (slow; needs root, qemu, debootstrap)")
+    config.stash[_FAILED_MODULES] = set()
+    config.stash[_BOOTS] = []
+    config.stash[_E2E_SPAN] = []
+
+
+def record_boot(config: pytest.Config, label: str, accelerator: str, qemu_seconds: float, setup_seconds: float,
+                logs: Path, install: str = "") -> None:
+    config.stash[_BOOTS].append(BootRecord(label, accelerator or "(did not start)", qemu_seconds, setup_seconds,
+                                           logs, install or "(not installed)"))
+
+
+def forget_logs_unless_failed(request: pytest.FixtureRequest, logs: Path) -> None:
+    """A boot's kept logs are removed when every test of its module passed."""
+    if request.node.nodeid not in request.config.stash[_FAILED_MODULES]:
+        shutil.rmtree(logs, ignore_errors=True)
+    else:
+        print(f"\nkvmpod-e2e: logs of the failing boot kept in {logs}")
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None):
+    e2e = item.get_closest_marker("e2e") is not None
+    started = time.monotonic()
+    yield
+    if e2e:
+        span = item.config.stash[_E2E_SPAN]
+        if not span:
+            span += [started, started]
+        span[1] = time.monotonic()
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
+    outcome = yield
+    if outcome.get_result().failed:
+        item.config.stash[_FAILED_MODULES].add(item.nodeid.split("::")[0])
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:
+    from . import guestimage
+
+    span = config.stash[_E2E_SPAN]
+    if not span:
+        return
+    tr = terminalreporter
+    tr.section("kvmpod e2e timing")
+    wall = span[1] - span[0]
+    cold = guestimage.BUILT_THIS_RUN
+    if cold is not None:
+        tr.write_line(f"cold guest image build: {cold:.1f} s (built in this run)")
+        tr.write_line(f"warm e2e suite wall time: {wall - cold:.1f} s (total {wall:.1f} s with the build)")
+    else:
+        recorded = _recorded_build_seconds(guestimage)
+        tr.write_line(f"cold guest image build: {recorded} (recorded in build-info.json; cached this run)")
+        tr.write_line(f"warm e2e suite wall time: {wall:.1f} s")
+    for boot in config.stash[_BOOTS]:
+        tr.write_line(f"boot {boot.label}: accelerator {boot.accelerator}, QEMU ran {boot.qemu_seconds:.1f} s, "
+                      f"setup+boot {boot.setup_seconds:.1f} s, kvmpod from {boot.install}, logs {boot.logs}"
+                      + ("" if boot.logs.exists() else " (removed: its tests passed)"))
+
+
+def _recorded_build_seconds(guestimage) -> str:
+    try:
+        entry = guestimage.CACHE_ROOT / guestimage.recipe_hash()
+        return f"{guestimage.build_seconds(guestimage._paths(entry)):.1f} s"
+    except (OSError, ValueError, KeyError) as error:
+        return f"unknown ({error})"

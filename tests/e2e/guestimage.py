@@ -25,9 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 SUITE = "bookworm"
-# Overridable because a machine may reach Debian only through its own mirror;
-# not part of the hash since any mirror serves the same suite.
-MIRROR = os.environ.get("KVMPOD_E2E_MIRROR", "http://deb.debian.org/debian")
+MIRROR_ENV = "KVMPOD_E2E_MIRROR"
 CACHE_ROOT = Path(os.environ.get("KVMPOD_E2E_CACHE", "/var/cache/kvmpod-e2e"))
 
 # Installed by debootstrap. The kernel is installed later, on its own, so its
@@ -39,6 +37,8 @@ BASE_PACKAGES: tuple[str, ...] = (
     "kmod",
     "python3-minimal",
     "initramfs-tools",
+    "iproute2",  # the generator's NIC units run /sbin/ip
+    "python3-pystemd",  # `kvmpod status` reads unit states over D-Bus (pulls in dbus)
 )
 KERNEL_PACKAGE = "linux-image-amd64"
 # Needed in the initrd to mount a 9p root over virtio before systemd starts.
@@ -56,8 +56,82 @@ MASKED_UNITS: tuple[str, ...] = (
 )
 
 
+# Seconds of the cold build when this process built the image (None: it was cached).
+BUILT_THIS_RUN: float | None = None
+
+
 class ImageBuildError(RuntimeError):
     """The guest image could not be built; the message says which step failed."""
+
+
+def _host_codename(os_release: Path = Path("/etc/os-release")) -> str:
+    for line in os_release.read_text().splitlines():
+        key, _, value = line.partition("=")
+        if key == "VERSION_CODENAME":
+            return value.strip().strip('"')
+    return SUITE
+
+
+def _deb822_mirror(text: str, codename: str) -> str | None:
+    """The first URIs: of a stanza whose Suites include `codename` (exactly, not codename-updates)."""
+    for stanza in text.split("\n\n"):
+        fields: dict[str, str] = {}
+        key = ""
+        for line in stanza.splitlines():
+            if not line.strip() or line.lstrip().startswith("#"):
+                continue
+            if line[0] in " \t" and key:  # a continuation line
+                fields[key] += " " + line.strip()
+                continue
+            key, _, value = line.partition(":")
+            key = key.strip().lower()
+            fields[key] = value.strip()
+        if "deb" not in fields.get("types", "deb").split() or fields.get("enabled", "yes").lower() == "no":
+            continue
+        if codename in fields.get("suites", "").split() and fields.get("uris", "").split():
+            return fields["uris"].split()[0]
+    return None
+
+
+def _one_line_mirror(text: str) -> str | None:
+    """The URL of the first `deb [options] URL SUITE ...` line."""
+    for line in text.splitlines():
+        words = line.split("#", 1)[0].split()
+        if not words or words[0] != "deb":
+            continue
+        words = words[1:]
+        if words and words[0].startswith("["):  # [arch=amd64 signed-by=...]
+            while words and not words[0].endswith("]"):
+                words = words[1:]
+            words = words[1:]
+        if len(words) >= 2:
+            return words[0]
+    return None
+
+
+def host_mirror(apt_dir: Path = Path("/etc/apt"), codename: str | None = None) -> str:
+    """The Debian mirror this host's own apt uses, or $KVMPOD_E2E_MIRROR when set.
+
+    Read from the host's configuration rather than named here: the suite must reach Debian the
+    way the host does. Not part of the recipe hash, since any mirror serves the same suite.
+    """
+    override = os.environ.get(MIRROR_ENV, "").strip()
+    if override:
+        return override
+    codename = codename or _host_codename()
+    for path in sorted((apt_dir / "sources.list.d").glob("*.sources")):
+        found = _deb822_mirror(path.read_text(errors="replace"), codename)
+        if found:
+            return found
+    legacy = apt_dir / "sources.list"
+    if legacy.is_file():
+        found = _one_line_mirror(legacy.read_text(errors="replace"))
+        if found:
+            return found
+    raise ImageBuildError(
+        f"no Debian mirror found in {apt_dir}/sources.list.d/*.sources (a stanza with Suites: {codename}) "
+        f"nor in {apt_dir}/sources.list (a `deb URL SUITE` line); set {MIRROR_ENV}=URL"
+    )
 
 
 @dataclass(frozen=True)
@@ -105,7 +179,7 @@ def _debootstrap(root: Path) -> None:
             "--include=" + ",".join(BASE_PACKAGES),
             SUITE,
             str(root),
-            MIRROR,
+            host_mirror(),
         ]
     )
 
@@ -222,6 +296,8 @@ def ensure_image() -> GuestImage:
             for stale in CACHE_ROOT.glob(".tmp-*"):
                 _remove_tree(stale)  # left by a killed build; we hold the lock
             seconds = _build(entry)
+            global BUILT_THIS_RUN
+            BUILT_THIS_RUN = seconds
             print(f"kvmpod-e2e: cold guest image build took {seconds:.1f} s -> {entry}", file=sys.stderr)
     return _paths(entry)
 

@@ -1,0 +1,185 @@
+"""Boot B: an invalid pod manifest in the guest. The generator must mount nothing, log every problem
+to the kernel log, and refuse every app staged in /opt/stage2, including one whose unit the guest
+ships itself (`shipped.service`, wanted by multi-user.target, which would leave a marker).
+
+The host helper refuses to stage an invalid manifest (checked here too), so the argv is built and
+the tree staged from the same pod with the missing volume declared; then the guest's copy of the
+manifest is replaced by the invalid one, as if it had been changed after staging.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import time
+import traceback
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from . import boot, guestimage
+from .conftest import forget_logs_unless_failed, record_boot
+from .kvmpod_guest import (ROOTS, argv_value, host_kvmpod, install_guest_script, install_guest_unit,
+                           install_kvmpod, kept_dir, make_app_rootfs, pod_uuid, write_json)
+
+pytestmark = pytest.mark.e2e
+
+TIMEOUT = 300.0
+OUT = "var/lib/kvmpod-e2e"  # in the guest root, read from the host after the boot
+FIELD = "apps[0].mounts[0].volume"
+
+INVALID = {
+    "acKind": "PodManifest",
+    "acVersion": "0.8.11",
+    "apps": [{
+        "name": "shipped",
+        "image": {"name": "example.com/kvmpod-e2e-shipped"},
+        "app": {"exec": ["/bin/busybox", "sh", "-c", "echo app > /marker"], "user": "0", "group": "0"},
+        "mounts": [{"volume": "nosuch", "path": "/data"}],
+    }],
+    "volumes": [],
+}
+STAGED_APPS = ("shipped", "other")  # `other` is staged in /opt/stage2 but not in the manifest
+
+SHIPPED_UNIT = f"""[Unit]
+Description=a unit the guest ships for app shipped
+
+[Service]
+Type=oneshot
+ExecStart=/bin/sh -c 'echo started > /{OUT}/shipped-marker'
+"""
+
+FINISH_SCRIPT = f"""#!/bin/sh
+# kvmpod e2e (boot B): record what became of shipped.service and what the generator wrote.
+o=/{OUT}
+mkdir -p $o
+systemctl show shipped.service -p ActiveState -p Result -p AssertResult > $o/shipped.show
+(cd /run/systemd/generator && find . -type f -o -type l | sort) > $o/generated.txt
+cat /run/systemd/generator/shipped.service.d/50-kvmpod-invalid-manifest.conf > $o/dropin.conf 2>&1
+sync
+"""
+
+FINISH_UNIT = """[Unit]
+Description=kvmpod e2e: record, then power off
+After=shipped.service
+SuccessAction=poweroff
+FailureAction=poweroff
+
+[Service]
+Type=oneshot
+ExecStart=/usr/local/sbin/kvmpod-e2e-finish
+TimeoutStartSec=120
+"""
+
+
+@dataclass
+class BootB:
+    logs: Path
+    error: str | None = None
+    accelerator: str = ""
+    seconds: float = 0.0
+    stage_refusal: str = ""
+    install: str = ""
+    out: Path | None = None
+
+    def where(self) -> str:
+        return f"(logs kept in {self.logs}: console.log, journal.txt, qemu.argv, guest-out/)"
+
+    def require(self) -> None:
+        if self.error:
+            pytest.fail(f"boot B did not run: {self.error}\n{self.where()}", pytrace=False)
+
+    def read(self, name: str) -> str:
+        assert self.out is not None
+        path = self.out / name
+        assert path.is_file(), f"{path} missing {self.where()}"
+        return path.read_text()
+
+    def console(self) -> str:
+        return (self.logs / "console.log").read_text(errors="replace")
+
+
+def _run_boot(state: BootB, tmp: Path) -> Iterator[None]:
+    image = guestimage.ensure_image()
+    invalid = write_json(state.logs / "invalid-pod.json", INVALID)
+    valid = copy.deepcopy(INVALID)
+    valid["volumes"] = [{"name": "nosuch", "kind": "empty"}]
+    valid_file = write_json(state.logs / "staged-pod.json", valid)
+    uuid = pod_uuid()
+
+    tmp.parent.mkdir(parents=True, exist_ok=True)
+    with boot.private_root(image, tmp) as root:
+        state.install = install_kvmpod(root, state.logs)
+        for name in STAGED_APPS:
+            make_app_rootfs(root, name)
+        install_guest_unit(root, "shipped.service", SHIPPED_UNIT)
+        install_guest_script(root, "/usr/local/sbin/kvmpod-e2e-finish", FINISH_SCRIPT)
+        install_guest_unit(root, "kvmpod-e2e-finish.service", FINISH_UNIT)
+
+        refused = host_kvmpod("stage", "--manifest", str(invalid), "--rootfs", str(root), check=False)
+        state.stage_refusal = f"exit {refused.returncode}: {refused.stderr}"
+        common = ["--manifest", str(valid_file), "--rootfs", str(root), "--uuid", uuid]
+        host_kvmpod("stage", *common)
+        (root / "etc/kvmpod/pod.json").write_bytes(invalid.read_bytes())
+        console = state.logs / "console.log"
+        out = host_kvmpod("args", "--hypervisor", "qemu", *common, "--kernel", str(image.vmlinuz),
+                          "--initrd", str(image.initrd), "--console", f"file:{console}",
+                          "--cpus", "2", "--memory", "512", "--format", "json")
+        argv = json.loads(out.stdout)
+        state.accelerator = argv_value(argv, "-accel")
+        print(f"kvmpod-e2e: boot B with accelerator {state.accelerator}")
+        state.seconds = boot.run_until_poweroff(argv, root, state.logs, console, state.accelerator, timeout=TIMEOUT)
+        state.out = root / OUT
+        yield
+
+
+@pytest.fixture(scope="module")
+def boot_b(request: pytest.FixtureRequest):
+    state = BootB(logs=kept_dir("boot-b"))
+    started = time.monotonic()
+    run = _run_boot(state, ROOTS / state.logs.name)
+    try:
+        next(run)
+    except Exception:
+        state.error = traceback.format_exc(limit=-3)
+        run = None
+    record_boot(request.config, "B", state.accelerator, state.seconds, time.monotonic() - started, state.logs,
+                state.install)
+    try:
+        yield state
+    finally:
+        if run is not None:
+            next(run, None)  # removes the guest root copy
+        forget_logs_unless_failed(request, state.logs)
+
+
+def test_host_helper_refuses_to_stage_the_invalid_manifest(boot_b: BootB) -> None:
+    boot_b.require()
+    assert boot_b.stage_refusal == (
+        f"exit 2: kvmpod: {FIELD}: no volume named 'nosuch'; add it to volumes[] or give the mount an appVolume\n")
+
+
+def test_invalid_manifest_starts_no_app(boot_b: BootB) -> None:
+    boot_b.require()
+    assert boot_b.out is not None
+    assert not (boot_b.out / "shipped-marker").exists(), f"shipped.service ran {boot_b.where()}"
+    show = dict(line.split("=", 1) for line in boot_b.read("shipped.show").splitlines() if "=" in line)
+    assert show == {"ActiveState": "inactive", "Result": "success", "AssertResult": "no"}, show
+    assert "AssertPathExists=!/" in boot_b.read("dropin.conf").splitlines()
+
+
+def test_generator_writes_only_refusals(boot_b: BootB) -> None:
+    boot_b.require()
+    kvmpod_files = [f for f in boot_b.read("generated.txt").splitlines()
+                    if "kvmpod" in f or f.startswith(("./mnt-", "./opt-stage2")) or "shipped" in f or "other" in f]
+    assert kvmpod_files == [f"./{app}.service.d/50-kvmpod-invalid-manifest.conf" for app in sorted(STAGED_APPS)]
+
+
+def test_console_names_the_invalid_field(boot_b: BootB) -> None:
+    boot_b.require()
+    console = boot_b.console()
+    lines = [ln for ln in console.splitlines() if "kvmpod-generator[" in ln]
+    assert any(f"]: {FIELD}: no volume named 'nosuch'" in ln for ln in lines), (lines, boot_b.where())
+    assert any("these apps are refused: other, shipped" in ln for ln in lines), (lines, boot_b.where())

@@ -1,0 +1,364 @@
+"""Boot A: one valid pod, booted once, every scenario read from what the guest left behind.
+
+The host helper builds the QEMU argv (`kvmpod args --format json`) and stages the manifest and the
+network description (`kvmpod stage`); kvmpod-generator in the guest does the rest at boot. Each app
+is a busybox script that writes its findings into the host volume `results`; the harness's own
+finishing unit waits for them and for the host's ping, runs `kvmpod status --json`, and powers off.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import traceback
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from . import boot, guestimage
+from .conftest import forget_logs_unless_failed, record_boot
+from .kvmpod_guest import (Netns, argv_value, drop_export, host_kvmpod, install_guest_script,
+                           install_guest_unit, install_kvmpod, kept_dir, ROOTS, make_app_rootfs, pod_uuid, write_json)
+
+pytestmark = pytest.mark.e2e
+
+TIMEOUT = 300.0
+HOST_IP, GUEST_IP, PREFIX = "10.99.0.1", "10.99.0.2", 24
+TAP = "kvmpode2e0"
+PING_SECONDS = 200.0  # the host keeps trying this long from QEMU's start (boots take 40-70 s here)
+
+# Every argument the ExecStart= quoting must carry through systemd untouched.
+HOSTILE_ARGS = ["two words", "it's", '"double"', "$HOME", "${HOME}", "100%", "%n", "back\\slash",
+                "trailing\\", "a;b", ";", "tab\there", "", "'single quoted'"]
+ARGV_SCRIPT = 'for a in "$@"; do printf "%s\\n" "$a"; done > /results/argv.txt; echo > /results/argv.done'
+
+PEER_SCRIPT = """me={me}; other={other}
+echo "from $me" > /shared/$me
+i=0
+while [ ! -e /shared/$other ] && [ $i -lt 60 ]; do sleep 1; i=$((i+1)); done
+{{ echo "saw=$(cat /shared/$other 2>&1)"; echo "stat=$(stat -c '%a %u %g' /shared)"; echo "id=$(id -u):$(id -g)"; }} > /results/$me.txt
+echo > /results/$me.done
+"""
+
+APPS: dict[str, dict] = {
+    # (1) rw host volume
+    "writer": {"script": 'echo "written by writer as $(id -u)" > /out/hello.txt; echo > /results/writer.done',
+               "mounts": [("rwvol", "/out")]},
+    # (2) read-only host volume
+    "roprobe": {"script": ('cat /ro/existing.txt > /results/roprobe.read 2>&1; '
+                           'if ( echo x > /ro/try ) 2> /results/roprobe.err; then echo WROTE > /results/roprobe.txt; '
+                           'else cat /results/roprobe.err > /results/roprobe.txt; fi; echo > /results/roprobe.done'),
+                "mounts": [("rovol", "/ro")]},
+    # (3) one empty volume (0770, 1000:1000) shared by two apps
+    "peer-a": {"script": PEER_SCRIPT.format(me="peer-a", other="peer-b"), "mounts": [("shared", "/shared")]},
+    "peer-b": {"script": PEER_SCRIPT.format(me="peer-b", other="peer-a"), "mounts": [("shared", "/shared")]},
+    # A non-root app: user 1000 exists neither in its rootfs nor in the guest's /etc/passwd.
+    "uidapp": {"script": 'echo "$(id -u):$(id -g)" > /results/uidapp.txt; echo > /results/uidapp.done',
+               "mounts": [("shared", "/shared")], "user": "1000", "group": "1000"},
+    # (4) nested mount paths, and a mount path through a symlink inside the app's rootfs
+    "nester": {"script": 'echo outer > /data/o.txt; echo inner > /data/inner/i.txt; echo > /results/nester.done',
+               "mounts": [("outer", "/data"), ("inner", "/data/inner")]},
+    "linker": {"script": 'echo via-link > /link/sub/s.txt; echo > /results/linker.done',
+               "mounts": [("linkvol", "/link/sub")]},
+    # (6) its volume's tag is not exported by the host
+    "orphan": {"script": 'echo ran > /results/orphan.txt', "mounts": [("missing", "/m")]},
+    # ExecStart= quoting on a real systemd
+    "argv": {"exec": ["/bin/busybox", "sh", "-c", ARGV_SCRIPT, "argv0", *HOSTILE_ARGS], "mounts": []},
+}
+DONE = [a for a in APPS if a not in ("orphan", "uidapp")]
+UID_BUG = ("kvmpod writes User=1000/Group=1000 as numbers, but systemd 252 resolves them in the guest's own "
+           "user database before chrooting: 'Failed to determine user credentials: No such process', "
+           "status=217/USER")
+HOST_VOLUMES = {"results": False, "rwvol": False, "rovol": True, "outer": False, "inner": False,
+                "linkvol": False, "missing": False}
+
+FINISH_SCRIPT = """#!/bin/sh
+# kvmpod e2e (boot A): wait for the apps and the host's ping, record the pod's status, power off.
+r=/mnt/results
+log() { echo "kvmpod-e2e-finish: $*" > /dev/kmsg; }
+i=0
+while ! grep -q " $r 9p " /proc/mounts; do
+  [ $i -ge 60 ] && { log "$r never mounted"; exit 1; }
+  sleep 1; i=$((i+1))
+done
+i=0
+while :; do
+  missing=""
+  for d in @DONE@; do [ -e $r/$d.done ] || missing="$missing $d"; done
+  [ -z "$missing" ] || [ $i -ge 90 ] && break
+  sleep 1; i=$((i+1))
+done
+log "apps finished after ${i}s; missing:${missing:- none}"
+i=0
+while [ ! -e $r/ping-done ] && [ $i -lt 120 ]; do sleep 1; i=$((i+1)); done
+log "ping-done after ${i}s: $(cat $r/ping-done 2>&1)"
+kvmpod status --json > $r/status.json 2> $r/status.err
+echo $? > $r/status.rc
+systemctl show orphan.service -p ActiveState -p SubState -p Result > $r/orphan.show
+ip -4 -o address show dev eth0 > $r/eth0.txt 2>&1
+find /run/systemd/generator -newer /etc/machine-id > $r/generated.txt 2>&1
+sync
+log done
+"""
+
+FINISH_UNIT = """[Unit]
+Description=kvmpod e2e: collect results, then power off
+After=mnt-results.mount network.target
+SuccessAction=poweroff
+FailureAction=poweroff
+
+[Service]
+Type=oneshot
+ExecStart=/usr/local/sbin/kvmpod-e2e-finish
+TimeoutStartSec=280
+"""
+
+
+def manifest() -> dict:
+    apps = []
+    for name, spec in APPS.items():
+        exec_ = spec.get("exec") or ["/bin/busybox", "sh", "-c", spec["script"]]
+        mounts = [{"volume": "results", "path": "/results"}] + [{"volume": v, "path": p} for v, p in spec["mounts"]]
+        apps.append({
+            "name": name,
+            "image": {"name": f"example.com/kvmpod-e2e-{name}"},
+            "app": {"exec": exec_, "user": spec.get("user", "0"), "group": spec.get("group", "0")},
+            "mounts": mounts,
+        })
+    return {"acKind": "PodManifest", "acVersion": "0.8.11", "apps": apps, "volumes": []}
+
+
+@dataclass
+class BootA:
+    logs: Path
+    error: str | None = None
+    accelerator: str = ""
+    seconds: float = 0.0
+    install: str = ""
+    vols: dict[str, Path] = field(default_factory=dict)
+    root: Path | None = None
+    ping: list[str] = field(default_factory=list)
+    argv: list[str] = field(default_factory=list)
+
+    @property
+    def results(self) -> Path:
+        return self.vols["results"]
+
+    def where(self) -> str:
+        return f"(logs kept in {self.logs}: console.log, journal.txt, qemu.argv, volumes/)"
+
+    def require(self) -> None:
+        if self.error:
+            pytest.fail(f"boot A did not run: {self.error}\n{self.where()}", pytrace=False)
+
+    def read(self, name: str) -> str:
+        path = self.results / name
+        assert path.is_file(), f"{path} missing {self.where()}"
+        return path.read_text()
+
+    def status(self) -> dict[str, dict]:
+        return {u["name"]: u for u in json.loads(self.read("status.json"))}
+
+
+def _ping_until_answered(ns: Netns, results: Path, record: list[str], stop: threading.Event) -> None:
+    deadline = time.monotonic() + PING_SECONDS
+    tries = 0
+    outcome = "failed"
+    while time.monotonic() < deadline and not stop.is_set():
+        tries += 1
+        proc = ns.ping(GUEST_IP)
+        if proc.returncode == 0:
+            outcome = "answered"
+            record.append(proc.stdout)
+            break
+        stop.wait(1.0)
+    record.insert(0, f"{outcome} after {tries} tries")
+    # Written either way, so the guest stops waiting; the test reads the outcome.
+    (results / "ping-done").write_text(record[0] + "\n")
+
+
+def _run_boot(state: BootA, tmp: Path) -> Iterator[None]:
+    image = guestimage.ensure_image()
+    vols = state.logs / "volumes"
+    for name in HOST_VOLUMES:
+        (vols / name).mkdir(parents=True)
+        state.vols[name] = vols / name
+    state.results.chmod(0o777)  # peer-a/peer-b run as uid 1000
+    (state.vols["rovol"] / "existing.txt").write_text("ro content\n")
+
+    pod = manifest()
+    pod["volumes"] = [{"name": n, "kind": "host", "source": str(state.vols[n]), "readOnly": ro}
+                      for n, ro in HOST_VOLUMES.items()]
+    pod["volumes"].append({"name": "shared", "kind": "empty", "mode": "0770", "uid": 1000, "gid": 1000})
+    pod_file = write_json(state.logs / "pod.json", pod)
+    networks = write_json(state.logs / "networks.json", [
+        {"name": "e2e", "tap": TAP, "hostIP": HOST_IP, "guestIP": GUEST_IP, "prefix": PREFIX}])
+    uuid = pod_uuid()
+
+    tmp.parent.mkdir(parents=True, exist_ok=True)
+    with boot.private_root(image, tmp) as root:
+        state.root = root
+        state.install = install_kvmpod(root, state.logs)
+        for name in APPS:
+            make_app_rootfs(root, name)
+        linker = root / "opt/stage2/linker/rootfs"
+        (linker / "real/dir").mkdir(parents=True)
+        (linker / "link").symlink_to("/real/dir")  # absolute: must resolve inside the app's rootfs
+        install_guest_script(root, "/usr/local/sbin/kvmpod-e2e-finish",
+                             FINISH_SCRIPT.replace("@DONE@", " ".join(DONE)))
+        install_guest_unit(root, "kvmpod-e2e-finish.service", FINISH_UNIT)
+
+        common = ["--manifest", str(pod_file), "--rootfs", str(root), "--uuid", uuid, "--networks", str(networks)]
+        host_kvmpod("stage", *common)
+        console = state.logs / "console.log"
+        out = host_kvmpod("args", "--hypervisor", "qemu", *common, "--kernel", str(image.vmlinuz),
+                          "--initrd", str(image.initrd), "--console", f"file:{console}",
+                          "--cpus", "2", "--memory", "512", "--format", "json")
+        full = json.loads(out.stdout)
+        (state.logs / "kvmpod-args.json").write_text(out.stdout)
+        state.argv = drop_export(full, "missing")  # (6): the host does not export this volume's tag
+        state.accelerator = argv_value(state.argv, "-accel")
+        print(f"kvmpod-e2e: boot A with accelerator {state.accelerator}, kvmpod installed from {state.install}")
+
+        stop = threading.Event()
+        with Netns(f"kvmpod-e2e-{uuid[:8]}", TAP, f"{HOST_IP}/{PREFIX}") as ns:
+            pinger = threading.Thread(target=_ping_until_answered, args=(ns, state.results, state.ping, stop))
+            pinger.start()
+            try:
+                state.seconds = boot.run_until_poweroff(state.argv, root, state.logs, console, state.accelerator,
+                                                        timeout=TIMEOUT, wrapper=ns.wrapper)
+            finally:
+                stop.set()
+                pinger.join()
+        yield
+
+
+@pytest.fixture(scope="module")
+def boot_a(request: pytest.FixtureRequest):
+    # A failure to build or boot is kept and reported by every test (FAILED with the reason, never
+    # an error or a skip); the guest root copy lives outside pytest's tmp, which other runs clean.
+    state = BootA(logs=kept_dir("boot-a"))
+    started = time.monotonic()
+    run = _run_boot(state, ROOTS / state.logs.name)
+    try:
+        next(run)
+    except Exception:
+        state.error = traceback.format_exc(limit=-3)
+        run = None
+    record_boot(request.config, "A", state.accelerator, state.seconds, time.monotonic() - started, state.logs,
+                state.install)
+    try:
+        yield state
+    finally:
+        if run is not None:
+            next(run, None)  # removes the guest root copy
+        forget_logs_unless_failed(request, state.logs)
+
+
+# ---------------------------------------------------------------- scenarios
+
+def test_rw_host_volume_write_reaches_host(boot_a: BootA) -> None:
+    boot_a.require()
+    hello = boot_a.vols["rwvol"] / "hello.txt"
+    assert hello.is_file(), f"the app's write did not reach {hello} {boot_a.where()}"
+    assert hello.read_text() == "written by writer as 0\n"
+
+
+def test_read_only_host_volume_refuses_writes(boot_a: BootA) -> None:
+    boot_a.require()
+    assert boot_a.read("roprobe.read") == "ro content\n", "the read-only volume is not the host directory"
+    assert not (boot_a.vols["rovol"] / "try").exists(), f"a write went through the read-only volume {boot_a.where()}"
+    error = boot_a.read("roprobe.txt")
+    assert "WROTE" not in error
+    assert error.strip() == "sh: can't create /ro/try: Read-only file system", boot_a.where()
+
+
+@pytest.mark.parametrize("me,other", [("peer-a", "peer-b"), ("peer-b", "peer-a")])
+def test_empty_volume_shared_with_mode_uid_gid(boot_a: BootA, me: str, other: str) -> None:
+    boot_a.require()
+    lines = boot_a.read(f"{me}.txt").splitlines()
+    assert lines == [f"saw=from {other}", "stat=770 1000 1000", "id=0:0"], boot_a.where()
+    # An empty volume lives in the guest: nothing of it may appear on the host's volumes.
+    assert not any((v / me).exists() for v in boot_a.vols.values())
+
+
+def test_nested_mount_paths_land_in_their_volumes(boot_a: BootA) -> None:
+    boot_a.require()
+    outer, inner = boot_a.vols["outer"], boot_a.vols["inner"]
+    assert (outer / "o.txt").read_text() == "outer\n", boot_a.where()
+    assert (inner / "i.txt").read_text() == "inner\n", boot_a.where()
+    # /data/inner is mounted over the outer volume: the mount point exists there, empty.
+    assert (outer / "inner").is_dir() and list((outer / "inner").iterdir()) == [], boot_a.where()
+
+
+def test_mount_through_symlink_stays_inside_app_rootfs(boot_a: BootA) -> None:
+    boot_a.require()
+    assert (boot_a.vols["linkvol"] / "s.txt").read_text() == "via-link\n", boot_a.where()
+    assert boot_a.root is not None
+    rootfs = boot_a.root / "opt/stage2/linker/rootfs"
+    assert (rootfs / "link").is_symlink(), "the symlink in the app's rootfs was replaced"
+    assert (rootfs / "real/dir/sub").is_dir(), "the mount point is not where the symlink points inside the app"
+    assert not (boot_a.root / "real").exists(), "the mount followed /real/dir in the guest's own root"
+
+
+def test_app_whose_volume_is_not_exported_does_not_start(boot_a: BootA) -> None:
+    boot_a.require()
+    assert not (boot_a.results / "orphan.txt").exists(), f"orphan ran without its volume {boot_a.where()}"
+    show = dict(line.split("=", 1) for line in boot_a.read("orphan.show").splitlines() if "=" in line)
+    assert show == {"ActiveState": "inactive", "SubState": "dead", "Result": "success"}, show
+    journal = (boot_a.logs / "journal.txt").read_text()
+    assert "Dependency failed for orphan.service - kvmpod app orphan." in journal, boot_a.where()
+    assert "orphan.service: Job orphan.service/start failed with result 'dependency'." in journal
+    # Every other app did start and finish.
+    for app in DONE:
+        assert (boot_a.results / f"{app}.done").exists(), f"{app} did not finish {boot_a.where()}"
+
+
+def test_status_json_lists_every_unit_and_names_the_failed_mount(boot_a: BootA) -> None:
+    boot_a.require()
+    assert boot_a.read("status.err") == ""
+    assert boot_a.read("status.rc").strip() == "1", "status must report the pod unwell (orphan)"
+    status = boot_a.status()
+    volumes = {"mnt-" + v + ".mount" for v in HOST_VOLUMES} | {"kvmpod-empty-volume-shared.service"}
+    apps = {f"{a}.service" for a in APPS}
+    assert {n for n, u in status.items() if u["kind"] == "volume"} == volumes
+    assert {n for n, u in status.items() if u["kind"] == "app"} == apps
+    mounts = {n for n, u in status.items() if u["kind"] == "mount"}
+    want_mounts = sum(len(spec["mounts"]) + 1 for spec in APPS.values())
+    assert len(mounts) == want_mounts, sorted(mounts)
+    assert all(m.startswith("opt-stage2-") and m.endswith(".mount") for m in mounts)
+
+    missing = status["mnt-missing.mount"]
+    assert (missing["active_state"], missing["result"]) == ("failed", "exit-code"), missing
+    orphan = status["orphan.service"]
+    assert orphan["active_state"] == "inactive"
+    assert orphan["reason"] == "not started: required mnt-missing.mount failed", orphan
+    unwell = {n for n, u in status.items() if u["reason"]} - {"uidapp.service"}  # see test_non_root_app_starts
+    orphan_mounts = {m for m in mounts if m.startswith("opt-stage2-orphan-rootfs-m")}
+    assert unwell == {"mnt-missing.mount", "orphan.service", *orphan_mounts}, {n: status[n] for n in unwell}
+    for name in volumes - {"mnt-missing.mount"}:
+        assert status[name]["active_state"] == "active", status[name]
+
+
+def test_guest_answers_ping_on_its_nic(boot_a: BootA) -> None:
+    boot_a.require()
+    assert boot_a.ping and boot_a.ping[0].startswith("answered"), f"{boot_a.ping} {boot_a.where()}"
+    assert f"inet {GUEST_IP}/{PREFIX}" in boot_a.read("eth0.txt")
+    assert boot_a.read("ping-done").startswith("answered")
+
+
+def test_exec_arguments_survive_execstart_quoting(boot_a: BootA) -> None:
+    boot_a.require()
+    text = boot_a.read("argv.txt")
+    assert text.split("\n")[:-1] == HOSTILE_ARGS, (text, boot_a.where())
+
+
+@pytest.mark.xfail(strict=True, reason=UID_BUG)
+def test_non_root_app_starts_with_its_numeric_uid(boot_a: BootA) -> None:
+    boot_a.require()
+    journal = (boot_a.logs / "journal.txt").read_text()
+    assert "uidapp.service: Failed to determine user credentials" not in journal
+    assert boot_a.read("uidapp.txt") == "1000:1000\n", boot_a.where()
