@@ -68,10 +68,7 @@ APPS: dict[str, dict] = {
     # ExecStart= quoting on a real systemd
     "argv": {"exec": ["/bin/busybox", "sh", "-c", ARGV_SCRIPT, "argv0", *HOSTILE_ARGS], "mounts": []},
 }
-DONE = [a for a in APPS if a not in ("orphan", "uidapp")]
-UID_BUG = ("kvmpod writes User=1000/Group=1000 as numbers, but systemd 252 resolves them in the guest's own "
-           "user database before chrooting: 'Failed to determine user credentials: No such process', "
-           "status=217/USER")
+DONE = [a for a in APPS if a != "orphan"]
 HOST_VOLUMES = {"results": False, "rwvol": False, "rovol": True, "outer": False, "inner": False,
                 "linkvol": False, "missing": False}
 
@@ -326,6 +323,9 @@ def test_status_json_lists_every_unit_and_names_the_failed_mount(boot_a: BootA) 
     apps = {f"{a}.service" for a in APPS}
     assert {n for n, u in status.items() if u["kind"] == "volume"} == volumes
     assert {n for n, u in status.items() if u["kind"] == "app"} == apps
+    # The guest's own database has no uid 1000: the generator's sysusers oneshot adds it.
+    assert {n: u["active_state"] for n, u in status.items() if u["kind"] == "setup"} == {
+        "kvmpod-app-ids.service": "active"}
     mounts = {n for n, u in status.items() if u["kind"] == "mount"}
     want_mounts = sum(len(spec["mounts"]) + 1 for spec in APPS.values())
     assert len(mounts) == want_mounts, sorted(mounts)
@@ -336,7 +336,7 @@ def test_status_json_lists_every_unit_and_names_the_failed_mount(boot_a: BootA) 
     orphan = status["orphan.service"]
     assert orphan["active_state"] == "inactive"
     assert orphan["reason"] == "not started: required mnt-missing.mount failed", orphan
-    unwell = {n for n, u in status.items() if u["reason"]} - {"uidapp.service"}  # see test_non_root_app_starts
+    unwell = {n for n, u in status.items() if u["reason"]}
     orphan_mounts = {m for m in mounts if m.startswith("opt-stage2-orphan-rootfs-m")}
     assert unwell == {"mnt-missing.mount", "orphan.service", *orphan_mounts}, {n: status[n] for n in unwell}
     for name in volumes - {"mnt-missing.mount"}:
@@ -356,7 +356,6 @@ def test_exec_arguments_survive_execstart_quoting(boot_a: BootA) -> None:
     assert text.split("\n")[:-1] == HOSTILE_ARGS, (text, boot_a.where())
 
 
-@pytest.mark.xfail(strict=True, reason=UID_BUG)
 def test_non_root_app_starts_with_its_numeric_uid(boot_a: BootA) -> None:
     boot_a.require()
     journal = (boot_a.logs / "journal.txt").read_text()
