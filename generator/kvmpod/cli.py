@@ -34,8 +34,8 @@ from .manifest import load_json, parse_pod_manifest
 from .model import AppSection, Pod
 from .output import print_outputs
 from .problems import InvalidInput, Problem
-from .status import (ReadState, UnitState, all_well, pod_units, read_state_over_dbus, render_json, render_table,
-                     unit_states)
+from .status import (GENERATOR_DIR, all_well, pod_units, read_generated, read_state_over_dbus, render_json,
+                     render_table, unit_states)
 from .unitfile import UnsafeValue
 from .unitname import mount_unit_name
 
@@ -86,8 +86,8 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--uuid", required=True, help="the pod UUID")
     run.add_argument("--no-systemd", action="store_true", help="exec the hypervisor even on a systemd host")
     status = sub.add_parser("status", help="in the guest: the state of every kvmpod mount and app unit")
-    status.add_argument("--manifest", default=DEFAULT_MANIFEST, help="the pod manifest, as a guest path")
-    status.add_argument("--root", default="", help="the guest tree (default /)")
+    status.add_argument("--generator-dir", default=GENERATOR_DIR,
+                        help=f"where kvmpod-generator wrote this boot's units (default {GENERATOR_DIR})")
     status.add_argument("--json", action="store_true", help="JSON instead of a table")
     stage = sub.add_parser("stage", help=f"copy the manifest (and networks) into ROOTFS{os.path.dirname(DEFAULT_MANIFEST)}")
     common(stage, hypervisor=False)
@@ -238,15 +238,13 @@ def _cmd_run(opts: argparse.Namespace) -> str:
     return start_transient_service(argv, inputs.pod_uuid or EXPLAIN_UUID) + "\n"
 
 
-def pod_status(manifest: str, root: str, read: ReadState) -> list[UnitState]:
-    """The state of every unit the generator plans for the guest's manifest (networks aside)."""
-    pod = parse_pod_manifest(_json(root + manifest, "--manifest"))
-    outputs = plan_pod(pod, root, GuestSettings(manifest_path=manifest), lambda _: None)
-    return unit_states(pod_units(outputs), read)
-
-
 def _cmd_status(opts: argparse.Namespace) -> tuple[str, int]:
-    states = pod_status(opts.manifest, opts.root.rstrip("/"), read_state_over_dbus)
+    units = pod_units(read_generated(opts.generator_dir))
+    if not units:
+        raise InvalidInput([Problem("--generator-dir", f"{opts.generator_dir} holds no unit of kvmpod-generator: "
+                                                       "this boot is not a kvmpod guest, or the manifest was invalid "
+                                                       "(see the kernel log)")])
+    states = unit_states(units, read_state_over_dbus)
     text = render_json(states) if opts.json else render_table(states)
     return text, 0 if all_well(states) else 1
 

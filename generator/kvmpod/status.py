@@ -1,15 +1,19 @@
 """`kvmpod status`, in the guest: the state of every unit kvmpod made or wired, over systemd's D-Bus.
 
-Which units: the generator's own plan for the pod manifest (so status and generator cannot disagree),
-plus each app's service. Their states come from systemd through pystemd (an optional dependency:
-only this command needs it, and only in the guest).
+Which units: those the generator wrote at this boot, read back from its output directory (not
+planned again: the guest changes after the generator ran, e.g. the app ids it added), plus each
+app's service. Their states come from systemd through pystemd (an optional dependency: only this
+command needs it, and only in the guest).
 """
 
 import json
+import os
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
-from .unitfile import GeneratedFile, Output
+from .unitfile import HEADER, GeneratedFile, GeneratedLink, Output
+
+GENERATOR_DIR = "/run/systemd/generator"  # systemd.generator(7): the normal output directory
 
 
 @dataclass(frozen=True)
@@ -63,6 +67,30 @@ def pod_units(outputs: list[Output]) -> list[PodUnit]:
                 units[top] = "app"
     order = {"volume": 0, "setup": 1, "mount": 2, "app": 3}
     return [PodUnit(name, kind) for name, kind in sorted(units.items(), key=lambda i: (order[i[1]], i[0]))]
+
+
+def read_generated(directory: str) -> list[Output]:
+    """kvmpod-generator's files in `directory` (by their header), and the app services' `.requires`
+    links to them; other generators' files there are not ours to report."""
+    ours: list[Output] = []
+    try:
+        names = sorted(os.listdir(directory))
+    except OSError:
+        return []
+    for name in names:
+        path = os.path.join(directory, name)
+        if os.path.isfile(path) and not os.path.islink(path):
+            with open(path, encoding="utf-8", errors="replace") as f:
+                text = f.read()
+            if text.startswith(HEADER):
+                ours.append(GeneratedFile(name, text))
+    mine = {o.path for o in ours}
+    for name in names:
+        path = os.path.join(directory, name)
+        if name.endswith(".service.requires") and os.path.isdir(path):
+            ours += [GeneratedLink(f"{name}/{link}", os.readlink(os.path.join(path, link)))
+                     for link in sorted(os.listdir(path)) if link in mine]
+    return ours
 
 
 def unit_states(units: list[PodUnit], read: ReadState) -> list[UnitState]:

@@ -323,9 +323,10 @@ def test_status_json_lists_every_unit_and_names_the_failed_mount(boot_a: BootA) 
     apps = {f"{a}.service" for a in APPS}
     assert {n for n, u in status.items() if u["kind"] == "volume"} == volumes
     assert {n for n, u in status.items() if u["kind"] == "app"} == apps
-    # The guest's own database has no uid 1000: the generator's sysusers oneshot adds it.
+    # The guest's own database has no uid 1000: the generator's sysusers oneshot adds it; eth0's unit
+    # sets the address the host pings.
     assert {n: u["active_state"] for n, u in status.items() if u["kind"] == "setup"} == {
-        "kvmpod-app-ids.service": "active"}
+        "kvmpod-app-ids.service": "active", "kvmpod-network-eth0.service": "active"}
     mounts = {n for n, u in status.items() if u["kind"] == "mount"}
     want_mounts = sum(len(spec["mounts"]) + 1 for spec in APPS.values())
     assert len(mounts) == want_mounts, sorted(mounts)
