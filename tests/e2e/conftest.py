@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import shutil
 import time
+import traceback
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
+from .kvmpod_guest import ROOTS
 
 _FAILED_MODULES = pytest.StashKey[set[str]]()
 _BOOTS = pytest.StashKey[list["BootRecord"]]()
@@ -36,6 +40,30 @@ def record_boot(config: pytest.Config, label: str, accelerator: str, qemu_second
                 logs: Path, install: str = "") -> None:
     config.stash[_BOOTS].append(BootRecord(label, accelerator or "(did not start)", qemu_seconds, setup_seconds,
                                            logs, install or "(not installed)"))
+
+
+def module_boot(request: pytest.FixtureRequest, state, run_boot: Callable, label: str) -> Iterator:
+    """The body of a module-scoped boot fixture: boot once, share the result with the module's tests.
+
+    A failure to build or boot is kept in `state.error` and reported by every test (FAILED with
+    the reason, never an error or a skip); `run_boot` is a generator that boots on its first step
+    and removes the guest root copy on its second.
+    """
+    started = time.monotonic()
+    run = run_boot(state, ROOTS / state.logs.name)
+    try:
+        next(run)
+    except Exception:
+        state.error = traceback.format_exc(limit=-3)
+        run = None
+    record_boot(request.config, label, state.accelerator, state.seconds, time.monotonic() - started, state.logs,
+                state.install)
+    try:
+        yield state
+    finally:
+        if run is not None:
+            next(run, None)  # removes the guest root copy
+        forget_logs_unless_failed(request, state.logs)
 
 
 def forget_logs_unless_failed(request: pytest.FixtureRequest, logs: Path) -> None:

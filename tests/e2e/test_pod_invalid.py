@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import copy
 import json
-import time
-import traceback
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,8 +18,8 @@ from pathlib import Path
 import pytest
 
 from . import boot, guestimage
-from .conftest import forget_logs_unless_failed, record_boot
-from .kvmpod_guest import (ROOTS, argv_value, host_kvmpod, install_guest_script, install_guest_unit,
+from .conftest import module_boot
+from .kvmpod_guest import (argv_value, host_kvmpod, install_guest_script, install_guest_unit,
                            install_kvmpod, kept_dir, make_app_rootfs, pod_uuid, write_json)
 
 pytestmark = pytest.mark.e2e
@@ -137,22 +135,7 @@ def _run_boot(state: BootB, tmp: Path) -> Iterator[None]:
 
 @pytest.fixture(scope="module")
 def boot_b(request: pytest.FixtureRequest):
-    state = BootB(logs=kept_dir("boot-b"))
-    started = time.monotonic()
-    run = _run_boot(state, ROOTS / state.logs.name)
-    try:
-        next(run)
-    except Exception:
-        state.error = traceback.format_exc(limit=-3)
-        run = None
-    record_boot(request.config, "B", state.accelerator, state.seconds, time.monotonic() - started, state.logs,
-                state.install)
-    try:
-        yield state
-    finally:
-        if run is not None:
-            next(run, None)  # removes the guest root copy
-        forget_logs_unless_failed(request, state.logs)
+    yield from module_boot(request, BootB(logs=kept_dir("boot-b")), _run_boot, "B")
 
 
 def test_host_helper_refuses_to_stage_the_invalid_manifest(boot_b: BootB) -> None:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import threading
 import time
-import traceback
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,9 +18,9 @@ from pathlib import Path
 import pytest
 
 from . import boot, guestimage
-from .conftest import forget_logs_unless_failed, record_boot
+from .conftest import module_boot
 from .kvmpod_guest import (Netns, argv_value, drop_export, host_kvmpod, install_guest_script,
-                           install_guest_unit, install_kvmpod, kept_dir, ROOTS, make_app_rootfs, pod_uuid, write_json)
+                           install_guest_unit, install_kvmpod, kept_dir, make_app_rootfs, pod_uuid, write_json)
 
 pytestmark = pytest.mark.e2e
 
@@ -235,24 +234,7 @@ def _run_boot(state: BootA, tmp: Path) -> Iterator[None]:
 
 @pytest.fixture(scope="module")
 def boot_a(request: pytest.FixtureRequest):
-    # A failure to build or boot is kept and reported by every test (FAILED with the reason, never
-    # an error or a skip); the guest root copy lives outside pytest's tmp, which other runs clean.
-    state = BootA(logs=kept_dir("boot-a"))
-    started = time.monotonic()
-    run = _run_boot(state, ROOTS / state.logs.name)
-    try:
-        next(run)
-    except Exception:
-        state.error = traceback.format_exc(limit=-3)
-        run = None
-    record_boot(request.config, "A", state.accelerator, state.seconds, time.monotonic() - started, state.logs,
-                state.install)
-    try:
-        yield state
-    finally:
-        if run is not None:
-            next(run, None)  # removes the guest root copy
-        forget_logs_unless_failed(request, state.logs)
+    yield from module_boot(request, BootA(logs=kept_dir("boot-a")), _run_boot, "A")
 
 
 # ---------------------------------------------------------------- scenarios
