@@ -24,7 +24,7 @@ from .names import is_ac_name
 from .output import print_outputs, write_outputs
 from .problems import InvalidInput, Problem
 from .staging import staged_volumes
-from .unitfile import PROGRAM, GeneratedFile, Output, UnsafeValue, render_unit
+from .unitfile import DOCUMENTATION, PROGRAM, GeneratedFile, Output, UnsafeValue, render_unit
 
 # Where a unit shipped in the guest would be (systemd.unit(5), system units).
 UNIT_DIRS = ("/etc/systemd/system", "/run/systemd/system", "/usr/local/lib/systemd/system",
@@ -87,8 +87,8 @@ def parse_arguments(argv: list[str]) -> Arguments:
             dirs.append(arg)
     if len(dirs) not in ((0, 1, 3) if dry_run else (1, 3)):
         raise UsageError("give one output directory or three (normal, early, late)")
-    if manifest is not None and not manifest.startswith("/"):
-        raise UsageError(f"--manifest {manifest!r}: give the manifest's absolute path in the guest")
+    if manifest is not None and (not manifest.startswith("/") or "\n" in manifest):
+        raise UsageError(f"--manifest {manifest!r}: give the manifest's absolute path in the guest, on one line")
     return Arguments(dirs[0] if dirs else None, dry_run, manifest, root, verbose)
 
 
@@ -138,7 +138,7 @@ def generate(args: Arguments, cmdline: str, log: Log) -> tuple[list[Output] | No
         problems = error.problems if isinstance(error, InvalidInput) else [Problem(manifest, str(error))]
         for problem in problems:
             log.error(str(problem))
-        refusals = _refuse_apps(args.root)
+        refusals = _refuse_apps(args.root, manifest)
         refused = ", ".join(r.path.split(".service.d/")[0] for r in refusals) or f"none staged in {STAGE2_DIR}"
         log.error(f"the pod's configuration is invalid: nothing is mounted, and these apps are refused: {refused}")
         return refusals, EXIT_INVALID
@@ -186,7 +186,7 @@ def _plan_app_services(pod: ResolvedPod, root: str, manifest: str) -> list[Outpu
     return outputs + plan_app_ids(identities, known_ids(root, "passwd"), known_ids(root, "group"), manifest)
 
 
-def _refuse_apps(root: str) -> list[Output]:
+def _refuse_apps(root: str, manifest: str) -> list[Output]:
     """Fail closed: every app staged in /opt/stage2 gets a drop-in that makes its start fail.
 
     Without it an app unit installed in the guest could start with its volumes missing and
@@ -197,7 +197,7 @@ def _refuse_apps(root: str) -> list[Output]:
     except OSError:
         names = []
     text = render_unit(
-        [("Unit", [("AssertPathExists", "!/")])],
+        [("Unit", [("Documentation", DOCUMENTATION), ("SourcePath", manifest), ("AssertPathExists", "!/")])],
         comment="The pod's configuration is invalid (see the kernel log): refuse to start without the app's volumes.",
     )
     return [GeneratedFile(f"{name}.service.d/50-kvmpod-invalid-manifest.conf", text) for name in names]

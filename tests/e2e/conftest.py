@@ -7,6 +7,7 @@ import time
 import traceback
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import ClassVar
 from pathlib import Path
 
 import pytest
@@ -42,7 +43,37 @@ def record_boot(config: pytest.Config, label: str, accelerator: str, qemu_second
                                            logs, install or "(not installed)"))
 
 
-def module_boot(request: pytest.FixtureRequest, state, run_boot: Callable, label: str) -> Iterator:
+@dataclass
+class BootState:
+    """What one module's boot left for its tests: the reason it could not run, or its outputs."""
+
+    LABEL: ClassVar[str]
+    logs: Path
+    error: str | None = None
+    accelerator: str = ""
+    seconds: float = 0.0
+    install: str = ""
+
+    def output_dir(self) -> Path | None:
+        """Where the guest's findings are on the host (None until the boot ran)."""
+        raise NotImplementedError
+
+    def where(self) -> str:
+        return f"(logs kept in {self.logs}: console.log, journal.txt, qemu.argv, and what the guest wrote)"
+
+    def require(self) -> None:
+        if self.error:
+            pytest.fail(f"boot {self.LABEL} did not run: {self.error}\n{self.where()}", pytrace=False)
+
+    def read(self, name: str) -> str:
+        out = self.output_dir()
+        assert out is not None, f"boot {self.LABEL} left no output {self.where()}"
+        path = out / name
+        assert path.is_file(), f"{path} missing {self.where()}"
+        return path.read_text()
+
+
+def module_boot(request: pytest.FixtureRequest, state: BootState, run_boot: Callable) -> Iterator[BootState]:
     """The body of a module-scoped boot fixture: boot once, share the result with the module's tests.
 
     A failure to build or boot is kept in `state.error` and reported by every test (FAILED with
@@ -56,7 +87,7 @@ def module_boot(request: pytest.FixtureRequest, state, run_boot: Callable, label
     except Exception:
         state.error = traceback.format_exc(limit=-3)
         run = None
-    record_boot(request.config, label, state.accelerator, state.seconds, time.monotonic() - started, state.logs,
+    record_boot(request.config, state.LABEL, state.accelerator, state.seconds, time.monotonic() - started, state.logs,
                 state.install)
     try:
         yield state

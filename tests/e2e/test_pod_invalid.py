@@ -13,12 +13,13 @@ import copy
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import ClassVar
 from pathlib import Path
 
 import pytest
 
 from . import boot, guestimage
-from .conftest import module_boot
+from .conftest import BootState, module_boot
 from .kvmpod_guest import (argv_value, host_kvmpod, install_guest_script, install_guest_unit,
                            install_kvmpod, kept_dir, make_app_rootfs, pod_uuid, write_json)
 
@@ -73,27 +74,13 @@ TimeoutStartSec=120
 
 
 @dataclass
-class BootB:
-    logs: Path
-    error: str | None = None
-    accelerator: str = ""
-    seconds: float = 0.0
+class BootB(BootState):
+    LABEL: ClassVar[str] = "B"
     stage_refusal: str = ""
-    install: str = ""
     out: Path | None = None
 
-    def where(self) -> str:
-        return f"(logs kept in {self.logs}: console.log, journal.txt, qemu.argv, guest-out/)"
-
-    def require(self) -> None:
-        if self.error:
-            pytest.fail(f"boot B did not run: {self.error}\n{self.where()}", pytrace=False)
-
-    def read(self, name: str) -> str:
-        assert self.out is not None
-        path = self.out / name
-        assert path.is_file(), f"{path} missing {self.where()}"
-        return path.read_text()
+    def output_dir(self) -> Path | None:
+        return self.out
 
     def console(self) -> str:
         return (self.logs / "console.log").read_text(errors="replace")
@@ -135,7 +122,7 @@ def _run_boot(state: BootB, tmp: Path) -> Iterator[None]:
 
 @pytest.fixture(scope="module")
 def boot_b(request: pytest.FixtureRequest):
-    yield from module_boot(request, BootB(logs=kept_dir("boot-b")), _run_boot, "B")
+    yield from module_boot(request, BootB(logs=kept_dir("boot-b")), _run_boot)
 
 
 def test_host_helper_refuses_to_stage_the_invalid_manifest(boot_b: BootB) -> None:

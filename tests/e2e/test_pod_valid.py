@@ -13,12 +13,13 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import ClassVar
 from pathlib import Path
 
 import pytest
 
 from . import boot, guestimage
-from .conftest import module_boot
+from .conftest import BootState, module_boot
 from .kvmpod_guest import (Netns, argv_value, drop_export, host_kvmpod, install_guest_script,
                            install_guest_unit, install_kvmpod, kept_dir, make_app_rootfs, pod_uuid, write_json)
 
@@ -128,12 +129,8 @@ def manifest() -> dict:
 
 
 @dataclass
-class BootA:
-    logs: Path
-    error: str | None = None
-    accelerator: str = ""
-    seconds: float = 0.0
-    install: str = ""
+class BootA(BootState):
+    LABEL: ClassVar[str] = "A"
     vols: dict[str, Path] = field(default_factory=dict)
     root: Path | None = None
     ping: list[str] = field(default_factory=list)
@@ -143,17 +140,8 @@ class BootA:
     def results(self) -> Path:
         return self.vols["results"]
 
-    def where(self) -> str:
-        return f"(logs kept in {self.logs}: console.log, journal.txt, qemu.argv, volumes/)"
-
-    def require(self) -> None:
-        if self.error:
-            pytest.fail(f"boot A did not run: {self.error}\n{self.where()}", pytrace=False)
-
-    def read(self, name: str) -> str:
-        path = self.results / name
-        assert path.is_file(), f"{path} missing {self.where()}"
-        return path.read_text()
+    def output_dir(self) -> Path | None:
+        return self.vols.get("results")
 
     def status(self) -> dict[str, dict]:
         return {u["name"]: u for u in json.loads(self.read("status.json"))}
@@ -234,7 +222,7 @@ def _run_boot(state: BootA, tmp: Path) -> Iterator[None]:
 
 @pytest.fixture(scope="module")
 def boot_a(request: pytest.FixtureRequest):
-    yield from module_boot(request, BootA(logs=kept_dir("boot-a")), _run_boot, "A")
+    yield from module_boot(request, BootA(logs=kept_dir("boot-a")), _run_boot)
 
 
 # ---------------------------------------------------------------- scenarios
