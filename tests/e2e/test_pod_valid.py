@@ -96,6 +96,16 @@ kvmpod status --json > $r/status.json 2> $r/status.err
 echo $? > $r/status.rc
 systemctl show orphan.service -p ActiveState -p SubState -p Result > $r/orphan.show
 ip -4 -o address show dev eth0 > $r/eth0.txt 2>&1
+# kvmpod run on a systemd host (this guest): a transient unit in machine.slice, started over D-Bus.
+# The "hypervisor" is a stand-in on PATH that records its argv and its cgroup.
+w=/var/tmp/kvmpod-run
+kvmpod args --hypervisor qemu --manifest $w/pod.json --rootfs $w/stage1 --uuid @RUN_UUID@ --accel tcg \
+  --format lines > $r/run-args.txt 2>&1
+kvmpod run --hypervisor qemu --manifest $w/pod.json --rootfs $w/stage1 --uuid @RUN_UUID@ --accel tcg \
+  > $r/run.out 2> $r/run.err
+echo $? > $r/run.rc
+i=0
+while [ ! -e $r/run-argv.txt ] && [ $i -lt 30 ]; do sleep 1; i=$((i+1)); done
 find /run/systemd/generator -newer /etc/machine-id > $r/generated.txt 2>&1
 sync
 log done
@@ -147,6 +157,25 @@ class BootA(BootState):
         return {u["name"]: u for u in json.loads(self.read("status.json"))}
 
 
+RUN_UUID = "0f1e2d3c-4b5a-4968-8776-a5b4c3d2e1f0"
+RECORDER = """#!/bin/sh
+# Stands in for QEMU under `kvmpod run`: records how it was started.
+printf '%s\\n' "$0" "$@" > /mnt/results/run-argv.tmp
+cat /proc/self/cgroup > /mnt/results/run-cgroup.txt
+mv /mnt/results/run-argv.tmp /mnt/results/run-argv.txt
+"""
+
+
+def _lay_out_run_check(root: Path) -> None:
+    """A pod, stage1 tree and stand-in hypervisor in the guest, for `kvmpod run` under its systemd."""
+    work = root / "var/tmp/kvmpod-run"
+    (work / "stage1").mkdir(parents=True)
+    (work / "stage1/vmlinuz").write_text("")
+    write_json(work / "pod.json", {"acKind": "PodManifest", "acVersion": "0.8.11", "apps": [
+        {"name": "vm", "app": {"exec": ["/bin/true"], "user": "0", "group": "0"}}]})
+    install_guest_script(root, "/usr/local/bin/qemu-system-x86_64", RECORDER)
+
+
 def _ping_until_answered(ns: Netns, results: Path, record: list[str], stop: threading.Event) -> None:
     deadline = time.monotonic() + PING_SECONDS
     tries = 0
@@ -192,7 +221,8 @@ def _run_boot(state: BootA, tmp: Path) -> Iterator[None]:
         (linker / "real/dir").mkdir(parents=True)
         (linker / "link").symlink_to("/real/dir")  # absolute: must resolve inside the app's rootfs
         install_guest_script(root, "/usr/local/sbin/kvmpod-e2e-finish",
-                             FINISH_SCRIPT.replace("@DONE@", " ".join(DONE)))
+                             FINISH_SCRIPT.replace("@DONE@", " ".join(DONE)).replace("@RUN_UUID@", RUN_UUID))
+        _lay_out_run_check(root)
         install_guest_unit(root, "kvmpod-e2e-finish.service", FINISH_UNIT)
 
         common = ["--manifest", str(pod_file), "--rootfs", str(root), "--uuid", uuid, "--networks", str(networks)]
@@ -332,3 +362,15 @@ def test_non_root_app_starts_with_its_numeric_uid(boot_a: BootA) -> None:
     journal = (boot_a.logs / "journal.txt").read_text()
     assert "uidapp.service: Failed to determine user credentials" not in journal
     assert boot_a.read("uidapp.txt") == "1000:1000\n", boot_a.where()
+
+
+def test_kvmpod_run_starts_a_transient_unit_in_machine_slice(boot_a: BootA) -> None:
+    """`kvmpod run` on a host that runs systemd (the guest is one): pystemd starts the argv that
+    `kvmpod args` prints, resolved to an absolute path, as kvmpod-<uuid>.service in machine.slice."""
+    boot_a.require()
+    assert (boot_a.read("run.rc").strip(), boot_a.read("run.err")) == ("0", ""), boot_a.where()
+    assert boot_a.read("run.out") == f"kvmpod-{RUN_UUID}.service\n"
+    args = boot_a.read("run-args.txt").splitlines()
+    ran = boot_a.read("run-argv.txt").splitlines()
+    assert ran == ["/usr/local/bin/qemu-system-x86_64", *args[1:]], boot_a.where()
+    assert f"/machine.slice/kvmpod-{RUN_UUID}.service" in boot_a.read("run-cgroup.txt"), boot_a.where()

@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from helpers import UUID
 
 from kvmpod.launch import host_runs_systemd, vm_unit_name
@@ -50,3 +51,34 @@ def test_systemd_host_detection_is_sd_booted(fs):
     assert not host_runs_systemd()
     fs.create_dir("/run/systemd/system")
     assert host_runs_systemd()
+
+
+def test_under_systemd_the_argv_becomes_a_transient_unit_in_machine_slice(monkeypatch, tmp_path: Path):
+    # pystemd replaces its module pystemd.run by its run() function; stand in for that function.
+    started = []
+    monkeypatch.setitem(sys.modules, "pystemd", type(sys)("pystemd"))
+    monkeypatch.setitem(sys.modules, "pystemd.run", lambda cmd, **options: started.append((cmd, options)))
+    hypervisor = tmp_path / "qemu-system-x86_64"
+    hypervisor.write_text("#!/bin/sh\n")
+    hypervisor.chmod(0o755)
+    monkeypatch.setenv("PATH", str(tmp_path))
+
+    from kvmpod.launch import start_transient_service
+
+    name = start_transient_service(["qemu-system-x86_64", "-name", "kvmpod-x"], UUID)
+
+    assert name == f"kvmpod-{UUID}.service"
+    assert started == [([str(hypervisor).encode(), b"-name", b"kvmpod-x"],
+                        {"name": name.encode(), "slice_": b"machine.slice", "service_type": b"simple",
+                         "collect": True})]
+
+
+def test_under_systemd_a_missing_hypervisor_is_named(monkeypatch, tmp_path: Path):
+    monkeypatch.setitem(sys.modules, "pystemd", type(sys)("pystemd"))
+    monkeypatch.setitem(sys.modules, "pystemd.run", lambda cmd, **options: None)
+    monkeypatch.setenv("PATH", str(tmp_path))
+
+    from kvmpod.launch import start_transient_service
+
+    with pytest.raises(RuntimeError, match="qemu-system-x86_64 is not on PATH"):
+        start_transient_service(["qemu-system-x86_64"], UUID)
