@@ -42,6 +42,11 @@ def environment_assignment(name: str, value: str) -> str:
 
 
 IDS_UNIT = "kvmpod-app-ids.service"
+
+
+def app_service(app_name: str) -> str:
+    """The unit that runs an app: rkt's name, which a guest may also ship itself."""
+    return f"{app_name}.service"
 SYSUSERS = "/bin/systemd-sysusers"
 
 
@@ -66,11 +71,11 @@ def plan_app_ids(identities: dict[str, Identity], guest_uids: set[int], guest_gi
         ("Unit", [("Description", "kvmpod user and group entries for the apps' ids"),
                   ("Documentation", DOCUMENTATION), ("SourcePath", manifest_path),
                   ("After", "systemd-sysusers.service"),
-                  ("Before", " ".join(f"{app}.service" for app in apps))]),
+                  ("Before", " ".join(app_service(app) for app in apps))]),
         ("Service", [("Type", "oneshot"), ("RemainAfterExit", "yes"),
                      ("ExecStart", " ".join([SYSUSERS, "--inline", *(exec_word(line) for line in lines)]))]),
     ]
-    return [GeneratedFile(IDS_UNIT, render_unit(sections))] + [requires_link(f"{app}.service", IDS_UNIT) for app in apps]
+    return [GeneratedFile(IDS_UNIT, render_unit(sections))] + [requires_link(app_service(app), IDS_UNIT) for app in apps]
 
 
 def plan_app_service(app: ResolvedApp, identity: Identity, manifest_path: str) -> list[Output]:
@@ -95,7 +100,7 @@ def plan_app_service(app: ResolvedApp, identity: Identity, manifest_path: str) -
         ("Service", service),
         ("Install", [("WantedBy", "multi-user.target")]),
     ]
-    unit = f"{app.name}.service"
+    unit = app_service(app.name)
     # Requires= and After= its mounts come from the .requires/ links and each mount's Before=,
     # the same mechanism as for a unit the guest ships itself.
     return [GeneratedFile(unit, render_unit(sections)), wants_link("multi-user.target", unit)]

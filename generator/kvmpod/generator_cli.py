@@ -10,7 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from .app_identity import known_ids, resolve_identity
-from .app_services import Identity, plan_app_ids, plan_app_service
+from .app_services import Identity, app_service, plan_app_ids, plan_app_service
 from .guest_paths import DEFAULT_MANIFEST, NETWORKS_PATH
 from .guest_units import GuestSettings, plan_guest_units
 from .inside_root import readlink_on_disk
@@ -169,7 +169,7 @@ def _plan_app_services(pod: ResolvedPod, root: str, manifest: str) -> list[Outpu
     problems: list[Problem] = []
     identities: dict[str, Identity] = {}
     for app in pod.apps:
-        if any(os.path.lexists(f"{root}{d}/{app.name}.service") for d in UNIT_DIRS):
+        if any(os.path.lexists(f"{root}{d}/{app_service(app.name)}") for d in UNIT_DIRS):
             continue
         if app.section is None or not app.section.exec:
             problems.append(Problem(f"{app.section_field}.exec", f"is empty and the guest has no {app.name}.service; "

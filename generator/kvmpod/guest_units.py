@@ -2,6 +2,7 @@
 
 from dataclasses import dataclass
 
+from .app_services import app_service
 from .mounts import STAGE2_DIR, AppMount, ResolvedPod
 from .problems import InvalidInput, Problem
 from .staging import StagedVolume
@@ -30,10 +31,6 @@ def ninep_mount_options(overrides: str | None, read_only: bool) -> str:
     options.pop("rw", None)
     words = [key if value is None else f"{key}={value}" for key, value in options.items()]
     return ",".join(words + (["ro"] if read_only else []))
-
-
-def app_service(app_name: str) -> str:
-    return f"{app_name}.service"
 
 
 def empty_volume_service(staged: StagedVolume) -> str:
