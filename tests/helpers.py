@@ -1,7 +1,7 @@
 """Small builders shared by the host tests: pods come from the real manifest parser."""
 
-from kvmpod.manifest import parse_pod_manifest
-from kvmpod.model import Pod
+from kvmpod.pod.manifest import parse_pod_manifest
+from kvmpod.pod.model import Pod
 
 UUID = "6733c3e4-5a57-4ac6-8e2a-5d8f6a6c1d2e"
 

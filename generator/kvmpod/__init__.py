@@ -1,5 +1,6 @@
-"""kvmpod: appc pods in KVM guests.
+"""kvmpod: appc pods in KVM guests, in three rooms with one-way imports.
 
-The guest half is ``kvmpod-generator`` (:mod:`kvmpod.generator_cli`); the host half is
-``kvmpod`` (:mod:`kvmpod.cli`). Both read the pod manifest through :mod:`kvmpod.manifest`.
+- :mod:`kvmpod.pod`: the manifest and its validated model, read by both halves; imports neither.
+- :mod:`kvmpod.guest`: ``kvmpod-generator`` (:mod:`kvmpod.guest.generator`) and its units; imports pod.
+- :mod:`kvmpod.host`: ``kvmpod`` (:mod:`kvmpod.host.cli`); imports pod and guest.
 """

@@ -3,7 +3,7 @@
     python3 tests/benchmarks/bench_generator.py [--runs N]
 
 Reports, each as the best of N runs (the least disturbed by whatever else the machine does):
-- the import cost of kvmpod.generator_cli, from `python3 -X importtime`, and its heaviest modules;
+- the import cost of kvmpod.guest.generator, from `python3 -X importtime`, and its heaviest modules;
 - the wall time of a whole generator process on the bundled example pod, with the interpreter
   flags the Debian package uses (-I -S) and with plain `python3`, beside `python3 -c pass`;
 - the time to plan a large pod in-process (200 apps, 5 mounts each) to show how it scales.
@@ -36,14 +36,14 @@ def import_profile(runs: int, env: dict[str, str]) -> tuple[int, list[tuple[int,
     best_total, best_rows = None, []
     for _ in range(runs):
         err = subprocess.run([sys.executable, "-I", "-S", "-X", "importtime", "-c",
-                              f"import sys; sys.path.insert(0, {str(SOURCE)!r}); import kvmpod.generator_cli"],
+                              f"import sys; sys.path.insert(0, {str(SOURCE)!r}); import kvmpod.guest.generator"],
                              env=env, capture_output=True, text=True, check=True).stderr
         rows = []
         total = 0
         for line in err.splitlines()[1:]:
             self_us, cumulative, name = (part.strip() for part in line.removeprefix("import time:").split("|"))
             rows.append((int(self_us), name.strip()))
-            if name.strip() == "kvmpod.generator_cli":
+            if name.strip() == "kvmpod.guest.generator":
                 total = int(cumulative)
         if best_total is None or total < best_total:
             best_total, best_rows = total, rows
@@ -52,9 +52,9 @@ def import_profile(runs: int, env: dict[str, str]) -> tuple[int, list[tuple[int,
 
 def large_pod_plan_seconds(apps: int, mounts: int) -> float:
     sys.path.insert(0, str(SOURCE))
-    from kvmpod.generator_cli import plan_pod
-    from kvmpod.guest_units import GuestSettings
-    from kvmpod.manifest import parse_pod_manifest
+    from kvmpod.guest.generator import plan_pod
+    from kvmpod.guest.mount_units import GuestSettings
+    from kvmpod.pod.manifest import parse_pod_manifest
 
     manifest = {"acKind": "PodManifest", "acVersion": "0.8.11",
                 "volumes": [{"name": f"v{j}", "kind": "host", "source": f"/srv/v{j}"} for j in range(mounts)],
@@ -76,10 +76,10 @@ def main() -> None:
     runs = parser.parse_args().runs
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
     total, heaviest = import_profile(runs, env)
-    print(f"import kvmpod.generator_cli (python3 -I -S, best of {runs}): {total / 1000:.1f} ms")
+    print(f"import kvmpod.guest.generator (python3 -I -S, best of {runs}): {total / 1000:.1f} ms")
     for self_us, name in heaviest:
         print(f"  {self_us / 1000:6.1f} ms  {name}")
-    generator = ["-c", f"import sys; sys.path.insert(0, {str(SOURCE)!r}); from kvmpod.generator_cli import main; "
+    generator = ["-c", f"import sys; sys.path.insert(0, {str(SOURCE)!r}); from kvmpod.guest.generator import main; "
                        f"sys.exit(main(['--dry-run', '--root', {str(EXAMPLE_ROOT)!r}]))"]
     baseline = best_wall([sys.executable, "-I", "-S", "-c", "pass"], runs, env)
     packaged = best_wall([sys.executable, "-I", "-S", *generator], runs, env)

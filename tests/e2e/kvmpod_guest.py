@@ -3,7 +3,7 @@ stages the manifest, the guest's own kvmpod-generator turns it into units at boo
 
 - install_kvmpod(): the one place that puts kvmpod into a guest root (the Debian package when the
   repository can build one, else a copy of the source tree).
-- host_kvmpod(): runs the host CLI (`python3 -m kvmpod.cli`) from this checkout.
+- host_kvmpod(): runs the host CLI (`python3 -m kvmpod.host.cli`) from this checkout.
 - Netns: a network namespace holding a tap, so QEMU's NIC never touches the host's networks.
 - KeptLogs: a per-boot directory under /var/tmp/kvmpod-e2e-logs/ that survives pytest's tmp cleanup.
 """
@@ -84,7 +84,7 @@ def install_kvmpod(root: Path, workdir: Path) -> str:
 def host_kvmpod(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     """`kvmpod ARGS` from this checkout's generator/ tree."""
     env = dict(os.environ, PYTHONPATH=str(GENERATOR_SRC))
-    proc = subprocess.run([sys.executable, "-m", "kvmpod.cli", *args], env=env, capture_output=True, text=True)
+    proc = subprocess.run([sys.executable, "-m", "kvmpod.host.cli", *args], env=env, capture_output=True, text=True)
     if check and proc.returncode != 0:
         raise HarnessError(f"kvmpod {' '.join(args)} exited {proc.returncode}: {proc.stderr.strip()}")
     return proc

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from kvmpod.generator_cli import main
+from kvmpod.guest.generator import main
 
 CASES = Path(__file__).parent / "generator_cases"
 CASE_DIRS = sorted(p for p in CASES.iterdir() if p.is_dir())

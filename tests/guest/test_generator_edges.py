@@ -2,8 +2,8 @@
 
 import os
 
-from kvmpod.generator_cli import main
-from kvmpod.kmsg import Log
+from kvmpod.guest.generator import main
+from kvmpod.guest.kmsg import Log
 
 MANIFEST = """{"acKind": "PodManifest", "acVersion": "0.8.11",
  "apps": [{"name": "web", "app": {"exec": ["/bin/true"], "user": "0", "group": "0"},

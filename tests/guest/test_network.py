@@ -6,10 +6,10 @@ import subprocess
 import pytest
 from helpers import UUID
 
-from kvmpod.guest_network import NETWORKS_PATH, parse_guest_networks, plan_network_units
-from kvmpod.host_network import guest_description, guest_mac, parse_networks
-from kvmpod.problems import InvalidInput
-from kvmpod.unitfile import GeneratedFile, GeneratedLink
+from kvmpod.guest.network import NETWORKS_PATH, parse_guest_networks, plan_network_units
+from kvmpod.host.network import guest_description, guest_mac, parse_networks
+from kvmpod.pod.problems import InvalidInput
+from kvmpod.guest.unitfile import GeneratedFile, GeneratedLink
 
 MAC0 = "02:00:00:00:00:01"
 DESCRIPTION = [

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from kvmpod.generator_cli import main as generator
-from kvmpod.status import RawState, UnitState, pod_units, read_generated, render_json, render_table, unit_states
+from kvmpod.guest.generator import main as generator
+from kvmpod.guest.status import RawState, UnitState, pod_units, read_generated, render_json, render_table, unit_states
 
-EXAMPLE_ROOT = str(Path(__file__).parent.parent / "generator/kvmpod/examples/appc-pod/root")
+EXAMPLE_ROOT = str(Path(__file__).parent.parent.parent / "generator/kvmpod/examples/appc-pod/root")
 
 
 def state(active: str, result: str = "success", requires: tuple[str, ...] = (), load: str = "loaded") -> RawState:
@@ -87,7 +87,7 @@ def test_nothing_generated_means_no_units(tmp_path: Path):
 
 
 def test_status_outside_a_kvmpod_boot_says_so(tmp_path: Path, capsys):
-    from kvmpod.cli import main
+    from kvmpod.host.cli import main
 
     assert main(["status", "--generator-dir", str(tmp_path)]) == 2
     assert capsys.readouterr() == ("", f"kvmpod: --generator-dir: {tmp_path} holds no unit of kvmpod-generator: "

@@ -1,4 +1,4 @@
-"""kvmpod.unitname / kvmpod.siphash checked against the real systemd.
+"""kvmpod.guest.unitname / kvmpod.guest.siphash checked against the real systemd.
 
 The systemd binaries are a hard requirement: without them these tests would
 prove nothing, so a missing binary is a FAILURE, not a skip.
@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from kvmpod.siphash import siphash24
-from kvmpod.unitname import escape_path, mount_unit_name, unit_name_from_path
+from kvmpod.guest.siphash import siphash24
+from kvmpod.guest.unitname import escape_path, mount_unit_name, unit_name_from_path
 
 INSTALL_HINT = "install the `systemd` package (apt-get install systemd)"
 

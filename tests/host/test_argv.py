@@ -3,12 +3,12 @@
 import pytest
 from helpers import UUID, empty, host, pod
 
-from kvmpod.host_argv import (LKVM_OWN_PARAMS, MAX_PCI_DEVICES, HostSettings, build_argv, detect_accel,
+from kvmpod.host.argv import (LKVM_OWN_PARAMS, MAX_PCI_DEVICES, HostSettings, build_argv, detect_accel,
                               kernel_params)
-from kvmpod.host_network import guest_mac, parse_networks
-from kvmpod.host_resources import Resources, app_resources, parse_quantity
-from kvmpod.problems import InvalidInput
-from kvmpod.staging import staged_host_volumes
+from kvmpod.host.network import guest_mac, parse_networks
+from kvmpod.host.resources import Resources, app_resources, parse_quantity
+from kvmpod.pod.problems import InvalidInput
+from kvmpod.pod.staging import staged_host_volumes
 
 POD = pod([host("db", "/srv/db", readOnly=True), empty("scratch"), host("logs", "/srv/logs")])
 NETS = parse_networks([{"tap": "kvmpod0", "hostIP": "10.1.0.1", "guestIP": "10.1.0.2", "prefix": 24, "ipMasq": True}])

@@ -7,8 +7,8 @@ import shlex
 import pytest
 from helpers import UUID
 
-from kvmpod.cli import main
-from kvmpod.host_network import guest_mac
+from kvmpod.host.cli import main
+from kvmpod.host.network import guest_mac
 
 MANIFEST = {"acKind": "PodManifest", "acVersion": "0.8.11",
             "apps": [{"name": "web", "app": {"exec": ["/bin/web"], "user": "0", "group": "0",

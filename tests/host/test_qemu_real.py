@@ -13,10 +13,10 @@ import subprocess
 import pytest
 from helpers import UUID, empty, host, pod
 
-from kvmpod.host_argv import HostSettings, build_argv
-from kvmpod.host_network import parse_networks
-from kvmpod.host_resources import Resources
-from kvmpod.staging import staged_host_volumes
+from kvmpod.host.argv import HostSettings, build_argv
+from kvmpod.host.network import parse_networks
+from kvmpod.host.resources import Resources
+from kvmpod.pod.staging import staged_host_volumes
 
 INSTALL_HINT = "install it: apt-get install qemu-system-x86"
 

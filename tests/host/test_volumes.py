@@ -3,9 +3,9 @@
 import pytest
 from helpers import empty, host, pod
 
-from kvmpod.host_volumes import checked_host_volumes, lkvm_9p_args, qemu_volume_args
-from kvmpod.problems import InvalidInput
-from kvmpod.staging import staged_host_volumes
+from kvmpod.host.volumes import checked_host_volumes, lkvm_9p_args, qemu_volume_args
+from kvmpod.pod.problems import InvalidInput
+from kvmpod.pod.staging import staged_host_volumes
 
 
 def lkvm(p) -> list[str]:

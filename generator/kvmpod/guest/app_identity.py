@@ -6,7 +6,7 @@ up in the guest, not the app, so the generator resolves them here (edge: reads t
 import os
 
 from .app_services import Identity
-from .problems import Problem
+from ..pod.problems import Problem
 
 
 def lookup_id(rootfs_on_disk: str, value: str, database: str) -> int | None:

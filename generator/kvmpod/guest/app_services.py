@@ -6,7 +6,7 @@ does not already ship a unit of that name.
 
 from dataclasses import dataclass
 
-from .mounts import ResolvedApp
+from ..pod.mounts import ResolvedApp
 from .unitfile import DOCUMENTATION, GeneratedFile, Output, Section, render_unit, requires_link, wants_link
 
 # Characters that need no quoting in ExecStart= (systemd.service(5), "Command lines").

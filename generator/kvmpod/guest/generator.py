@@ -11,19 +11,19 @@ from dataclasses import dataclass
 
 from .app_identity import known_ids, resolve_identity
 from .app_services import Identity, app_service, plan_app_ids, plan_app_service
-from .guest_paths import DEFAULT_MANIFEST, NETWORKS_PATH
-from .guest_units import GuestSettings, plan_guest_units
-from .inside_root import readlink_on_disk
+from ..pod.guest_paths import DEFAULT_MANIFEST, NETWORKS_PATH
+from .mount_units import GuestSettings, plan_guest_units
+from ..pod.inside_root import readlink_on_disk
 from .kernel_cmdline import debug_requested, kvmpod_settings
 from .kmsg import Log
-from .image_manifests import load_image_apps
-from .manifest import load_json, parse_pod_manifest
-from .model import Pod
-from .mounts import STAGE2_DIR, ResolvedPod, resolve_pod
-from .names import is_ac_name
+from ..pod.image_manifests import load_image_apps
+from ..pod.manifest import load_json, parse_pod_manifest
+from ..pod.model import Pod
+from ..pod.mounts import STAGE2_DIR, ResolvedPod, resolve_pod
+from ..pod.names import is_ac_name
 from .output import print_outputs, write_outputs
-from .problems import InvalidInput, Problem
-from .staging import staged_volumes
+from ..pod.problems import InvalidInput, Problem
+from ..pod.staging import staged_volumes
 from .unitfile import DOCUMENTATION, PROGRAM, GeneratedFile, Output, UnsafeValue, render_unit
 
 # Where a unit shipped in the guest would be (systemd.unit(5), system units).
@@ -158,7 +158,7 @@ def _plan_networks(root: str) -> list[Output]:
     text = _read_text(root, NETWORKS_PATH)
     if text is None:
         return []
-    from .guest_network import parse_guest_networks, plan_network_units  # ipaddress: only pods with NICs pay
+    from .network import parse_guest_networks, plan_network_units  # ipaddress: only pods with NICs pay
 
     return plan_network_units(parse_guest_networks(load_json(text, NETWORKS_PATH)), NETWORKS_PATH)
 

@@ -3,9 +3,9 @@
 from dataclasses import dataclass
 
 from .app_services import app_service
-from .mounts import STAGE2_DIR, AppMount, ResolvedPod
-from .problems import InvalidInput, Problem
-from .staging import StagedVolume
+from ..pod.mounts import STAGE2_DIR, AppMount, ResolvedPod
+from ..pod.problems import InvalidInput, Problem
+from ..pod.staging import StagedVolume
 from .unitfile import DOCUMENTATION, GeneratedFile, Output, Section, render_unit, requires_link
 from .unitname import mount_unit_name
 

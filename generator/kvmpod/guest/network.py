@@ -1,6 +1,6 @@
 """The guest half of networks: /etc/kvmpod/networks.json becomes one oneshot unit per NIC (pure).
 
-The host writes the file (host_network.guest_description, host_stage.stage_pod). The kernel's
+The host writes the file (host.network.guest_description, host.stage.stage_pod). The kernel's
 `ip=` configures at most one NIC (and only with CONFIG_IP_PNP, which Debian's kernels lack), so,
 as rkt 1.30 did, each NIC gets a unit that sets its MAC, address, link and routes. The kernel is
 booted with net.ifnames=0, so the NICs keep the names eth0, eth1, … in device order.
@@ -14,8 +14,8 @@ The file is a JSON array, one object per NIC:
 import ipaddress
 from dataclasses import dataclass
 
-from .guest_paths import NETWORKS_PATH
-from .problems import InvalidInput, Problem
+from ..pod.guest_paths import NETWORKS_PATH
+from ..pod.problems import InvalidInput, Problem
 from .unitfile import DOCUMENTATION, GeneratedFile, Output, Section, render_unit, wants_link
 
 # iproute2's ip: Debian 12 ships /bin/ip, with /sbin/ip and /usr/sbin/ip as links to it (merged /usr);

@@ -5,7 +5,7 @@ module-level imports beyond the tiny siphash helper (only used for names
 >= 256 bytes, which is rare).
 """
 
-from kvmpod.siphash import siphash24
+from .siphash import siphash24
 
 UNIT_NAME_MAX = 256  # systemd: a unit name must be strictly shorter than this
 _NAME_MAX = 255      # per-component limit enforced by path_is_valid()

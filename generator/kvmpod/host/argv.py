@@ -7,15 +7,15 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from .guest_units import ninep_mount_options
-from .host_network import Network, kernel_ip_param, lkvm_network_args, qemu_network_args
-from .host_resources import Resources
-from .host_volumes import (DEFAULT_SECURITY_MODEL, SECURITY_MODELS, lkvm_9p_args, qemu_9p_args, qemu_value,
+from ..guest.mount_units import ninep_mount_options
+from .network import Network, kernel_ip_param, lkvm_network_args, qemu_network_args
+from .resources import Resources
+from .volumes import (DEFAULT_SECURITY_MODEL, SECURITY_MODELS, lkvm_9p_args, qemu_9p_args, qemu_value,
                            qemu_volume_args)
-from .model import Pod
-from .names import MAX_9P_TAG_BYTES
-from .problems import InvalidInput, Problem
-from .staging import StagedVolume
+from ..pod.model import Pod
+from ..pod.names import MAX_9P_TAG_BYTES
+from ..pod.problems import InvalidInput, Problem
+from ..pod.staging import StagedVolume
 
 HYPERVISORS = ("lkvm", "qemu")
 ACCELS = ("auto", "kvm", "tcg")
@@ -37,7 +37,7 @@ MAX_PCI_DEVICES = 28
 @dataclass(frozen=True)
 class HostSettings:
     hypervisor: str  # "lkvm" or "qemu"
-    pod_uuid: str  # canonical (host_network.parse_uuid)
+    pod_uuid: str  # canonical (network.parse_uuid)
     rootfs: str  # the stage1 rootfs directory: the guest's root
     kernel: str
     initrd: str | None = None

@@ -18,26 +18,26 @@ import shlex
 import sys
 from dataclasses import dataclass
 
-from .guest_paths import DEFAULT_MANIFEST
-from .guest_network import parse_guest_networks, plan_network_units
-from .generator_cli import plan_pod
-from .guest_units import GuestSettings
-from .host_argv import (ACCELS, DEFAULT_ROOT_TAG, EXTRA_KERNEL_PARAMS_ENV, HYPERVISORS, HostSettings,
+from ..pod.guest_paths import DEFAULT_MANIFEST
+from ..guest.network import parse_guest_networks, plan_network_units
+from ..guest.generator import plan_pod
+from ..guest.mount_units import GuestSettings
+from .argv import (ACCELS, DEFAULT_ROOT_TAG, EXTRA_KERNEL_PARAMS_ENV, HYPERVISORS, HostSettings,
                         build_argv, detect_accel)
-from .host_network import Network, guest_description, parse_cni_result, parse_networks, parse_uuid
-from .host_resources import Resources, app_resources
-from .host_stage import stage_pod
-from .host_volumes import DEFAULT_SECURITY_MODEL, SECURITY_MODELS, checked_host_volumes
-from .image_manifests import load_image_apps
+from .network import Network, guest_description, parse_cni_result, parse_networks, parse_uuid
+from .resources import Resources, app_resources
+from .stage import stage_pod
+from .volumes import DEFAULT_SECURITY_MODEL, SECURITY_MODELS, checked_host_volumes
+from ..pod.image_manifests import load_image_apps
 from .launch import exec_hypervisor, host_runs_systemd, start_transient_service
-from .manifest import load_json, parse_pod_manifest
-from .model import AppSection, Pod
-from .output import print_outputs
-from .problems import InvalidInput, Problem
-from .status import (GENERATOR_DIR, all_well, pod_units, read_generated, read_state_over_dbus, render_json,
+from ..pod.manifest import load_json, parse_pod_manifest
+from ..pod.model import AppSection, Pod
+from ..guest.output import print_outputs
+from ..pod.problems import InvalidInput, Problem
+from ..guest.status import (GENERATOR_DIR, all_well, pod_units, read_generated, read_state_over_dbus, render_json,
                      render_table, unit_states)
-from .unitfile import UnsafeValue
-from .unitname import mount_unit_name
+from ..guest.unitfile import UnsafeValue
+from ..guest.unitname import mount_unit_name
 
 PROGRAM = "kvmpod"
 EXIT_INVALID = 2
@@ -57,7 +57,7 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--manifest", required=True, help="the pod manifest (JSON)")
         p.add_argument("--rootfs", required=True, help="the stage1 rootfs directory (the guest's root)")
         nets = p.add_mutually_exclusive_group()
-        nets.add_argument("--networks", help="kvmpod's JSON network description (see kvmpod.host_network)")
+        nets.add_argument("--networks", help="kvmpod's JSON network description (see kvmpod.host.network)")
         nets.add_argument("--cni-result", help="a CNI plugin result, cniVersion 0.4.0 or 1.0.0")
         if not hypervisor:
             p.add_argument("--uuid", help="the pod UUID (needed with networks: MACs derive from it)")

@@ -33,7 +33,7 @@ import ipaddress
 import uuid as uuidlib
 from dataclasses import dataclass
 
-from .problems import InvalidInput, Problem
+from ..pod.problems import InvalidInput, Problem
 
 # Linux interface names: at most IFNAMSIZ - 1 = 15 bytes, no "/", ":" or white space.
 # kvmtool tokenises --network on "," and "=", QEMU's option parser on ",": refuse all of them.
@@ -177,7 +177,7 @@ def parse_networks(document: object) -> tuple[Network, ...]:
     """kvmpod's network description (already JSON-decoded), checked; else InvalidInput."""
     check = _Check()
     if not isinstance(document, list):
-        raise InvalidInput([Problem("networks", "must be a JSON array of networks (see kvmpod.host_network)")])
+        raise InvalidInput([Problem("networks", "must be a JSON array of networks (see kvmpod.host.network)")])
     networks = []
     for i, raw in enumerate(document):
         field = f"networks[{i}]"
@@ -384,7 +384,7 @@ def qemu_network_args(networks: tuple[Network, ...], pod_uuid: str) -> list[str]
 
 
 def guest_description(networks: tuple[Network, ...], pod_uuid: str) -> list[dict]:
-    """What the host writes to /etc/kvmpod/networks.json for the guest (read by guest_network)."""
+    """What the host writes to /etc/kvmpod/networks.json for the guest (read by guest.network)."""
     description = []
     for i, net in enumerate(networks):
         entry: dict = {

@@ -10,8 +10,8 @@ import os
 from dataclasses import dataclass
 from decimal import ROUND_CEILING, Decimal, InvalidOperation
 
-from .model import AppSection, Isolator, Pod
-from .problems import InvalidInput, Problem
+from ..pod.model import AppSection, Isolator, Pod
+from ..pod.problems import InvalidInput, Problem
 
 SYSTEM_MEMORY_OVERHEAD_MIB = 128
 MIN_MEMORY_MIB = 512

@@ -2,4 +2,4 @@
 
 GUEST_CONFIG_DIR = "/etc/kvmpod"
 DEFAULT_MANIFEST = f"{GUEST_CONFIG_DIR}/pod.json"
-NETWORKS_PATH = f"{GUEST_CONFIG_DIR}/networks.json"  # see guest_network.py for its format
+NETWORKS_PATH = f"{GUEST_CONFIG_DIR}/networks.json"  # see guest/network.py for its format
