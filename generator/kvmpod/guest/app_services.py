@@ -4,7 +4,7 @@ rkt ran each app as `<app>.service` chrooted into its rootfs; kvmpod does the sa
 does not already ship a unit of that name.
 """
 
-from dataclasses import dataclass
+from ..pod.frozen import frozen
 
 from ..pod.mounts import ResolvedApp
 from .unitfile import DOCUMENTATION, GeneratedFile, Output, Section, render_unit, requires_link, wants_link
@@ -13,7 +13,7 @@ from .unitfile import DOCUMENTATION, GeneratedFile, Output, Section, render_unit
 _PLAIN = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789/._:=,@+-")
 
 
-@dataclass(frozen=True)
+@frozen
 class Identity:
     """User= and Group= as numbers: names were looked up in the app's own rootfs by the edge."""
 

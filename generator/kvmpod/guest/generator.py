@@ -7,7 +7,7 @@ This module is the edge: it reads the guest's files, runs the pure core and writ
 import os
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass
+from ..pod.frozen import frozen
 
 from .app_identity import known_ids, resolve_identity
 from .app_services import Identity, app_service, plan_app_ids, plan_app_service
@@ -43,7 +43,7 @@ Writes systemd mount units for the kvmpod pod manifest into NORMAL_DIR.
 """
 
 
-@dataclass(frozen=True)
+@frozen
 class Arguments:
     output_dir: str | None
     dry_run: bool

@@ -1,6 +1,6 @@
 """The generator's plan: a resolved pod becomes the unit files and links to write (pure)."""
 
-from dataclasses import dataclass
+from ..pod.frozen import frozen
 
 from .app_services import app_service
 from ..pod.mounts import STAGE2_DIR, AppMount, ResolvedPod
@@ -14,7 +14,7 @@ from .unitname import mount_unit_name
 DEFAULT_9P_OPTIONS = (("trans", "virtio"), ("version", "9p2000.L"), ("cache", "mmap"), ("msize", "262144"))
 
 
-@dataclass(frozen=True)
+@frozen
 class GuestSettings:
     manifest_path: str  # as the guest sees it: SourcePath= of every unit
     ninep_options: str | None = None  # kvmpod.9p_options= from the kernel command line

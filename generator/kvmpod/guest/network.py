@@ -12,7 +12,7 @@ The file is a JSON array, one object per NIC:
 """
 
 import ipaddress
-from dataclasses import dataclass
+from ..pod.frozen import frozen
 
 from ..pod.guest_paths import NETWORKS_PATH
 from ..pod.problems import InvalidInput, Problem
@@ -24,13 +24,13 @@ IP = "/sbin/ip"
 WANTED_BY = "multi-user.target"
 
 
-@dataclass(frozen=True)
+@frozen
 class GuestRoute:
     dst: str
     gw: str | None
 
 
-@dataclass(frozen=True)
+@frozen
 class GuestNic:
     interface: str
     mac: str

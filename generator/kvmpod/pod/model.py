@@ -3,7 +3,7 @@
 Everything here has been checked; the rest of the code trusts it.
 """
 
-from dataclasses import dataclass
+from .frozen import frozen
 
 # "host" or "empty". A plain str: typing.Literal would import typing, ~4 ms of every boot.
 VolumeKind = str
@@ -11,7 +11,7 @@ VolumeKind = str
 DEFAULT_EMPTY_MODE = 0o755
 
 
-@dataclass(frozen=True)
+@frozen
 class Volume:
     name: str
     kind: VolumeKind
@@ -23,7 +23,7 @@ class Volume:
     gid: int = 0
 
 
-@dataclass(frozen=True)
+@frozen
 class MountPoint:
     """An image's declared mount point (apps[].app.mountPoints[] or the image manifest's)."""
 
@@ -32,7 +32,7 @@ class MountPoint:
     read_only: bool = False
 
 
-@dataclass(frozen=True)
+@frozen
 class Mount:
     """apps[].mounts[]: the pod's binding of a volume to a path in one app."""
 
@@ -41,19 +41,19 @@ class Mount:
     app_volume: Volume | None = None  # appVolume: overrides the pod volume of that name
 
 
-@dataclass(frozen=True)
+@frozen
 class Isolator:
     name: str
     value: object  # kept as parsed JSON; only consumers that understand a name interpret it
 
 
-@dataclass(frozen=True)
+@frozen
 class EnvironmentVariable:
     name: str
     value: str
 
 
-@dataclass(frozen=True)
+@frozen
 class AppSection:
     """The `app` object of an image manifest (or of apps[] in the pod manifest, which overrides it)."""
 
@@ -66,7 +66,7 @@ class AppSection:
     isolators: tuple[Isolator, ...] = ()
 
 
-@dataclass(frozen=True)
+@frozen
 class App:
     name: str
     image_name: str | None
@@ -74,7 +74,7 @@ class App:
     mounts: tuple[Mount, ...] = ()
 
 
-@dataclass(frozen=True)
+@frozen
 class Pod:
     apps: tuple[App, ...]
     volumes: tuple[Volume, ...] = ()

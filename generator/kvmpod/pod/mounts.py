@@ -3,7 +3,7 @@ resolved inside the app's rootfs so it can never escape it.
 """
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from .frozen import frozen
 
 from .inside_root import ReadLink, UnsafePath, clean_path, resolve_inside_root
 from .model import App, AppSection, MountPoint, Pod, Volume
@@ -25,7 +25,7 @@ def image_manifest_path(app_name: str) -> str:
     return f"{app_dir(app_name)}/manifest"
 
 
-@dataclass(frozen=True)
+@frozen
 class AppMount:
     staged: StagedVolume
     target: str  # absolute inside the app's rootfs, symlinks resolved
@@ -34,7 +34,7 @@ class AppMount:
     field: str  # the manifest field it came from, for messages
 
 
-@dataclass(frozen=True)
+@frozen
 class ResolvedApp:
     name: str
     section: AppSection | None  # the pod manifest's app, else the image manifest's
@@ -46,13 +46,13 @@ class ResolvedApp:
         return app_rootfs(self.name)
 
 
-@dataclass(frozen=True)
+@frozen
 class ResolvedPod:
     apps: tuple[ResolvedApp, ...]
     staged: tuple[StagedVolume, ...]  # every volume to stage, implicit ones included
 
 
-@dataclass(frozen=True)
+@frozen
 class ImageApp:
     """An image manifest's app, as the edge found it: `source` names the file for messages."""
 
@@ -97,7 +97,7 @@ def _section(app: App, index: int, image_apps: dict[str, ImageApp]) -> tuple[App
     return image.section, f"{image.source}: app"
 
 
-@dataclass(frozen=True)
+@frozen
 class _Wanted:
     staged: StagedVolume
     path: str

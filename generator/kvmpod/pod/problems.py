@@ -1,9 +1,9 @@
 """Input problems: each names the JSON field it is about and says how to fix it."""
 
-from dataclasses import dataclass
+from .frozen import frozen
 
 
-@dataclass(frozen=True)
+@frozen
 class Problem:
     field: str  # e.g. "apps[1].mounts[0].volume", or "<file>: app.mountPoints[0].path"
     message: str

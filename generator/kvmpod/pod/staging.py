@@ -4,7 +4,7 @@ Every volume a pod uses is staged once at `/mnt/<stage name>` (9p for host volum
 directory for empty ones) and bind-mounted from there into the apps.
 """
 
-from dataclasses import dataclass
+from .frozen import frozen
 
 from .model import Pod, Volume
 from .names import ninep_tag
@@ -12,7 +12,7 @@ from .names import ninep_tag
 STAGE_DIR = "/mnt"
 
 
-@dataclass(frozen=True)
+@frozen
 class StagedVolume:
     stage_name: str  # the pod volume's name; "<app>.<volume>" for an appVolume that differs
     volume: Volume
