@@ -6,7 +6,7 @@ This module is the edge: it reads the guest's files, runs the pure core and writ
 
 import os
 import sys
-from collections.abc import Callable
+from _collections_abc import Callable  # collections.abc without the collections package: ~2 ms at boot
 from ..pod.frozen import frozen
 
 from .app_identity import known_ids, resolve_identity

@@ -1,7 +1,7 @@
 """Write the plan into a generator output directory, all or nothing; or print it."""
 
 import os
-from collections.abc import Callable
+from _collections_abc import Callable  # collections.abc without the collections package: ~2 ms at boot
 
 from .unitfile import GeneratedFile, Output
 

@@ -4,7 +4,7 @@ root, so the result can never name a place outside it.
 """
 
 import os
-from collections.abc import Callable
+from _collections_abc import Callable  # collections.abc without the collections package: ~2 ms at boot
 
 # The kernel gives up after 40 links (MAXSYMLINKS); a longer chain is a loop or an attack.
 MAX_SYMLINKS = 40

@@ -2,7 +2,7 @@
 resolved inside the app's rootfs so it can never escape it.
 """
 
-from collections.abc import Callable
+from _collections_abc import Callable  # collections.abc without the collections package: ~2 ms at boot
 from .frozen import frozen
 
 from .inside_root import ReadLink, UnsafePath, clean_path, resolve_inside_root
