@@ -1,17 +1,27 @@
-"""Benchmark kvmpod-generator: prints figures, asserts nothing (speed is not a test verdict).
+"""Benchmark kvmpod-generator's cost at boot: prints figures, asserts nothing (speed is no test verdict).
 
-    python3 tests/benchmarks/bench_generator.py [--runs N]
+    python3 tests/benchmarks/bench_generator.py [--runs N] [--large-runs N] [--no-large]
 
-Reports, each as the best of N runs (the least disturbed by whatever else the machine does):
-- the import cost of kvmpod.guest.generator, from `python3 -X importtime`, and its heaviest modules;
-- the wall time of a whole generator process on the bundled example pod, with the interpreter
-  flags the Debian package uses (-I -S) and with plain `python3`, beside `python3 -c pass`;
-- the time to plan a large pod in-process (200 apps, 5 mounts each) to show how it scales.
+The generator is benchmarked as packaged: `packaging/install-tree` into a temporary directory,
+byte-compiled as the .deb's postinst does, run through its launcher (`#!/usr/bin/python3 -IS`) with
+three fresh output directories per run, as systemd runs generators. Printed:
+
+- the import cost of kvmpod.guest.generator (`python3 -X importtime`, best run) and its heaviest
+  modules;
+- issue 12's table: for each pod, the median wall time and peak RSS of kvmpod-generator and of
+  systemd-fstab-generator given the same mounts as fstab lines (the What/Where/Type/Options of the
+  .mount units kvmpod-generator wrote for that pod), and their ratio; beside them the floor of any
+  Python generator that reads JSON, `python3 -I -S -c "import json"`, and a bare `python3 -I -S`;
+- the goals' ratios, and how the time grows from 1,050 to 2,050 mounts (linear: time per mount).
+
+Every process is started the same way (posix_spawn, then wait4, whose rusage gives that child's
+own peak RSS); the runs of the programs being compared alternate, so a busy machine slows them alike.
 """
 
 import argparse
-import json
 import os
+import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -21,74 +31,234 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 SOURCE = REPO / "generator"
 EXAMPLE_ROOT = SOURCE / "kvmpod/examples/appc-pod/root"
+LAUNCHER = "usr/lib/systemd/system-generators/kvmpod-generator"
+FSTAB_GENERATOR = "/lib/systemd/system-generators/systemd-fstab-generator"
+GNU_TIME = "/usr/bin/time"  # Debian package `time`: the peak RSS of the measured process alone
+# systemd gives generators directories in /run, a tmpfs; /dev/shm is one too.
+OUTPUT_PARENT = "/dev/shm" if os.path.isdir("/dev/shm") else None
+
+# issue 12's pods: (label, apps, host volumes); every app mounts every volume.
+SIZED_PODS = [("1 app, 4 host volumes", 1, 4), ("4 apps, 6 volumes", 4, 6),
+              ("20 apps, 50 volumes", 20, 50), ("40 apps, 50 volumes", 40, 50)]
+LARGE_MOUNTS = 1000
 
 
-def best_wall(argv: list[str], runs: int, env: dict[str, str]) -> float:
-    best = float("inf")
+def spawn(argv: list[str], env: dict[str, str]) -> float:
+    """Run argv to its end, output discarded; its wall time in seconds."""
+    actions = [(os.POSIX_SPAWN_OPEN, fd, os.devnull, os.O_WRONLY, 0) for fd in (1, 2)]
+    start = time.perf_counter()
+    pid = os.posix_spawn(argv[0], argv, env, file_actions=actions)
+    _, status = os.waitpid(pid, 0)
+    seconds = time.perf_counter() - start
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise SystemExit(f"{argv} exited {os.waitstatus_to_exitcode(status)}; run it by hand to see why")
+    return seconds
+
+
+def peak_rss_kib(argv: list[str], env: dict[str, str]) -> int | None:
+    """The process's own peak RSS, from GNU time, which forks it from a small process. (A child
+    spawned by this Python would start counting from this Python's RSS: Linux keeps the
+    high-water mark of the memory a process had before exec.)"""
+    if not os.access(GNU_TIME, os.X_OK):
+        return None
+    with tempfile.NamedTemporaryFile("r") as report:
+        subprocess.run([GNU_TIME, "-f", "%M", "-o", report.name, *argv], env=env, check=True,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        return int(report.read().split()[-1])
+
+
+class Program:
+    """A command measured over several runs; `argv` may be a function of a fresh work directory."""
+
+    def __init__(self, name: str, argv, env: dict[str, str]):
+        self.name, self.argv, self.env, self.seconds, self.rss_kib = name, argv, env, [], None
+
+    def _in_fresh_dir(self, measure):
+        work = Path(tempfile.mkdtemp(prefix="kvmpod-bench-", dir=OUTPUT_PARENT))
+        try:
+            return measure(self.argv(work) if callable(self.argv) else self.argv, self.env)
+        finally:
+            shutil.rmtree(work)
+
+    def run_once(self) -> None:
+        self.seconds.append(self._in_fresh_dir(spawn))
+
+    def measure_rss(self) -> None:
+        self.rss_kib = self._in_fresh_dir(peak_rss_kib)
+
+    @property
+    def median_ms(self) -> float:
+        return statistics.median(self.seconds) * 1000
+
+    @property
+    def rss(self) -> str:
+        return "RSS n/a (apt-get install time)" if self.rss_kib is None else f"{self.rss_kib / 1024:.1f} MiB"
+
+
+def alternate(programs: list[Program], runs: int) -> None:
+    for program in programs:
+        program.measure_rss()
     for _ in range(runs):
-        start = time.perf_counter()
-        subprocess.run(argv, env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        best = min(best, time.perf_counter() - start)
-    return best
+        for program in programs:
+            program.run_once()
 
 
-def import_profile(runs: int, env: dict[str, str]) -> tuple[int, list[tuple[int, str]]]:
+def install_packaged(dest: Path, python: str) -> Path:
+    """The package as the .deb installs it, bytecode compiled; the generator's launcher path."""
+    subprocess.run([str(REPO / "packaging/install-tree"), str(dest)], check=True, stdout=subprocess.DEVNULL)
+    subprocess.run([python, "-m", "compileall", "-q", str(dest / "usr/lib/python3/dist-packages/kvmpod")], check=True)
+    return dest / LAUNCHER
+
+
+def launcher_python(launcher: Path) -> str:
+    return launcher.read_text().splitlines()[0].removeprefix("#!").split()[0]
+
+
+def make_pod_root(root: Path, apps: int, volumes: int) -> Path:
+    """A guest root: the manifest where the host stages it and each app's rootfs, as /opt/stage2 has it."""
+    import json
+
+    manifest = {"acKind": "PodManifest", "acVersion": "0.8.11",
+                "volumes": [{"name": f"vol{j}", "kind": "host", "source": f"/srv/vol{j}"} for j in range(volumes)],
+                "apps": [{"name": f"app{i}", "image": {"name": f"example.com/app{i}"},
+                          "app": {"exec": ["/bin/app", "--serve"], "user": "0", "group": "0"},
+                          "mounts": [{"volume": f"vol{j}", "path": f"/data/vol{j}"} for j in range(volumes)]}
+                         for i in range(apps)]}
+    (root / "etc/kvmpod").mkdir(parents=True)
+    (root / "etc/kvmpod/pod.json").write_text(json.dumps(manifest, indent=2))
+    for i in range(apps):
+        (root / f"opt/stage2/app{i}/rootfs/bin").mkdir(parents=True)
+    return root
+
+
+def generator_argv(launcher: Path, root: Path):
+    def argv(work: Path) -> list[str]:
+        dirs = [work / d for d in ("normal", "early", "late")]
+        for d in dirs:
+            d.mkdir()
+        return [str(launcher), "--root", str(root), *map(str, dirs)]
+
+    return argv
+
+
+def fstab_escape(field: str) -> str:
+    return field.replace("\\", "\\134").replace(" ", "\\040").replace("\t", "\\011").replace("\n", "\\012")
+
+
+def fstab_of_units(unit_dir: Path) -> str:
+    """The mounts of kvmpod-generator's .mount units as fstab lines (fstab(5))."""
+    lines = []
+    for unit in sorted(unit_dir.glob("*.mount")):
+        keys = dict(line.split("=", 1) for line in unit.read_text().splitlines() if "=" in line)
+        what, where = keys["What"].replace("%%", "%"), keys["Where"].replace("%%", "%")
+        options = keys.get("Options", "defaults").replace("%%", "%")
+        lines.append(" ".join(map(fstab_escape, (what, where, keys.get("Type", "none"), options))) + " 0 0")
+    return "\n".join(lines) + "\n"
+
+
+def one_run_output(launcher: Path, root: Path, scratch: Path) -> tuple[Path, int]:
+    out = Path(tempfile.mkdtemp(dir=scratch))
+    subprocess.run([str(launcher), "--root", str(root), str(out)], check=True)
+    return out, len(list(out.glob("*.mount")))
+
+
+def import_profile(python: str, site_packages: Path, runs: int) -> tuple[int, list[tuple[int, str]]]:
     best_total, best_rows = None, []
     for _ in range(runs):
-        err = subprocess.run([sys.executable, "-I", "-S", "-X", "importtime", "-c",
-                              f"import sys; sys.path.insert(0, {str(SOURCE)!r}); import kvmpod.guest.generator"],
-                             env=env, capture_output=True, text=True, check=True).stderr
-        rows = []
-        total = 0
+        err = subprocess.run([python, "-I", "-S", "-X", "importtime", "-c",
+                              f"import sys; sys.path.insert(0, {str(site_packages)!r}); import kvmpod.guest.generator"],
+                             capture_output=True, text=True, check=True).stderr
+        rows, total = [], 0
         for line in err.splitlines()[1:]:
             self_us, cumulative, name = (part.strip() for part in line.removeprefix("import time:").split("|"))
-            rows.append((int(self_us), name.strip()))
-            if name.strip() == "kvmpod.guest.generator":
+            rows.append((int(self_us), name))
+            if name == "kvmpod.guest.generator":
                 total = int(cumulative)
         if best_total is None or total < best_total:
             best_total, best_rows = total, rows
     return best_total or 0, sorted(best_rows, reverse=True)[:8]
 
 
-def large_pod_plan_seconds(apps: int, mounts: int) -> float:
-    sys.path.insert(0, str(SOURCE))
-    from kvmpod.guest.generator import plan_pod
-    from kvmpod.guest.mount_units import GuestSettings
-    from kvmpod.pod.manifest import parse_pod_manifest
-
-    manifest = {"acKind": "PodManifest", "acVersion": "0.8.11",
-                "volumes": [{"name": f"v{j}", "kind": "host", "source": f"/srv/v{j}"} for j in range(mounts)],
-                "apps": [{"name": f"app{i}", "app": {"exec": ["/bin/true"], "user": "0", "group": "0"},
-                          "mounts": [{"volume": f"v{j}", "path": f"/data/{j}"} for j in range(mounts)]}
-                         for i in range(apps)]}
-    with tempfile.TemporaryDirectory() as root:
-        start = time.perf_counter()
-        pod = parse_pod_manifest(json.loads(json.dumps(manifest)))
-        outputs = plan_pod(pod, root, GuestSettings("/etc/kvmpod/pod.json"), lambda _: None)
-        elapsed = time.perf_counter() - start
-    assert len(outputs) > apps * mounts
-    return elapsed
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", type=int, default=20)
-    runs = parser.parse_args().runs
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
-    total, heaviest = import_profile(runs, env)
-    print(f"import kvmpod.guest.generator (python3 -I -S, best of {runs}): {total / 1000:.1f} ms")
-    for self_us, name in heaviest:
-        print(f"  {self_us / 1000:6.1f} ms  {name}")
-    generator = ["-c", f"import sys; sys.path.insert(0, {str(SOURCE)!r}); from kvmpod.guest.generator import main; "
-                       f"sys.exit(main(['--dry-run', '--root', {str(EXAMPLE_ROOT)!r}]))"]
-    baseline = best_wall([sys.executable, "-I", "-S", "-c", "pass"], runs, env)
-    packaged = best_wall([sys.executable, "-I", "-S", *generator], runs, env)
-    plain = best_wall([sys.executable, *generator], runs, env)
-    print(f"python3 -I -S -c pass:                          {baseline * 1000:6.1f} ms")
-    print(f"generator on the example pod, python3 -I -S:    {packaged * 1000:6.1f} ms  (as packaged)")
-    print(f"generator on the example pod, plain python3:    {plain * 1000:6.1f} ms")
-    seconds = large_pod_plan_seconds(200, 5)
-    print(f"plan a pod of 200 apps x 5 mounts in-process:   {seconds * 1000:6.1f} ms")
+    parser.add_argument("--runs", type=int, default=21, help="runs of each program on a small pod (median)")
+    parser.add_argument("--large-runs", type=int, default=5, help="runs on the 1,000+ mount pods")
+    parser.add_argument("--no-large", action="store_true", help="skip the 1,000+ mount pods")
+    options = parser.parse_args()
+    env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8",
+           # systemd-fstab-generator reads these instead of /etc/fstab and /proc/cmdline.
+           "SYSTEMD_PROC_CMDLINE": "", "SYSTEMD_IN_INITRD": "0"}
+
+    with tempfile.TemporaryDirectory(prefix="kvmpod-bench-") as tmp:
+        scratch = Path(tmp)
+        launcher = install_packaged(scratch / "install", launcher_python(REPO / "packaging/launchers/kvmpod-generator"))
+        python = launcher_python(launcher)
+        site_packages = scratch / "install/usr/lib/python3/dist-packages"
+        print(f"kvmpod-generator as packaged: {python} -I -S, bytecode compiled; "
+              f"{os.cpu_count()} CPUs, load {os.getloadavg()[0]:.2f}")
+
+        total, heaviest = import_profile(python, site_packages, options.runs)
+        print(f"\nimport kvmpod.guest.generator ({python} -I -S -X importtime, best of {options.runs}): "
+              f"{total / 1000:.1f} ms; heaviest (self):")
+        for self_us, name in heaviest:
+            print(f"  {self_us / 1000:6.2f} ms  {name}")
+
+        floor = Program("python3 -I -S -c 'import json'", [python, "-I", "-S", "-c", "import json"], env)
+        bare = Program("python3 -I -S -c pass", [python, "-I", "-S", "-c", "pass"], env)
+        example = Program("kvmpod-generator", generator_argv(launcher, EXAMPLE_ROOT), env)
+        alternate([floor, bare, example], options.runs)
+
+        rows = []
+        for label, apps, volumes in SIZED_PODS:
+            if options.no_large and apps * volumes >= LARGE_MOUNTS:
+                continue
+            root = make_pod_root(scratch / f"pod-{apps}x{volumes}", apps, volumes)
+            units, mounts = one_run_output(launcher, root, scratch)
+            fstab = scratch / f"fstab-{apps}x{volumes}"
+            fstab.write_text(fstab_of_units(units))
+            kvmpod = Program("kvmpod-generator", generator_argv(launcher, root), env)
+            systemd = Program("systemd-fstab-generator",
+                              lambda work: _fstab_argv(work), dict(env, SYSTEMD_FSTAB=str(fstab)))
+            alternate([systemd, kvmpod], options.large_runs if mounts >= LARGE_MOUNTS else options.runs)
+            rows.append((f"{label} ({mounts:,} mounts)", mounts, systemd, kvmpod))
+
+    print(f"\nwall time, median of {options.runs} runs ({options.large_runs} for 1,000+ mounts); "
+          "peak RSS of one more run, from GNU time")
+    print(f"| pod | systemd-fstab-generator, same mounts as fstab lines | kvmpod-generator (packaged) | ratio |")
+    print("|---|---|---|---|")
+    for label, _, systemd, kvmpod in rows:
+        print(f"| {label} | {systemd.median_ms:,.1f} ms, {systemd.rss} "
+              f"| {kvmpod.median_ms:,.1f} ms, {kvmpod.rss} | {kvmpod.median_ms / systemd.median_ms:.2f}x |")
+    print(f"| bundled example pod ({EXAMPLE_ROOT.relative_to(REPO)}) | | {example.median_ms:,.1f} ms, "
+          f"{example.rss} | |")
+    print(f"| `python3 -I -S -c \"import json\"` (the floor) | | {floor.median_ms:,.1f} ms, {floor.rss} | |")
+    print(f"| `python3 -I -S -c pass` | | {bare.median_ms:,.1f} ms, {bare.rss} | |")
+
+    print("\ngoals (issue 12):")
+    print(f"  example pod / json floor:           {example.median_ms / floor.median_ms:.2f}x  (goal <= 1.3x)")
+    if rows:
+        _, _, systemd, kvmpod = rows[0]
+        print(f"  8-mount pod / fstab-generator:      {kvmpod.median_ms / systemd.median_ms:.2f}x  (goal <= 1.5x)")
+    for label, mounts, systemd, kvmpod in rows:
+        if mounts >= LARGE_MOUNTS:
+            print(f"  {mounts:,} mounts / fstab-generator:  {kvmpod.median_ms / systemd.median_ms:.2f}x  (goal < 1x); "
+                  f"{kvmpod.median_ms / mounts * 1000:.0f} us per mount (fstab-generator "
+                  f"{systemd.median_ms / mounts * 1000:.0f} us)")
+    large = [(m, k) for _, m, _, k in rows if m >= LARGE_MOUNTS]
+    if len(large) == 2:
+        (m1, k1), (m2, k2) = large
+        print(f"  growth {m1:,} -> {m2:,} mounts: time x{k2.median_ms / k1.median_ms:.2f} for mounts "
+              f"x{m2 / m1:.2f} (linear: about equal)")
+    peaks = [p.rss_kib for p in [example] + [k for _, _, _, k in rows] if p.rss_kib is not None]
+    if peaks:
+        print(f"  peak RSS of kvmpod-generator:       {max(peaks) / 1024:.1f} MiB  (goal <= 16 MiB)")
+
+
+def _fstab_argv(work: Path) -> list[str]:
+    dirs = [work / d for d in ("normal", "early", "late")]
+    for d in dirs:
+        d.mkdir()
+    return [FSTAB_GENERATOR, *map(str, dirs)]
 
 
 if __name__ == "__main__":
