@@ -27,6 +27,7 @@ _TABLE = tuple(
     "-" if c == 0x2F else chr(c) if c in _SAFE else "\\x%02x" % c
     for c in range(256)
 )
+_TRANSLATION = dict(enumerate(_TABLE))  # for str.translate on the bytes as latin-1: byte b is chr(b)
 
 
 def escape_path(path: str) -> str:
@@ -51,7 +52,7 @@ def escape_path(path: str) -> str:
             raise ValueError(f"path not normalized: {path!r}")
         if len(part) > _NAME_MAX:
             raise ValueError(f"path component longer than {_NAME_MAX} bytes")
-    out = "".join(map(_TABLE.__getitem__, body))
+    out = body.decode("latin-1").translate(_TRANSLATION)  # _TABLE per byte, at C speed
     # systemd escapes a leading "." (no hidden unit names for "/.dotdir");
     # dots that start later components stay as they are.
     if body[0] == 0x2E:
