@@ -70,11 +70,13 @@ def peak_rss_kib(argv: list[str], env: dict[str, str]) -> int | None:
 class Program:
     """A command measured over several runs; `argv` may be a function of a fresh work directory."""
 
+    output_parent = OUTPUT_PARENT  # where the fresh work directories are made
+
     def __init__(self, name: str, argv, env: dict[str, str]):
         self.name, self.argv, self.env, self.seconds, self.rss_kib = name, argv, env, [], None
 
     def _in_fresh_dir(self, measure):
-        work = Path(tempfile.mkdtemp(prefix="kvmpod-bench-", dir=OUTPUT_PARENT))
+        work = Path(tempfile.mkdtemp(prefix="kvmpod-bench-", dir=self.output_parent))
         try:
             return measure(self.argv(work) if callable(self.argv) else self.argv, self.env)
         finally:
@@ -192,7 +194,11 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=21, help="runs of each program on a small pod (median)")
     parser.add_argument("--large-runs", type=int, default=7, help="runs on the 1,000+ mount pods")
     parser.add_argument("--no-large", action="store_true", help="skip the 1,000+ mount pods")
+    parser.add_argument("--output-parent", default=OUTPUT_PARENT,
+                        help=f"where the fresh output directories are made (default: {OUTPUT_PARENT}, a tmpfs "
+                             "like the /run systemd gives generators)")
     options = parser.parse_args()
+    Program.output_parent = options.output_parent
     env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8",
            # systemd-fstab-generator reads these instead of /etc/fstab and /proc/cmdline.
            "SYSTEMD_PROC_CMDLINE": "", "SYSTEMD_IN_INITRD": "0"}
@@ -202,8 +208,8 @@ def main() -> None:
         launcher = install_packaged(scratch / "install", launcher_python(REPO / "packaging/launchers/kvmpod-generator"))
         python = launcher_python(launcher)
         site_packages = scratch / "install/usr/lib/python3/dist-packages"
-        print(f"kvmpod-generator as packaged: {python} -I -S, bytecode compiled; "
-              f"{os.cpu_count()} CPUs, load {os.getloadavg()[0]:.2f}")
+        print(f"kvmpod-generator as packaged: {python} -I -S, bytecode compiled; output directories in "
+              f"{options.output_parent}; {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.2f}")
 
         total, heaviest = import_profile(python, site_packages, options.runs)
         print(f"\nimport kvmpod.guest.generator ({python} -I -S -X importtime, best of {options.runs}): "
