@@ -10,7 +10,7 @@ what a frozen dataclass gives, so this decorator gives exactly that and nothing 
         kind: str
         source: str | None = None
 
-- fields are the class's annotations, in order (a base class's @frozen fields first); a field with
+- fields are the class's annotations, in order (a base class's @frozen fields first; so no ClassVar); a field with
   a value in the class body has that default, and a field without one may not follow it;
 - `__init__` takes the fields positionally or by keyword, like the dataclass's, then calls
   `__post_init__()` if the class has one (it may check values; it cannot assign them);
