@@ -8,6 +8,9 @@ white space and its error messages. So a valid document is decoded by that scann
 json.loads's defaults, and anything else (a syntax error, a byte-order mark, a Python without the
 `_json` accelerator) goes through json.loads itself, which raises json's own error: the same value
 or the same json.JSONDecodeError as json.loads, always.
+
+It offers what manifest.py uses of json, `loads` and `JSONDecodeError`, so that module imports it
+`as json` and reads like any user of json.
 """
 
 try:
