@@ -66,6 +66,13 @@ def test_a_broken_document_fails_as_json_loads_fails(text):
     assert str(got.value) == str(expected.value)
 
 
+def test_load_reads_a_file_as_json_load(tmp_path):
+    path = tmp_path / "manifest"
+    path.write_text(DOCUMENTS[0], encoding="utf-8")
+    with open(path, encoding="utf-8") as f:
+        assert json_reader.load(f) == json.loads(DOCUMENTS[0])
+
+
 def test_load_json_names_the_file_line_and_column():
     with pytest.raises(InvalidInput) as error:
         load_json('{\n  "apps": [,]\n}', "/etc/kvmpod/pod.json")

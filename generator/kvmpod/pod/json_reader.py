@@ -9,8 +9,8 @@ json.loads's defaults, and anything else (a syntax error, a byte-order mark, a P
 `_json` accelerator) goes through json.loads itself, which raises json's own error: the same value
 or the same json.JSONDecodeError as json.loads, always.
 
-It offers what manifest.py uses of json, `loads` and `JSONDecodeError`, so that module imports it
-`as json` and reads like any user of json.
+It offers what the boot path uses of json, `loads`, `load` and `JSONDecodeError`, so a module
+imports it `as json` and reads like any user of json.
 """
 
 try:
@@ -48,6 +48,11 @@ def loads(text: str) -> object:
     import json  # only a broken document (or a Python without _json) pays for it
 
     return json.loads(text)
+
+
+def load(file) -> object:
+    """json.load(file): the document read from a text file object."""
+    return loads(file.read())
 
 
 def __getattr__(name: str) -> object:
