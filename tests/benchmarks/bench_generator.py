@@ -1,21 +1,24 @@
 """Benchmark kvmpod-generator's cost at boot: prints figures, asserts nothing (speed is no test verdict).
 
-    python3 tests/benchmarks/bench_generator.py [--runs N] [--large-runs N] [--no-large]
+    python3 tests/benchmarks/bench_generator.py [--runs N] [--large-runs N] [--no-large] [--output-parent DIR]
 
 The generator is benchmarked as packaged: `packaging/install-tree` into a temporary directory,
 byte-compiled as the .deb's postinst does, run through its launcher (`#!/usr/bin/python3 -IS`) with
-three fresh output directories per run, as systemd runs generators. Printed:
+three fresh output directories per run, as systemd runs generators (in /dev/shm by default: a tmpfs,
+like the /run systemd gives generators). Printed:
 
 - the import cost of kvmpod.guest.generator (`python3 -X importtime`, best run) and its heaviest
   modules;
-- issue 12's table: for each pod, the median wall time and peak RSS of kvmpod-generator and of
-  systemd-fstab-generator given the same mounts as fstab lines (the What/Where/Type/Options of the
-  .mount units kvmpod-generator wrote for that pod), and their ratio; beside them the floor of any
-  Python generator that reads JSON, `python3 -I -S -c "import json"`, and a bare `python3 -I -S`;
+- issue 12's table: for each pod, the median (and best) wall time and the peak RSS of
+  kvmpod-generator and of systemd-fstab-generator given the same mounts as fstab lines (the
+  What/Where/Type/Options of the .mount units kvmpod-generator wrote for that pod), and their ratio;
+  beside them the floor of any Python generator that reads JSON, `python3 -I -S -c "import json"`,
+  and a bare `python3 -I -S`;
 - the goals' ratios, and how the time grows from 1,050 to 2,050 mounts (linear: time per mount).
 
-Every process is started the same way (posix_spawn, then wait4, whose rusage gives that child's
-own peak RSS); the runs of the programs being compared alternate, so a busy machine slows them alike.
+Every timed process is started the same way (posix_spawn, then waitpid) and the runs of the programs
+being compared alternate, so a busy machine slows them alike. Peak RSS comes from one more run under
+GNU time (Debian package `time`).
 """
 
 import argparse
