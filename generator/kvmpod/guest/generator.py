@@ -16,6 +16,7 @@ from .mount_units import GuestSettings, plan_guest_units
 from ..pod.inside_root import readlink_on_disk
 from .kernel_cmdline import debug_requested, kvmpod_settings
 from .kmsg import Log
+from ..pod.files import read_text
 from ..pod.image_manifests import load_image_apps
 from ..pod.manifest import load_json, parse_pod_manifest
 from ..pod.model import Pod
@@ -204,17 +205,9 @@ def _refuse_apps(root: str, manifest: str) -> list[Output]:
 
 
 def _read_text(root: str, path: str) -> str | None:
-    """The file's text; None when it does not exist. Any other failure is invalid input: an
-    unreadable manifest must fail closed like a broken one, not let the apps start."""
-    try:
-        with open(root + path, encoding="utf-8") as f:
-            return f.read()
-    except FileNotFoundError:
-        return None
-    except (OSError, UnicodeDecodeError) as error:
-        reason = error.strerror if isinstance(error, OSError) else f"not UTF-8 ({error.reason})"
-        raise InvalidInput([Problem(path, f"cannot be read: {reason}; fix its permissions or content")]) from None
-
+    """The file's text; None when it does not exist. Anything else (unreadable, not a regular file,
+    too large, not UTF-8) is invalid input: it must fail closed like a broken manifest."""
+    return read_text(root + path, path)
 
 if __name__ == "__main__":
     sys.exit(main())
