@@ -8,6 +8,8 @@ manifest that breaks one is an input error naming its field, never a failed writ
   appVolume, `<app>-<mount point>` for an implicit one) is one path component, at most 255 bytes.
   Units named after it (`kvmpod-empty-volume-<name>.service`, mount units) take systemd's hashed
   form when they would be longer, as systemd itself does for long paths.
+- A path must not end in an odd run of backslashes: systemd reads a unit file line that does as
+  continued on the next line, and a path is written as it is (Where=, WorkingDirectory=, …).
 - A path is at most 4,095 bytes (PATH_MAX with the NUL) and each component 255 (NAME_MAX); a path
   must not hold a control character (systemd cannot hold a newline in a unit file line, and the
   others would be mangled in messages and names).
@@ -23,6 +25,8 @@ def path_problem(path: str) -> str | None:
     """Why `path` cannot be used, as the end of a sentence; None when it can."""
     if any(c < " " or c == "\x7f" for c in path):
         return "contains a control character (a newline, NUL, tab, …); rename it"
+    if (len(path) - len(path.rstrip("\\"))) % 2:
+        return "ends in a backslash, which a unit file cannot hold (systemd joins the next line onto it); rename it"
     if len(path.encode("utf-8", "surrogatepass")) >= PATH_MAX:
         return f"is longer than {PATH_MAX - 1} bytes (PATH_MAX); use a shorter path"
     if any(len(c.encode("utf-8", "surrogatepass")) > NAME_MAX for c in path.split("/")):
