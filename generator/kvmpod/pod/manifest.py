@@ -343,9 +343,11 @@ def _app_section(check: _Checker, raw: object, field: str) -> AppSection | None:
             continue
         env_name = check.string(env, "name", f"{field}.environment[{k}].name", required=True)
         env_value = check.string(env, "value", f"{field}.environment[{k}].value", required=True)
-        if env_name is not None and (not env_name or "=" in env_name or not env_name.isprintable()):
-            check.report(f"{field}.environment[{k}].name", f"{env_name!r} is not a variable name; use letters, "
-                                                           "digits and underscores")
+        if env_name is not None and not _is_env_name(env_name):
+            # systemd drops any other name with a warning ("Invalid environment assignment"): the app
+            # would silently run without the variable.
+            check.report(f"{field}.environment[{k}].name", f"{env_name!r:.100} is not a variable name; use "
+                                                           "letters, digits and underscores, not starting with a digit")
         elif env_name is not None and env_value is not None:
             environment.append(EnvironmentVariable(env_name, env_value))
     mount_points = []
@@ -372,6 +374,14 @@ def _app_section(check: _Checker, raw: object, field: str) -> AppSection | None:
         mount_points=tuple(mount_points),
         isolators=isolators,
     )
+
+
+_ENV_NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_")
+
+
+def _is_env_name(name: str) -> bool:
+    """systemd's env_name_is_valid (bash's rule): [A-Za-z_][A-Za-z0-9_]*."""
+    return bool(name) and not name[0].isdigit() and _ENV_NAME_CHARS.issuperset(name)
 
 
 def _isolators(check: _Checker, obj: dict, field: str) -> tuple[Isolator, ...]:
