@@ -121,7 +121,7 @@ def with_app(**changes) -> dict:
 
 
 CRASHERS = {
-    "deep-nesting": ("[" * 100000, "/etc/kvmpod/pod.json: is nested too deeply"),
+    "deep-nesting": ("[" * 100000, "/etc/kvmpod/pod.json: is nested more than 100 levels deep"),
     "5000-digit-uid": ('{"acKind": "PodManifest", "acVersion": "0.8.11", "apps": [], "volumes": [{"name": "e", '
                        '"kind": "empty", "uid": ' + "9" * 5000 + "}]}", "/etc/kvmpod/pod.json: is not valid JSON"),
     "unhashable-volume-name": (pod(volumes=[{"name": []}]), "volumes[0].name: must be a string, not an array"),

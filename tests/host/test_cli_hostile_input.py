@@ -27,7 +27,7 @@ CASES = {
     "unhashable-volume-name": (manifest(volumes=[{"name": []}]), "volumes[0].name: must be a string, not an array"),
     "lone-surrogate": (manifest(app={"environment": [{"name": "X", "value": "\ud800"}]}),
                        "apps[0].app.environment[0].value: contains a lone UTF-16 surrogate"),
-    "deep-nesting": ("[" * 100000, "is nested too deeply"),
+    "deep-nesting": ("[" * 100000, "is nested more than 100 levels deep"),
     "huge-number": ('{"acKind": "PodManifest", "acVersion": "0.8.11", "apps": [], "volumes": [{"name": "e", '
                     '"kind": "empty", "uid": ' + "9" * 5000 + "}]}", "is not valid JSON"),
     "uid-out-of-range": (manifest(app={"user": "4294967295"}), "apps[0].app.user: 4294967295 is out of range"),

@@ -133,7 +133,15 @@ def _json_type(value: object) -> str:
             list: "an array", dict: "an object"}.get(type(value), type(value).__name__)
 
 
+# No manifest nests this deep; json.loads would recurse once per level (RecursionError, and noise
+# from freeing a half-built deep tree), so a deeper document is refused before it is parsed.
+MAX_JSON_DEPTH = 100
+
+
 def load_json(text: str, source: str) -> object:
+    if text.count("[") + text.count("{") > MAX_JSON_DEPTH and _json_depth(text) > MAX_JSON_DEPTH:
+        raise InvalidInput([Problem(source, f"is nested more than {MAX_JSON_DEPTH} levels deep, which no manifest "
+                                            "needs; fix the JSON")])
     try:
         document = json.loads(text)
     except json.JSONDecodeError as error:
@@ -149,6 +157,28 @@ def load_json(text: str, source: str) -> object:
                                     "contains a lone UTF-16 surrogate (\\ud800-\\udfff), which is no "
                                     "character and cannot be written as UTF-8; fix the string")])
     return document
+
+
+def _json_depth(text: str) -> int:
+    """The deepest nesting of arrays and objects in JSON text (strings skipped), without recursion."""
+    depth = deepest = 0
+    in_string = escaped = False
+    for c in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif c == "\\":
+                escaped = True
+            elif c == '"':
+                in_string = False
+        elif c == '"':
+            in_string = True
+        elif c in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif c in "]}":
+            depth -= 1
+    return deepest
 
 
 def _lone_surrogate(document: object) -> str | None:
