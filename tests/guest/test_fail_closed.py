@@ -293,3 +293,18 @@ def test_the_generator_never_writes_through_a_symlink_in_its_output_directory(gu
     assert list(elsewhere.iterdir()) == []
     # Nothing of the run is left but the link it found, and the refusal it could still write.
     assert guest.files() == ["web.service.d", f"web.service.d/{REFUSAL}", "web.service.requires"]
+
+
+def test_a_write_that_fails_half_way_for_any_reason_leaves_nothing(tmp_path):
+    """All or nothing even when the failure is no OSError: a text that cannot be encoded used to
+    leave an empty <app>.service behind."""
+    from kvmpod.guest.output import write_outputs
+    from kvmpod.guest.unitfile import GeneratedFile, requires_link
+
+    outputs = [GeneratedFile("a.mount", "ok\n"), requires_link("web.service", "a.mount"),
+               GeneratedFile("web.service", "bad \ud800\n")]
+
+    with pytest.raises(UnicodeEncodeError):
+        write_outputs(outputs, str(tmp_path))
+
+    assert list(tmp_path.iterdir()) == []
