@@ -51,7 +51,7 @@ def parse_dump(dump: bytes, wanted: set[str]) -> dict[str, dict[str, list]]:
     units: dict[str, dict[str, list]] = {}
     current: dict[str, list] | None = None
     for raw in dump.split(b"\n"):
-        line = raw.strip(b"\t")
+        line = raw.lstrip(b"\t")  # a value may end in a tab
         if raw.startswith(b"-> Unit ") or raw.startswith(b"\t-> Unit "):
             name = line.removeprefix(b"-> Unit ").rstrip(b":").decode()
             current = units.setdefault(name, {}) if name in wanted else None
