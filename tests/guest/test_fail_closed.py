@@ -142,6 +142,10 @@ CRASHERS = {
                                       "apps[0].mounts[0].path: '/data\\\\' ends in a backslash"),
     "working-directory-trailing-backslash": (with_app(workingDirectory="/srv\\"),
                                              "apps[0].app.workingDirectory: '/srv\\\\' ends in a backslash"),
+    "app-named-like-kvmpods-own-unit": (pod(apps=[{"name": "kvmpod-app-ids", "app": {"exec": ["/bin/x"], "user": "1000",
+                                                                          "group": "0"}},
+                                             {"name": "web", "app": {"exec": ["/bin/x"], "user": "1000", "group": "0"}}]),
+                                        "apps[0].name: kvmpod would write kvmpod-app-ids.service twice"),
     "long-app-name": (pod(apps=[{"name": "a" * 239, "app": {"exec": ["/bin/x"], "user": "0", "group": "0"}}]),
                       "apps[0].name: is 239 characters long; kvmpod takes at most 238"),
 }

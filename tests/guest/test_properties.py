@@ -53,7 +53,7 @@ words = st.lists(st.sampled_from(HOSTILE), max_size=8).map("".join)
 segments = st.one_of(st.sampled_from(["data", "srv", "..", ".", "a b", "x\\", "lnk", "deep", "é"]), words)
 paths = st.one_of(st.lists(segments, min_size=1, max_size=4).map(lambda s: "/" + "/".join(s)), words)
 names = st.one_of(st.sampled_from(["web", "db", "a", "x-1", "data", "cache", "Bad", "", "a--b", "a" * 239,
-                                   "v" * 240]), words)
+                                   "v" * 240, "kvmpod-app-ids", "kvmpod-empty-volume-data"]), words)
 ids = st.one_of(st.integers(0, 70000), st.sampled_from([65535, 4294967294, 4294967295, 2 ** 63, -1]),
                 st.integers())
 id_strings = st.one_of(st.sampled_from(["0", "1000", "www", "", "²", "4294967296", "/etc", "65535", "root"]),
@@ -94,7 +94,7 @@ legal_segments = st.one_of(st.sampled_from(["data", "srv", "a b", "x\\\\", "é",
                            st.lists(st.sampled_from(["a", "%", "$", "é", "😀", "\u200b", "\\", '"', "'", ";", " ", "="]),
                                     min_size=1, max_size=6).map("".join))
 legal_paths = st.lists(legal_segments, min_size=1, max_size=3).map(lambda s: "/" + "/".join(s))
-ac_names = st.sampled_from(["web", "db", "a", "x-1", "cache", "data", "logs"])
+ac_names = st.sampled_from(["web", "db", "a", "x-1", "cache", "data", "logs", "kvmpod-empty-volume-data"])
 
 
 @st.composite
@@ -155,7 +155,8 @@ def cases(draw):
     text = json.dumps(document)
     if draw(st.integers(0, 20)) == 0:
         text = draw(st.sampled_from(["[" * 5000, text[: len(text) // 2], "", "\ufeff" + text, "null"]))
-    app_dirs = sorted({a.get("name") for a in document.get("apps", []) if isinstance(a, dict)
+    listed = document.get("apps") if isinstance(document, dict) else None  # a mutation may retype anything
+    app_dirs = sorted({a.get("name") for a in (listed if isinstance(listed, list) else []) if isinstance(a, dict)
                        and isinstance(a.get("name"), str) and is_ac_name(a["name"]) and len(a["name"]) < 200})
     hazards = draw(st.one_of(st.just([]), st.lists(st.sampled_from(HAZARDS), max_size=3, unique=True)))
     passwd = draw(st.lists(st.sampled_from(["www:x:33:33::/:/bin/sh", "www:x:33:33::/:/bin/sh", "root:x:0:0::/:/bin/sh", "bad:x:²:0::/:/x",
@@ -188,9 +189,9 @@ def build_tree(base: Path, text: str, app_dirs: list[str], hazards: list[str], p
         (stage2 / name / "rootfs" / "etc").mkdir(parents=True)
         if name in extras["images"]:
             (stage2 / name / "manifest").write_text(extras["images"][name], errors="surrogatepass")
-        if "app-passwd" in hazards:
-            (stage2 / name / "rootfs/etc/passwd").write_text(passwd)
-            (stage2 / name / "rootfs/etc/group").write_text(passwd)
+        usual = "www:x:33:33::/:/bin/sh\n"  # the app's own user database, unless a hazard garbles it
+        (stage2 / name / "rootfs/etc/passwd").write_text(passwd if "app-passwd" in hazards else usual)
+        (stage2 / name / "rootfs/etc/group").write_text(passwd if "app-passwd" in hazards else usual)
         if "inside-abs" in hazards:
             (stage2 / name / "rootfs/data").symlink_to("/")
         if "inside-up" in hazards:

@@ -168,6 +168,7 @@ def generate(args: Arguments, cmdline: str, log: Log) -> tuple[list[Output] | No
         pod = parse_pod_manifest(load_json(text, manifest))
         guest = GuestSettings(manifest_path=manifest, ninep_options=settings.get("9p_options"))
         outputs = plan_pod(pod, args.root, guest, log.warning) + _plan_networks(args.root)
+        _refuse_collisions(pod, outputs)
         return sorted(outputs, key=lambda o: o.path), 0
     except (InvalidInput, UnsafeValue) as error:
         problems = error.problems if isinstance(error, InvalidInput) else [Problem(manifest, str(error))]
@@ -176,6 +177,22 @@ def generate(args: Arguments, cmdline: str, log: Log) -> tuple[list[Output] | No
         refusals = _refuse_apps(args.root, manifest, log)
         _log_refused(log, refusals)
         return refusals, EXIT_INVALID
+
+
+def _refuse_collisions(pod: Pod, outputs: list[Output]) -> None:
+    """Two outputs of one name are the manifest's doing (an app named like one of kvmpod's own
+    units, e.g. `kvmpod-app-ids`): an input error found before writing, not a failed write."""
+    seen: set[str] = set()
+    problems = []
+    for output in outputs:
+        if output.path in seen:
+            unit = output.path.split("/")[0].removesuffix(".requires").removesuffix(".wants")
+            field = next((f"apps[{i}].name" for i, a in enumerate(pod.apps) if app_service(a.name) == unit), "apps")
+            problems.append(Problem(field, f"kvmpod would write {output.path} twice: the name collides with a unit "
+                                           "kvmpod generates itself; rename the app"))
+        seen.add(output.path)
+    if problems:
+        raise InvalidInput(problems)
 
 
 def _check_settings(manifest: str, settings: dict[str, str]) -> None:

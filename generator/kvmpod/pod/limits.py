@@ -25,6 +25,8 @@ def path_problem(path: str) -> str | None:
     """Why `path` cannot be used, as the end of a sentence; None when it can."""
     if any(c < " " or c == "\x7f" for c in path):
         return "contains a control character (a newline, NUL, tab, …); rename it"
+    if path.endswith(" "):
+        return "ends in white space, which systemd strips from a unit's values; rename it"
     if (len(path) - len(path.rstrip("\\"))) % 2:
         return "ends in a backslash, which a unit file cannot hold (systemd joins the next line onto it); rename it"
     if len(path.encode("utf-8", "surrogatepass")) >= PATH_MAX:

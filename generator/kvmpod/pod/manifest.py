@@ -361,6 +361,8 @@ def _app_section(check: _Checker, raw: object, field: str) -> AppSection | None:
     for k, arg in enumerate(exec_):
         if not isinstance(arg, str):
             check.report(f"{field}.exec[{k}]", f"must be a string, not {_json_type(arg)}")
+        elif "\0" in arg:
+            check.report(f"{field}.exec[{k}]", "contains NUL, which no program argument can hold; remove it")
     if exec_ and isinstance(exec_[0], str) and not exec_[0].startswith("/"):
         check.report(f"{field}.exec[0]", f"{exec_[0]!r} is not absolute; give the program's full path in the image")
     user = check.user_or_group(obj, "user", f"{field}.user", 'a uid or user name, "0" for root')
@@ -378,6 +380,9 @@ def _app_section(check: _Checker, raw: object, field: str) -> AppSection | None:
             # would silently run without the variable.
             check.report(f"{field}.environment[{k}].name", f"{env_name!r:.100} is not a variable name; use "
                                                            "letters, digits and underscores, not starting with a digit")
+        elif env_value is not None and "\0" in env_value:
+            check.report(f"{field}.environment[{k}].value", "contains NUL, which no environment variable can hold; "
+                                                            "remove it")
         elif env_name is not None and env_value is not None:
             environment.append(EnvironmentVariable(env_name, env_value))
     mount_points = []
