@@ -231,6 +231,19 @@ def test_a_manifest_path_ending_in_a_backslash_cannot_swallow_the_refusal(guest)
     result = guest.run("--manifest", "/etc/kvmpod/pod\\")
 
     assert result.returncode == 1
+    assert "--manifest: '/etc/kvmpod/pod\\\\' ends in a backslash" in result.stderr
+    assert refused_only(guest)
+    assert "SourcePath" not in (guest.out / "web.service.d" / REFUSAL).read_text()
+
+
+def test_kvmpod_manifest_on_the_kernel_command_line_ending_in_a_backslash_is_refused(guest):
+    (guest.root / "etc/kvmpod/pod\\").write_text(json.dumps(pod()))
+    (guest.root / "proc").mkdir()
+    (guest.root / "proc/cmdline").write_text("quiet kvmpod.manifest=/etc/kvmpod/pod\\\n")
+
+    result = guest.run()
+
+    assert result.returncode == 1
     assert "kvmpod.manifest: '/etc/kvmpod/pod\\\\' ends in a backslash" in result.stderr
     assert refused_only(guest)
     assert "SourcePath" not in (guest.out / "web.service.d" / REFUSAL).read_text()

@@ -160,7 +160,7 @@ def generate(args: Arguments, cmdline: str, log: Log) -> tuple[list[Output] | No
     settings = kvmpod_settings(cmdline)
     manifest = args.manifest or settings.get("manifest") or DEFAULT_MANIFEST
     try:
-        _check_settings(manifest, settings)
+        _check_settings(manifest, settings, "--manifest" if args.manifest else "kvmpod.manifest")
         text = _read_text(args.root, manifest)
         if text is None:
             log.debug(f"no pod manifest at {manifest}: not a kvmpod guest, nothing to do")
@@ -195,14 +195,14 @@ def _refuse_collisions(pod: Pod, outputs: list[Output]) -> None:
         raise InvalidInput(problems)
 
 
-def _check_settings(manifest: str, settings: dict[str, str]) -> None:
+def _check_settings(manifest: str, settings: dict[str, str], manifest_option: str) -> None:
     """The manifest's path (--manifest or kvmpod.manifest=) and kvmpod.9p_options= go into units
     as they are: refuse them up front if no unit file can hold them (a trailing backslash, …)."""
     problems = []
     if not manifest.startswith("/") or (problem := path_problem(manifest)) is not None:
-        problems.append(Problem("kvmpod.manifest", f"{manifest!r:.200} "
+        problems.append(Problem(manifest_option, f"{manifest!r:.200} "
                                 + (problem or "is not absolute") + "; give the manifest's absolute path"))
-    for name, key, value in (("kvmpod.manifest", "SourcePath", manifest),
+    for name, key, value in ((manifest_option, "SourcePath", manifest),
                              ("kvmpod.9p_options", "Options", settings.get("9p_options"))):
         try:
             if value is not None and not problems:
@@ -293,6 +293,7 @@ def _read_text(root: str, path: str) -> str | None:
     """The file's text; None when it does not exist. Anything else (unreadable, not a regular file,
     too large, not UTF-8) is invalid input: it must fail closed like a broken manifest."""
     return read_text(root + path, path)
+
 
 if __name__ == "__main__":
     sys.exit(main())
