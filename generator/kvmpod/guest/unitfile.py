@@ -15,9 +15,6 @@ class UnsafeValue(ValueError):
 
 # Keys whose values systemd does not expand specifiers in: a "%" there would be literal.
 _NO_SPECIFIERS = frozenset(("Type", "RemainAfterExit", "DefaultDependencies"))
-# Keys whose values are words that systemd unquotes and C-unescapes (extract_first_word with
-# EXTRACT_UNQUOTE|EXTRACT_CUNESCAPE): build them with quote_word, which escapes what needs it.
-WORD_KEYS = frozenset(("ExecStart", "Environment"))
 
 
 def unit_value(key: str, value: str) -> str:
@@ -28,8 +25,8 @@ def unit_value(key: str, value: str) -> str:
     at both ends of a value and cannot hold a line break; its specifier pass turns "%%" into "%".
     So: "%" is doubled where specifiers are expanded, and a value that no escaping can carry through
     the reader (a control character, white space at either end, a trailing odd run of backslashes,
-    text that is not Unicode) is refused. Words of ExecStart=/Environment= are quoted and
-    C-escaped by quote_word before they get here, so these checks never refuse a word of those.
+    text that is not Unicode) is refused. Words of ExecStart=/Environment= (which systemd unquotes
+    and C-unescapes) are built with quote_word first, so these checks never refuse one of those.
     """
     problem = _unwritable(value)
     if problem is not None:
@@ -85,6 +82,8 @@ def quote_word(word: str) -> str:
 
 
 def render_unit(sections: list[Section], comment: str = "") -> str:
+    if "\n" in comment or "\r" in comment:
+        raise UnsafeValue(f"comment {comment!r:.100} has a line break")
     lines = [HEADER] + ([f"# {comment}\n"] if comment else [])
     for title, entries in sections:
         lines.append(f"\n[{title}]\n")
