@@ -6,48 +6,52 @@ up in the guest, not the app, so the generator resolves them here (edge: reads t
 import os
 
 from .app_services import Identity
-from ..pod.problems import Problem
+from ..pod.files import read_text
+from ..pod.ids import is_valid_id, parse_id
+from ..pod.problems import InvalidInput, Problem
+
+
+def _database_ids(path: str, field: str) -> dict[str, int]:
+    """{name: id} of a passwd or group file (read safely: a FIFO or /dev/zero there is refused).
+    A line whose id systemd would not accept is skipped, as if absent."""
+    text = read_text(path, field)
+    ids: dict[str, int] = {}
+    for line in (text or "").splitlines():
+        fields = line.split(":")
+        if len(fields) > 2 and (number := parse_id(fields[2])) is not None:
+            ids.setdefault(fields[0], number)
+    return ids
 
 
 def lookup_id(rootfs_on_disk: str, value: str, database: str) -> int | None:
-    """The number for `value` from the app's /etc/passwd or /etc/group, a path's owner, or None."""
-    if value.isdigit():
-        return int(value)
+    """The number for `value` from the app's /etc/passwd or /etc/group, a path's owner, or None.
+
+    Raises InvalidInput when that file is there but not a readable regular file."""
+    if value.isascii() and value.isdigit():
+        return parse_id(value)
     if value.startswith("/"):
         try:
             st = os.stat(rootfs_on_disk + value)
-        except OSError:
+        except (OSError, ValueError):
             return None
-        return st.st_uid if database == "passwd" else st.st_gid
-    try:
-        with open(f"{rootfs_on_disk}/etc/{database}", encoding="utf-8", errors="replace") as f:
-            for line in f:
-                fields = line.rstrip("\n").split(":")
-                if len(fields) > 2 and fields[0] == value and fields[2].isdigit():
-                    return int(fields[2])
-    except OSError:
-        pass
-    return None
+        number = st.st_uid if database == "passwd" else st.st_gid
+        return number if is_valid_id(number) else None
+    return _database_ids(f"{rootfs_on_disk}/etc/{database}", f"the app's /etc/{database}").get(value)
 
 
 def known_ids(root_on_disk: str, database: str) -> set[int]:
     """Every id systemd can run a unit as: the guest's own /etc/passwd or /etc/group, plus root
     and nobody, which systemd knows without a database."""
-    ids = {0, 65534}
-    try:
-        with open(f"{root_on_disk}/etc/{database}", encoding="utf-8", errors="replace") as f:
-            for line in f:
-                fields = line.split(":")
-                if len(fields) > 2 and fields[2].isdigit():
-                    ids.add(int(fields[2]))
-    except OSError:
-        pass
-    return ids
+    return {0, 65534} | set(_database_ids(f"{root_on_disk}/etc/{database}", f"/etc/{database}").values())
 
 
 def resolve_identity(rootfs_on_disk: str, user: str, group: str, field: str) -> Identity | list[Problem]:
-    uid = lookup_id(rootfs_on_disk, user, "passwd")
-    gid = lookup_id(rootfs_on_disk, group, "group")
+    try:
+        uid = lookup_id(rootfs_on_disk, user, "passwd")
+        gid = lookup_id(rootfs_on_disk, group, "group")
+    except InvalidInput as error:
+        return [Problem(f"{field}.user" if "passwd" in p.field else f"{field}.group", str(p))
+                for p in error.problems]
     problems = []
     if uid is None:
         problems.append(Problem(f"{field}.user", f"{user!r} is neither a number nor a user in the app's "

@@ -7,7 +7,8 @@ does not already ship a unit of that name.
 from ..pod.frozen import frozen
 
 from ..pod.mounts import ResolvedApp
-from .unitfile import DOCUMENTATION, GeneratedFile, Output, Section, render_unit, requires_link, wants_link
+from .unitfile import (DOCUMENTATION, GeneratedFile, Output, Section, quote_word, render_unit, requires_link,
+                       wants_link)
 
 # Characters that need no quoting in ExecStart= (systemd.service(5), "Command lines").
 _PLAIN = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789/._:=,@+-")
@@ -31,14 +32,11 @@ def exec_word(word: str) -> str:
         return word
     if word == ";":
         return "\\;"  # a lone ";" separates commands
-    escaped = word.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n").replace("\t", "\\t")
-    escaped = "".join(c if c.isprintable() or c == " " else f"\\x{ord(c):02x}" for c in escaped)
-    return f'"{escaped}"'
+    return quote_word(word)
 
 
 def environment_assignment(name: str, value: str) -> str:
-    escaped = f"{name}={value}".replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
-    return f'"{escaped}"'
+    return quote_word(f"{name}={value}")
 
 
 IDS_UNIT = "kvmpod-app-ids.service"

@@ -16,6 +16,7 @@ from .mount_units import GuestSettings, plan_guest_units
 from ..pod.inside_root import readlink_on_disk
 from .kernel_cmdline import debug_requested, kvmpod_settings
 from .kmsg import Log
+from ..pod.files import read_text
 from ..pod.image_manifests import load_image_apps
 from ..pod.manifest import load_json, parse_pod_manifest
 from ..pod.model import Pod
@@ -24,12 +25,14 @@ from ..pod.names import is_ac_name
 from .output import print_outputs, write_outputs
 from ..pod.problems import InvalidInput, Problem
 from ..pod.staging import staged_volumes
-from .unitfile import DOCUMENTATION, PROGRAM, GeneratedFile, Output, UnsafeValue, render_unit
+from ..pod.limits import NAME_MAX, path_problem
+from .unitfile import DOCUMENTATION, PROGRAM, GeneratedFile, Output, UnsafeValue, render_unit, unit_value
 
 # Where a unit shipped in the guest would be (systemd.unit(5), system units).
 UNIT_DIRS = ("/etc/systemd/system", "/run/systemd/system", "/usr/local/lib/systemd/system",
              "/usr/lib/systemd/system", "/lib/systemd/system")
 EXIT_INVALID = 1
+MAX_UNIT_NAME_BYTES = 255  # systemd's UNIT_NAME_MAX (256) less the NUL
 EXIT_USAGE = 2
 
 USAGE = f"""usage: {PROGRAM} [--dry-run] [--manifest PATH] [--root DIR] [-v] [NORMAL_DIR [EARLY_DIR LATE_DIR]]
@@ -98,27 +101,58 @@ def main(argv: list[str] | None = None) -> int:
     except UsageError as error:
         sys.stderr.write((f"{PROGRAM}: {error}\n" if str(error) else "") + USAGE)
         return EXIT_USAGE if str(error) else 0
+    log = None
     try:
-        cmdline = _read_text(args.root, "/proc/cmdline") or ""
-    except InvalidInput:
-        cmdline = ""  # no settings from it: the defaults apply
-    # A boot-time run logs to the kernel log; --root and --dry-run are for people and tests.
-    log = Log(PROGRAM, use_kmsg=not (args.root or args.dry_run),
-              verbose=args.verbose or debug_requested(cmdline))
-    outputs, status = generate(args, cmdline, log)
-    if outputs is None:
+        try:
+            cmdline = _read_text(args.root, "/proc/cmdline") or ""
+        except InvalidInput:
+            cmdline = ""  # no settings from it: the defaults apply
+        # A boot-time run logs to the kernel log; --root and --dry-run are for people and tests.
+        log = Log(PROGRAM, use_kmsg=not (args.root or args.dry_run),
+                  verbose=args.verbose or debug_requested(cmdline))
+        outputs, status = generate(args, cmdline, log)
+        if outputs is None:
+            return status
+        if args.dry_run:
+            print_outputs(outputs, sys.stdout.write)
+            return status
+        try:
+            assert args.output_dir is not None  # parse_arguments: only a dry run may omit it
+            write_outputs(outputs, args.output_dir)
+        except OSError as error:
+            log.error(f"cannot write {error.filename or args.output_dir}: {error.strerror}; nothing of this run "
+                      "was left behind")
+            if status == 0:  # still fail closed: an app must not start without the mounts just removed
+                _write_refusals(args, log, announce=False)
+            return EXIT_INVALID
         return status
-    if args.dry_run:
-        print_outputs(outputs, sys.stdout.write)
-        return status
-    try:
-        assert args.output_dir is not None  # parse_arguments: only a dry run may omit it
-        write_outputs(outputs, args.output_dir)
-    except OSError as error:
-        log.error(f"cannot write {error.filename or args.output_dir}: {error.strerror}; nothing of this run "
-                  "was left behind")
+    except Exception as error:  # MemoryError, RecursionError, a bug: whatever it is, fail closed
+        if log is None:
+            log = Log(PROGRAM, use_kmsg=not (args.root or args.dry_run), verbose=False)
+        log.error(f"internal error ({type(error).__name__}: {str(error)[:200]}); please report it")
+        _write_refusals(args, log, announce=True)
         return EXIT_INVALID
-    return status
+
+
+def _write_refusals(args: Arguments, log: Log, *, announce: bool) -> None:
+    """The last resort: refuse every staged app, each drop-in on its own (one failing write must not
+    cost the others), depending on nothing but the listing of /opt/stage2."""
+    refusals = _refuse_apps(args.root, None, log)
+    if announce:
+        _log_refused(log, refusals)
+    if args.dry_run or args.output_dir is None:
+        print_outputs(refusals, sys.stdout.write)
+        return
+    for refusal in refusals:
+        try:
+            write_outputs([refusal], args.output_dir)
+        except OSError as error:
+            log.error(f"cannot write {error.filename}: {error.strerror}")
+
+
+def _log_refused(log: Log, refusals: list[Output]) -> None:
+    refused = ", ".join(r.path.split(".service.d/")[0] for r in refusals) or f"none staged in {STAGE2_DIR}"
+    log.error(f"the pod's configuration is invalid: nothing is mounted, and these apps are refused: {refused}")
 
 
 def generate(args: Arguments, cmdline: str, log: Log) -> tuple[list[Output] | None, int]:
@@ -126,6 +160,7 @@ def generate(args: Arguments, cmdline: str, log: Log) -> tuple[list[Output] | No
     settings = kvmpod_settings(cmdline)
     manifest = args.manifest or settings.get("manifest") or DEFAULT_MANIFEST
     try:
+        _check_settings(manifest, settings, "--manifest" if args.manifest else "kvmpod.manifest")
         text = _read_text(args.root, manifest)
         if text is None:
             log.debug(f"no pod manifest at {manifest}: not a kvmpod guest, nothing to do")
@@ -133,15 +168,49 @@ def generate(args: Arguments, cmdline: str, log: Log) -> tuple[list[Output] | No
         pod = parse_pod_manifest(load_json(text, manifest))
         guest = GuestSettings(manifest_path=manifest, ninep_options=settings.get("9p_options"))
         outputs = plan_pod(pod, args.root, guest, log.warning) + _plan_networks(args.root)
+        _refuse_collisions(pod, outputs)
         return sorted(outputs, key=lambda o: o.path), 0
     except (InvalidInput, UnsafeValue) as error:
         problems = error.problems if isinstance(error, InvalidInput) else [Problem(manifest, str(error))]
         for problem in problems:
             log.error(str(problem))
-        refusals = _refuse_apps(args.root, manifest)
-        refused = ", ".join(r.path.split(".service.d/")[0] for r in refusals) or f"none staged in {STAGE2_DIR}"
-        log.error(f"the pod's configuration is invalid: nothing is mounted, and these apps are refused: {refused}")
+        refusals = _refuse_apps(args.root, manifest, log)
+        _log_refused(log, refusals)
         return refusals, EXIT_INVALID
+
+
+def _refuse_collisions(pod: Pod, outputs: list[Output]) -> None:
+    """Two outputs of one name are the manifest's doing (an app named like one of kvmpod's own
+    units, e.g. `kvmpod-app-ids`): an input error found before writing, not a failed write."""
+    seen: set[str] = set()
+    problems = []
+    for output in outputs:
+        if output.path in seen:
+            unit = output.path.split("/")[0].removesuffix(".requires").removesuffix(".wants")
+            field = next((f"apps[{i}].name" for i, a in enumerate(pod.apps) if app_service(a.name) == unit), "apps")
+            problems.append(Problem(field, f"kvmpod would write {output.path} twice: the name collides with a unit "
+                                           "kvmpod generates itself; rename the app"))
+        seen.add(output.path)
+    if problems:
+        raise InvalidInput(problems)
+
+
+def _check_settings(manifest: str, settings: dict[str, str], manifest_option: str) -> None:
+    """The manifest's path (--manifest or kvmpod.manifest=) and kvmpod.9p_options= go into units
+    as they are: refuse them up front if no unit file can hold them (a trailing backslash, …)."""
+    problems = []
+    if not manifest.startswith("/") or (problem := path_problem(manifest)) is not None:
+        problems.append(Problem(manifest_option, f"{manifest!r:.200} "
+                                + (problem or "is not absolute") + "; give the manifest's absolute path"))
+    for name, key, value in ((manifest_option, "SourcePath", manifest),
+                             ("kvmpod.9p_options", "Options", settings.get("9p_options"))):
+        try:
+            if value is not None and not problems:
+                unit_value(key, value)
+        except UnsafeValue as error:
+            problems.append(Problem(name, f"{error}; fix the kernel command line"))
+    if problems:
+        raise InvalidInput(problems)
 
 
 def plan_pod(pod: Pod, root: str, guest: GuestSettings, warn: Callable[[str], None]) -> list[Output]:
@@ -186,34 +255,44 @@ def _plan_app_services(pod: ResolvedPod, root: str, manifest: str) -> list[Outpu
     return outputs + plan_app_ids(identities, known_ids(root, "passwd"), known_ids(root, "group"), manifest)
 
 
-def _refuse_apps(root: str, manifest: str) -> list[Output]:
+def _refuse_apps(root: str, manifest: str | None, log: Log) -> list[Output]:
     """Fail closed: every app staged in /opt/stage2 gets a drop-in that makes its start fail.
 
     Without it an app unit installed in the guest could start with its volumes missing and
-    write into the guest, where the data is lost.
+    write into the guest, where the data is lost. This depends on nothing but the directory
+    listing: not on the manifest having parsed (SourcePath= is left out when the manifest's path
+    cannot be written into a unit), not on anything a crash may have left half done.
     """
     try:
         names = sorted(n for n in os.listdir(root + STAGE2_DIR) if is_ac_name(n))
-    except OSError:
+    except (OSError, ValueError):
         names = []
+    if manifest is not None:
+        try:
+            unit_value("SourcePath", manifest)
+        except UnsafeValue:
+            manifest = None
+    unit = [("Documentation", DOCUMENTATION)] + ([("SourcePath", manifest)] if manifest is not None else [])
     text = render_unit(
-        [("Unit", [("Documentation", DOCUMENTATION), ("SourcePath", manifest), ("AssertPathExists", "!/")])],
+        [("Unit", unit + [("AssertPathExists", "!/")])],
         comment="The pod's configuration is invalid (see the kernel log): refuse to start without the app's volumes.",
     )
-    return [GeneratedFile(f"{name}.service.d/50-kvmpod-invalid-manifest.conf", text) for name in names]
+    refusals: list[Output] = []
+    for name in names:
+        if len(f"{name}.service") > MAX_UNIT_NAME_BYTES:
+            continue  # systemd cannot load a unit of that name at all: nothing to refuse
+        if len(f"{name}.service.d") > NAME_MAX:
+            log.error(f"{STAGE2_DIR}/{name}: the drop-in directory {name}.service.d would be longer than "
+                      f"{NAME_MAX} bytes, so a unit {name}.service cannot be refused; rename the app")
+            continue
+        refusals.append(GeneratedFile(f"{name}.service.d/50-kvmpod-invalid-manifest.conf", text))
+    return refusals
 
 
 def _read_text(root: str, path: str) -> str | None:
-    """The file's text; None when it does not exist. Any other failure is invalid input: an
-    unreadable manifest must fail closed like a broken one, not let the apps start."""
-    try:
-        with open(root + path, encoding="utf-8") as f:
-            return f.read()
-    except FileNotFoundError:
-        return None
-    except (OSError, UnicodeDecodeError) as error:
-        reason = error.strerror if isinstance(error, OSError) else f"not UTF-8 ({error.reason})"
-        raise InvalidInput([Problem(path, f"cannot be read: {reason}; fix its permissions or content")]) from None
+    """The file's text; None when it does not exist. Anything else (unreadable, not a regular file,
+    too large, not UTF-8) is invalid input: it must fail closed like a broken manifest."""
+    return read_text(root + path, path)
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@ from ..pod.mounts import STAGE2_DIR, AppMount, ResolvedPod
 from ..pod.problems import InvalidInput, Problem
 from ..pod.staging import StagedVolume
 from .unitfile import DOCUMENTATION, GeneratedFile, Output, Section, render_unit, requires_link
-from .unitname import mount_unit_name
+from .unitname import hash_long_name, mount_unit_name
 
 # Why these: rkt lost writes made just before shutdown with cache=loose and moved to mmap (as did
 # Kata and Lima for writable shares); kernels before 5.15 default msize to 8 KiB, which is slow.
@@ -34,7 +34,7 @@ def ninep_mount_options(overrides: str | None, read_only: bool) -> str:
 
 
 def empty_volume_service(staged: StagedVolume) -> str:
-    return f"kvmpod-empty-volume-{staged.stage_name}.service"
+    return hash_long_name(f"kvmpod-empty-volume-{staged.stage_name}.service")
 
 
 def staging_unit(staged: StagedVolume) -> str:

@@ -13,18 +13,81 @@ class UnsafeValue(ValueError):
     pass
 
 
-def unit_value(value: str) -> str:
-    """A value as systemd reads it back: specifiers escaped; a newline could inject syntax, so refuse it."""
-    if "\n" in value or "\r" in value or "\0" in value:
-        raise UnsafeValue(f"{value!r} contains a line break or NUL and cannot be written into a unit file")
+# Keys whose values systemd does not expand specifiers in: a "%" there would be literal.
+_NO_SPECIFIERS = frozenset(("Type", "RemainAfterExit", "DefaultDependencies"))
+
+
+def unit_value(key: str, value: str) -> str:
+    """`value` as written after `key=`, such that systemd reads back exactly `value`; else UnsafeValue.
+
+    The one place where data becomes unit syntax, for every key. systemd's reader (conf-parser.c,
+    252) joins a line that ends in an odd run of backslashes with the next one, strips white space
+    at both ends of a value and cannot hold a line break; its specifier pass turns "%%" into "%".
+    So: "%" is doubled where specifiers are expanded, and a value that no escaping can carry through
+    the reader (a control character, white space at either end, a trailing odd run of backslashes,
+    text that is not Unicode) is refused. Words of ExecStart=/Environment= (which systemd unquotes
+    and C-unescapes) are built with quote_word first, so these checks never refuse one of those.
+    """
+    problem = _unwritable(value)
+    if problem is not None:
+        raise UnsafeValue(f"{key}={value!r:.300} {problem} and cannot be written into a unit file")
+    if key in _NO_SPECIFIERS:
+        if "%" in value:
+            raise UnsafeValue(f"{key}={value!r} contains '%' and cannot be written into a unit file")
+        return value
     return value.replace("%", "%%")
 
 
+def _unwritable(value: str) -> str | None:
+    if any(c < " " or c == "\x7f" for c in value):
+        return "contains a control character (a line break, NUL, tab, …)"
+    if value != value.strip(" \t\n\r"):
+        return "starts or ends with white space, which systemd strips"
+    if (len(value) - len(value.rstrip("\\"))) % 2:
+        return "ends in a backslash, which makes systemd join the next line onto it"
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return "is not valid Unicode (a lone surrogate)"
+    return None
+
+
+_SHORT_ESCAPES = {"\n": "\\n", "\t": "\\t"}
+
+
+def quote_word(word: str) -> str:
+    """`word` in double quotes, C-escaped as systemd's extract_first_word(EXTRACT_CUNESCAPE) reads it.
+
+    A backslash or quote is escaped; a character that is not printable becomes `\\xNN` for each byte
+    of its UTF-8 encoding (systemd's `\\xNN` is a byte: `\\x200b` would be a space and "0b");
+    printable characters, non-ASCII included, stay as they are. NUL cannot be in an argument or a
+    variable, so it is refused.
+    """
+    if "\0" in word:
+        raise UnsafeValue(f"{word!r:.300} contains NUL, which no argument or variable can hold")
+    out = []
+    for c in word:
+        if c == "\\" or c == '"':
+            out.append("\\" + c)
+        elif c.isprintable() or c == " ":
+            out.append(c)
+        elif c in _SHORT_ESCAPES:
+            out.append(_SHORT_ESCAPES[c])
+        else:
+            try:
+                out.append("".join(f"\\x{b:02x}" for b in c.encode("utf-8")))
+            except UnicodeEncodeError:
+                raise UnsafeValue(f"{word!r:.300} is not valid Unicode (a lone surrogate)") from None
+    return '"' + "".join(out) + '"'
+
+
 def render_unit(sections: list[Section], comment: str = "") -> str:
+    if "\n" in comment or "\r" in comment:
+        raise UnsafeValue(f"comment {comment!r:.100} has a line break")
     lines = [HEADER] + ([f"# {comment}\n"] if comment else [])
     for title, entries in sections:
         lines.append(f"\n[{title}]\n")
-        lines.extend(f"{key}={unit_value(value)}\n" for key, value in entries)
+        lines.extend(f"{key}={unit_value(key, value)}\n" for key, value in entries)
     return "".join(lines)
 
 

@@ -71,9 +71,19 @@ def unit_name_from_path(path: str, suffix: str) -> str:
     # suffix, and siphash24_string() hashes strlen(s) + 1 bytes, i.e. the
     # C string's terminating NUL too. Keep a prefix sized so the result is
     # exactly 255 bytes: prefix + "_" + 16 hex + "." + type.
+    return hash_long_name(name)
+
+
+def hash_long_name(name: str) -> str:
+    """systemd's unit_name_hash_long() for an ASCII unit name of 256 bytes or more; a shorter name as is.
+
+    Used for path-derived names as systemd does, and for kvmpod's own units named after a volume."""
+    if len(name) < UNIT_NAME_MAX:
+        return name
+    prefix, dot, unit_type = name.rpartition(".")
     h = siphash24(name.encode("ascii") + b"\0", _LONG_NAME_KEY)
-    keep = UNIT_NAME_MAX - 1 - len(suffix[1:]) - _HASH_CHARS - 2
-    return name[:keep] + "_" + h.to_bytes(8, "little").hex() + suffix
+    keep = UNIT_NAME_MAX - 1 - len(unit_type) - _HASH_CHARS - 2
+    return name[:keep] + "_" + h.to_bytes(8, "little").hex() + dot + unit_type
 
 
 def mount_unit_name(where: str) -> str:

@@ -1,5 +1,6 @@
 """Read the image manifests of apps whose pod entry has no `app` (edge: reads the guest tree)."""
 
+from .files import read_text
 from .manifest import load_json, parse_image_app
 from .model import Pod
 from .mounts import ImageApp, image_manifest_path
@@ -20,12 +21,15 @@ def load_image_apps(pod: Pod, root: str, *, required: bool = True) -> dict[str, 
             continue
         path = image_manifest_path(app.name)
         try:
-            with open(root + path, encoding="utf-8") as f:
-                text = f.read()
-        except (OSError, UnicodeDecodeError) as error:
+            text = read_text(root + path, path)
+        except InvalidInput as error:
+            if required:
+                problems.extend(error.problems)
+            continue
+        if text is None:
             if required:
                 problems.append(Problem(f"apps[{i}].app", f"is not given and the image manifest {path} cannot "
-                                                          f"be read ({getattr(error, 'strerror', None) or error}); "
+                                                          "be read (No such file or directory); "
                                                           f"add \"app\" to apps[{i}] or install the image"))
             continue
         try:

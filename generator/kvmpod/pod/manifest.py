@@ -17,6 +17,8 @@ from .model import (
     Pod,
     Volume,
 )
+from .ids import ID_HINT, is_valid_id, parse_id
+from .limits import MAX_APP_NAME_BYTES, MAX_VOLUME_NAME_BYTES, path_problem
 from .names import is_ac_name
 from .problems import InvalidInput, Problem
 
@@ -66,10 +68,14 @@ class _Checker:
         self.report(field, f"must be true or false, not {_json_type(value)}")
         return None
 
-    def ac_name(self, parent: dict, key: str, field: str) -> str | None:
+    def ac_name(self, parent: dict, key: str, field: str, max_bytes: int = MAX_VOLUME_NAME_BYTES) -> str | None:
         name = self.string(parent, key, field, required=True, hint=_AC_NAME_HINT)
         if name is not None and not is_ac_name(name):
             self.report(field, f"{name!r} is not an AC Name; {_AC_NAME_HINT}")
+            return None
+        if name is not None and len(name) > max_bytes:
+            self.report(field, f"is {len(name)} characters long; kvmpod takes at most {max_bytes} (its unit and "
+                               "file names must fit systemd's 255 bytes); choose a shorter name")
             return None
         return name
 
@@ -80,8 +86,8 @@ class _Checker:
         if not path.startswith("/"):
             self.report(field, f"{path!r} is not absolute; give a path starting with \"/\"")
             return None
-        if "\n" in path or "\0" in path:
-            self.report(field, f"{path!r} contains a newline or NUL; rename it")
+        if (problem := path_problem(path)) is not None:
+            self.report(field, f"{path!r:.200} {problem}")
             return None
         return path
 
@@ -90,8 +96,33 @@ class _Checker:
         if value is None:
             return default
         if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-            self.report(field, f"must be a non-negative integer, not {value!r}")
+            self.report(field, f"must be a non-negative integer, not {value!r:.40}")
             return default
+        return value
+
+    def ident(self, parent: dict, key: str, field: str) -> int:
+        """An empty volume's uid or gid: a number systemd and chown accept."""
+        value = self.unsigned(parent, key, field, 0)
+        if not is_valid_id(value):
+            self.report(field, f"{str(value):.40} is out of range; {ID_HINT}")
+            return 0
+        return value
+
+    def user_or_group(self, parent: dict, key: str, field: str, hint: str) -> str | None:
+        """appc's user/group: required and non-empty (empty must not silently mean root); a number
+        must be one systemd accepts (User=4294967296 is fatal to the unit)."""
+        value = self.string(parent, key, field, required=True, hint=hint)
+        if value is None:
+            return None
+        if not value:
+            self.report(field, f"is empty; give {hint}")
+            return None
+        if value.isascii() and value.isdigit() and parse_id(value) is None:
+            self.report(field, f"{value:.40} is out of range; {ID_HINT}")
+            return None
+        if not value.isprintable() or value != value.strip() or len(value) > 4096:
+            self.report(field, f"{value!r:.60} is not a user, group or path; give {hint}")
+            return None
         return value
 
 
@@ -102,12 +133,70 @@ def _json_type(value: object) -> str:
             list: "an array", dict: "an object"}.get(type(value), type(value).__name__)
 
 
+# No manifest nests this deep; json.loads would recurse once per level (RecursionError, and noise
+# from freeing a half-built deep tree), so a deeper document is refused before it is parsed.
+MAX_JSON_DEPTH = 100
+
+
 def load_json(text: str, source: str) -> object:
+    if text.count("[") + text.count("{") > MAX_JSON_DEPTH and _json_depth(text) > MAX_JSON_DEPTH:
+        raise InvalidInput([Problem(source, f"is nested more than {MAX_JSON_DEPTH} levels deep, which no manifest "
+                                            "needs; fix the JSON")])
     try:
-        return json.loads(text)
+        document = json.loads(text)
     except json.JSONDecodeError as error:
         raise InvalidInput([Problem(source, f"is not valid JSON: {error.msg} at line {error.lineno} "
                                             f"column {error.colno}; fix the syntax")]) from None
+    except RecursionError:
+        raise InvalidInput([Problem(source, "is nested too deeply to be a manifest; fix the JSON")]) from None
+    except ValueError as error:  # Python's int digit limit: a number of thousands of digits
+        raise InvalidInput([Problem(source, f"is not valid JSON here ({str(error).split(';')[0]}); "
+                                            "fix the number")]) from None
+    if "\\u" in text and (where := _lone_surrogate(document)) is not None:
+        raise InvalidInput([Problem(f"{source}: {where}" if where else source,
+                                    "contains a lone UTF-16 surrogate (\\ud800-\\udfff), which is no "
+                                    "character and cannot be written as UTF-8; fix the string")])
+    return document
+
+
+def _json_depth(text: str) -> int:
+    """The deepest nesting of arrays and objects in JSON text (strings skipped), without recursion."""
+    depth = deepest = 0
+    in_string = escaped = False
+    for c in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif c == "\\":
+                escaped = True
+            elif c == '"':
+                in_string = False
+        elif c == '"':
+            in_string = True
+        elif c in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif c in "]}":
+            depth -= 1
+    return deepest
+
+
+def _lone_surrogate(document: object) -> str | None:
+    """The JSON field of the first string (key or value) holding a lone surrogate, iteratively."""
+    pending: list[tuple[object, str]] = [(document, "")]
+    while pending:
+        value, field = pending.pop()
+        if isinstance(value, str):
+            if any("\ud800" <= c <= "\udfff" for c in value):
+                return field
+        elif isinstance(value, list):
+            pending.extend((item, f"{field}[{i}]") for i, item in enumerate(value))
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                if any("\ud800" <= c <= "\udfff" for c in key):
+                    return field or "(a key)"
+                pending.append((item, f"{field}.{key}" if field else key))
+    return None
 
 
 def parse_pod_manifest(document: object) -> Pod:
@@ -127,7 +216,8 @@ def parse_pod_manifest(document: object) -> Pod:
     _refuse_duplicates(check, [v.name for v in volumes], "volumes", "volume")
     # Names as written, valid or not: a mount naming a volume that failed its own checks is not
     # also reported as naming no volume.
-    declared = {raw.get("name") for raw in check.array(root, "volumes", "volumes") if isinstance(raw, dict)}
+    declared = {raw["name"] for raw in check.array(root, "volumes", "volumes")
+                if isinstance(raw, dict) and isinstance(raw.get("name"), str)}
     apps = [
         a for i, raw in enumerate(check.array(root, "apps", "apps"))
         if (a := _app(check, raw, f"apps[{i}]", declared)) is not None
@@ -190,8 +280,8 @@ def _volume(check: _Checker, raw: object, field: str) -> Volume | None:
         if "source" in obj:
             check.report(f"{field}.source", "an empty volume has no source; remove it or use \"kind\": \"host\"")
         mode = _mode(check, obj, f"{field}.mode")
-        uid = check.unsigned(obj, "uid", f"{field}.uid", 0)
-        gid = check.unsigned(obj, "gid", f"{field}.gid", 0)
+        uid = check.ident(obj, "uid", f"{field}.uid")
+        gid = check.ident(obj, "gid", f"{field}.gid")
         volume = Volume(name or "", "empty", read_only=read_only, recursive=recursive, mode=mode, uid=uid, gid=gid)
     else:
         if kind is not None:
@@ -215,7 +305,7 @@ def _app(check: _Checker, raw: object, field: str, declared_volumes: set) -> App
     if obj is None:
         return None
     problems_before = len(check.problems)
-    name = check.ac_name(obj, "name", f"{field}.name")
+    name = check.ac_name(obj, "name", f"{field}.name", MAX_APP_NAME_BYTES)
     image = obj.get("image")
     image_name = None
     if image is not None and (image_obj := check.obj(image, f"{field}.image")) is not None:
@@ -271,10 +361,12 @@ def _app_section(check: _Checker, raw: object, field: str) -> AppSection | None:
     for k, arg in enumerate(exec_):
         if not isinstance(arg, str):
             check.report(f"{field}.exec[{k}]", f"must be a string, not {_json_type(arg)}")
+        elif "\0" in arg:
+            check.report(f"{field}.exec[{k}]", "contains NUL, which no program argument can hold; remove it")
     if exec_ and isinstance(exec_[0], str) and not exec_[0].startswith("/"):
         check.report(f"{field}.exec[0]", f"{exec_[0]!r} is not absolute; give the program's full path in the image")
-    user = check.string(obj, "user", f"{field}.user", required=True, hint='a uid or user name, "0" for root')
-    group = check.string(obj, "group", f"{field}.group", required=True, hint='a gid or group name, "0" for root')
+    user = check.user_or_group(obj, "user", f"{field}.user", 'a uid or user name, "0" for root')
+    group = check.user_or_group(obj, "group", f"{field}.group", 'a gid or group name, "0" for root')
     working_directory = check.absolute_path(obj, "workingDirectory", f"{field}.workingDirectory", required=False)
     environment = []
     for k, raw_env in enumerate(check.array(obj, "environment", f"{field}.environment")):
@@ -283,9 +375,14 @@ def _app_section(check: _Checker, raw: object, field: str) -> AppSection | None:
             continue
         env_name = check.string(env, "name", f"{field}.environment[{k}].name", required=True)
         env_value = check.string(env, "value", f"{field}.environment[{k}].value", required=True)
-        if env_name is not None and (not env_name or "=" in env_name or not env_name.isprintable()):
-            check.report(f"{field}.environment[{k}].name", f"{env_name!r} is not a variable name; use letters, "
-                                                           "digits and underscores")
+        if env_name is not None and not _is_env_name(env_name):
+            # systemd drops any other name with a warning ("Invalid environment assignment"): the app
+            # would silently run without the variable.
+            check.report(f"{field}.environment[{k}].name", f"{env_name!r:.100} is not a variable name; use "
+                                                           "letters, digits and underscores, not starting with a digit")
+        elif env_value is not None and "\0" in env_value:
+            check.report(f"{field}.environment[{k}].value", "contains NUL, which no environment variable can hold; "
+                                                            "remove it")
         elif env_name is not None and env_value is not None:
             environment.append(EnvironmentVariable(env_name, env_value))
     mount_points = []
@@ -312,6 +409,14 @@ def _app_section(check: _Checker, raw: object, field: str) -> AppSection | None:
         mount_points=tuple(mount_points),
         isolators=isolators,
     )
+
+
+_ENV_NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_")
+
+
+def _is_env_name(name: str) -> bool:
+    """systemd's env_name_is_valid (bash's rule): [A-Za-z_][A-Za-z0-9_]*."""
+    return bool(name) and not name[0].isdigit() and _ENV_NAME_CHARS.issuperset(name)
 
 
 def _isolators(check: _Checker, obj: dict, field: str) -> tuple[Isolator, ...]:

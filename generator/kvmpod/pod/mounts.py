@@ -6,6 +6,7 @@ from _collections_abc import Callable  # collections.abc without the collections
 from .frozen import frozen
 
 from .inside_root import ReadLink, UnsafePath, clean_path, resolve_inside_root
+from .limits import stage_name_problem
 from .model import App, AppSection, MountPoint, Pod, Volume
 from .problems import InvalidInput, Problem
 from .staging import StagedVolume, app_volume_stage_name
@@ -79,6 +80,12 @@ def resolve_pod(
     apps = []
     for i, app in enumerate(pod.apps):
         section, section_field = _section(app, i, image_apps)
+        link = _symlink_above_rootfs(app.name, disk_root, readlink)
+        if link is not None:
+            problems.append(Problem(f"apps[{i}].name", f"{link} is a symlink in the guest; every directory from / "
+                                                       f"down to {app_rootfs(app.name)} must be a real one, so that "
+                                                       "nothing the app mounts lands outside it; replace the link"))
+            continue
         mounts = _app_mounts(app, i, section, f"{section_field}.mountPoints", by_stage_name, implicit,
                              problems, warn)
         resolved = _resolve_targets(app, mounts, disk_root, readlink, problems)
@@ -86,6 +93,18 @@ def resolve_pod(
     if problems:
         raise InvalidInput(problems)
     return ResolvedPod(tuple(apps), staged + tuple(implicit))
+
+
+def _symlink_above_rootfs(app_name: str, disk_root: str, readlink: ReadLink) -> str | None:
+    """The first symlink on the path from the guest's root to the app's rootfs, if any: mounts are
+    resolved inside the rootfs, so a link above it (/opt/stage2 -> /, rootfs -> ..) would take
+    them out of the app."""
+    path = ""
+    for component in app_rootfs(app_name).strip("/").split("/"):
+        path += "/" + component
+        if readlink(disk_root.rstrip("/") + path) is not None:
+            return path
+    return None
 
 
 def _section(app: App, index: int, image_apps: dict[str, ImageApp]) -> tuple[AppSection | None, str]:
@@ -131,6 +150,9 @@ def _app_mounts(app: App, index: int, section: AppSection | None, mount_point_fi
             staged = matched
         else:
             name = f"{app.name}-{mp.name}"
+            if (problem := stage_name_problem(name)) is not None:
+                problems.append(Problem(field, f"the implicit empty volume for mount point {mp.name!r} {problem}"))
+                continue
             if name in by_stage_name:
                 problems.append(Problem(field, f"the implicit empty volume for mount point {mp.name!r} would be "
                                                f"named {name!r}, which the pod already uses; add a mount for "

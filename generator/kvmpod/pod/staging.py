@@ -7,7 +7,9 @@ directory for empty ones) and bind-mounted from there into the apps.
 from .frozen import frozen
 
 from .model import Pod, Volume
+from .limits import stage_name_problem
 from .names import ninep_tag
+from .problems import InvalidInput, Problem
 
 STAGE_DIR = "/mnt"
 
@@ -34,11 +36,16 @@ def app_volume_stage_name(app_name: str, volume_name: str) -> str:
 def staged_volumes(pod: Pod) -> tuple[StagedVolume, ...]:
     """Pod volumes in manifest order, then each appVolume that is not just a copy of its pod volume."""
     staged = {v.name: StagedVolume(v.name, v) for v in pod.volumes}
-    for app in pod.apps:
-        for mount in app.mounts:
+    problems = []
+    for i, app in enumerate(pod.apps):
+        for j, mount in enumerate(app.mounts):
             if mount.app_volume is not None and mount.app_volume != pod.volume(mount.volume):
                 name = app_volume_stage_name(app.name, mount.volume)
+                if (problem := stage_name_problem(name)) is not None:
+                    problems.append(Problem(f"apps[{i}].mounts[{j}].appVolume.name", problem))
                 staged.setdefault(name, StagedVolume(name, mount.app_volume))
+    if problems:
+        raise InvalidInput(problems)
     return tuple(staged.values())
 
 
