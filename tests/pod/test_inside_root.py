@@ -62,3 +62,19 @@ def test_absolute_links_below_the_top_restart_at_the_rootfs(path: str, want: str
              "/k/l/m": "/../../n", "/p/q": "/a/b/link/deeper"}
 
     assert resolve_inside_root("/root", path, links(table)) == want
+
+
+def strict_links(root: str, table: dict[str, str]):
+    """readlink on exactly `root` + path: a doubled or missing slash finds nothing."""
+    return lambda path: table.get(path[len(root):]) if path.startswith(root + "/") and "//" not in path else None
+
+
+@pytest.mark.parametrize("root", ["/srv/app", "/srv/app/", "/srv/appX/"])
+def test_the_disk_root_is_joined_with_one_slash(root: str):
+    base = root.rstrip("/")
+    assert resolve_inside_root(root, "/a/b/link/data", strict_links(base, {"/a/b/link": "/c"})) == "/c/data"
+
+
+def test_dot_components_are_skipped_wherever_they_are():
+    assert resolve_inside_root("/r", "/./a/./b/.", lambda _: None) == "/a/b"
+    assert resolve_inside_root("/r", "./a/../../b", lambda _: None) == "/b"
