@@ -49,12 +49,17 @@ Description=a unit the guest ships for app shipped
 Type=oneshot
 ExecStart=/bin/sh -c 'echo started > /{OUT}/shipped-marker'
 """
+# The control: the same unit under a name that is no app of the pod, so nothing refuses it. Its marker
+# shows that a unit of this shape does leave one in /{OUT} (which exists before any unit starts).
+CONTROL_UNIT = SHIPPED_UNIT.replace("app shipped", "no app (control)").replace("shipped-marker", "control-marker")
+SHOW = "-p ActiveState -p Result -p AssertResult -p AssertTimestampMonotonic -p ExecMainStartTimestampMonotonic"
 
 FINISH_SCRIPT = f"""#!/bin/sh
 # kvmpod e2e (boot B): record what became of shipped.service and what the generator wrote.
 o=/{OUT}
 mkdir -p $o
-systemctl show shipped.service -p ActiveState -p Result -p AssertResult > $o/shipped.show
+systemctl show shipped.service {SHOW} > $o/shipped.show
+systemctl show control.service {SHOW} > $o/control.show
 (cd /run/systemd/generator && find . -type f -o -type l | sort) > $o/generated.txt
 cat /run/systemd/generator/shipped.service.d/50-kvmpod-invalid-manifest.conf > $o/dropin.conf 2>&1
 sync
@@ -62,7 +67,7 @@ sync
 
 FINISH_UNIT = """[Unit]
 Description=kvmpod e2e: record, then power off
-After=shipped.service
+After=shipped.service control.service
 SuccessAction=poweroff
 FailureAction=poweroff
 
@@ -100,6 +105,8 @@ def _run_boot(state: BootB, tmp: Path) -> Iterator[None]:
         for name in STAGED_APPS:
             make_app_rootfs(root, name)
         install_guest_unit(root, "shipped.service", SHIPPED_UNIT)
+        install_guest_unit(root, "control.service", CONTROL_UNIT)
+        (root / OUT).mkdir(parents=True)  # before any unit may start: a marker could be written
         install_guest_script(root, "/usr/local/sbin/kvmpod-e2e-finish", FINISH_SCRIPT)
         install_guest_unit(root, "kvmpod-e2e-finish.service", FINISH_UNIT)
 
@@ -131,12 +138,33 @@ def test_host_helper_refuses_to_stage_the_invalid_manifest(boot_b: BootB) -> Non
         f"exit 2: kvmpod: {FIELD}: no volume named 'nosuch'; add it to volumes[] or give the mount an appVolume\n")
 
 
+def _show(boot_b: BootB, unit: str) -> dict[str, str]:
+    return dict(line.split("=", 1) for line in boot_b.read(f"{unit}.show").splitlines() if "=" in line)
+
+
+def test_control_unit_of_the_same_shape_ran_and_left_its_marker(boot_b: BootB) -> None:
+    """Without this, the refusal check below could pass for a unit that could never have written."""
+    boot_b.require()
+    assert boot_b.out is not None
+    assert (boot_b.out / "control-marker").read_text() == "started\n", boot_b.where()
+    show = _show(boot_b, "control")
+    assert (show["AssertResult"], show["Result"]) == ("yes", "success"), show
+    assert int(show["ExecMainStartTimestampMonotonic"]) > 0, show
+
+
 def test_invalid_manifest_starts_no_app(boot_b: BootB) -> None:
     boot_b.require()
     assert boot_b.out is not None
     assert not (boot_b.out / "shipped-marker").exists(), f"shipped.service ran {boot_b.where()}"
-    show = dict(line.split("=", 1) for line in boot_b.read("shipped.show").splitlines() if "=" in line)
-    assert show == {"ActiveState": "inactive", "Result": "success", "AssertResult": "no"}, show
+    show = _show(boot_b, "shipped")
+    # A start was requested and refused by the assertion: it was tested (a timestamp; a unit never
+    # started has 0 and AssertResult=no too), failed, and no process was ever started.
+    assert (show["ActiveState"], show["AssertResult"]) == ("inactive", "no"), show
+    assert int(show["AssertTimestampMonotonic"]) > 0, f"the assertion was never tested: {show}"
+    assert show["ExecMainStartTimestampMonotonic"] == "0", show
+    journal = (boot_b.logs / "journal.txt").read_text()
+    assert "shipped.service: Starting requested but asserts failed." in journal, boot_b.where()
+    assert "Assertion failed for shipped.service - a unit the guest ships for app shipped." in journal, boot_b.where()
     assert "AssertPathExists=!/" in boot_b.read("dropin.conf").splitlines()
 
 

@@ -1,0 +1,154 @@
+"""Host argv at its edges, from the mutation run's survivors (tests/mutation/README.md): the QEMU
+console on stdio, every settings error word for word, the kernel command line's 2,048-byte limit
+counted as each hypervisor counts it, lkvm with an initrd whole, 9p tag limits, the security model
+of the volumes, and accelerator detection on the real /sys/module path."""
+
+import pytest
+from helpers import UUID, host, pod
+
+from kvmpod.host.argv import (EXTRA_KERNEL_PARAMS_ENV, LKVM_OWN_PARAMS, MAX_KERNEL_CMDLINE_BYTES, HostSettings,
+                              build_argv, detect_accel, kernel_params)
+from kvmpod.host.resources import Resources
+from kvmpod.host.volumes import lkvm_9p_args, qemu_9p_args, qemu_volume_args
+from kvmpod.pod.problems import InvalidInput
+from kvmpod.pod.staging import staged_host_volumes
+
+POD = pod([host("db", "/srv/db", readOnly=True), host("logs", "/srv/logs")])
+RES = Resources(cpus=1, memory_mib=512)
+
+
+def settings(**kw) -> HostSettings:
+    return HostSettings(**{"hypervisor": "qemu", "pod_uuid": UUID, "rootfs": "/var/lib/kvmpod/stage1",
+                           "kernel": "/boot/vmlinuz", **kw})
+
+
+def argv(p=POD, **kw) -> list[str]:
+    return build_argv(p, staged_host_volumes(p), (), settings(**kw), RES, lambda: "tcg")
+
+
+def refusal(p=POD, **kw) -> str:
+    with pytest.raises(InvalidInput) as error:
+        argv(p, **kw)
+    return str(error.value)
+
+
+def test_qemu_console_on_stdio():
+    args = argv(console="stdio")
+    assert args[args.index("-chardev") + 1] == "stdio,id=console"
+
+
+@pytest.mark.parametrize("kw, message", [
+    ({"hypervisor": "xen"}, "--hypervisor: is 'xen'; use lkvm or qemu"),
+    ({"security_model": "mapped"}, "--security-model: is 'mapped'; use mapped-xattr, passthrough, none"),
+    ({"accel": "hvf"}, "--accel: is 'hvf'; use auto, kvm, tcg"),
+    ({"hypervisor": "lkvm", "accel": "tcg"}, "--accel: lkvm runs only on KVM; use --hypervisor qemu for TCG"),
+    ({"root_tag": "/dev/root"}, "--root-tag: '/dev/root' cannot be the root's 9p tag: give 1-31 bytes without "
+                                "spaces, quotes, \",\" or \"=\", not starting with /dev/ (Debian's initramfs "
+                                "would wait for a block device)"),
+    ({"root_tag": "db"}, "--root-tag: 'db' is also the 9p tag of volume 'db'; choose another root tag, "
+                         "e.g. --root-tag kvmpod_root"),
+    ({"console": "file:"}, "--console: is 'file:'; use stdio or file:PATH"),
+    ({"hypervisor": "lkvm", "console": "file:/x"}, "--console: lkvm writes the guest console to its standard "
+                                                   "output; redirect that instead of file:PATH"),
+    ({"extra_kernel_params": "a\nb"}, f"{EXTRA_KERNEL_PARAMS_ENV}: contains a line break or NUL; give one line"),
+    ({"hypervisor": "lkvm", "rootfs": "/a,b"}, "--rootfs: '/a,b' contains a comma, which lkvm's --disk/--9p "
+                                               "cannot carry; rename it or use QEMU"),
+    ({"kernel": "/k\n"}, "--kernel: '/k\\n' contains a line break or NUL; rename it"),
+    ({"initrd": "/i\0"}, "--initrd: '/i\\x00' contains a line break or NUL; rename it"),
+])
+def test_each_settings_error_word_for_word(kw, message):
+    assert refusal(**kw) == message
+
+
+@pytest.mark.parametrize("tag, ok", [("t" * 31, True), ("t" * 32, False), ("", False), ("a b", False),
+                                     ('a"b', False), ("a,b", False), ("a=b", False)])
+def test_root_tag_limits(tag, ok):
+    if ok:
+        assert f"mount_tag={tag}" in " ".join(argv(root_tag=tag))
+    else:
+        assert refusal(root_tag=tag).startswith(f"--root-tag: {tag!r} cannot be the root's 9p tag")
+
+
+def test_every_settings_problem_is_reported_at_once():
+    assert refusal(hypervisor="lkvm", accel="tcg", console="file:/x").splitlines() == [
+        "--accel: lkvm runs only on KVM; use --hypervisor qemu for TCG",
+        "--console: lkvm writes the guest console to its standard output; redirect that instead of file:PATH"]
+
+
+def _padding(hypervisor: str, initrd: str | None, total: int) -> str:
+    """Extra kernel parameters making the command line `total` bytes as the hypervisor counts them:
+    what kvmpod passes, what lkvm adds on its own (no initrd), and the terminating NUL."""
+    base = kernel_params(settings(hypervisor=hypervisor, initrd=initrd, extra_kernel_params="x"), ())
+    reserved = LKVM_OWN_PARAMS if hypervisor == "lkvm" and initrd is None else ""
+    return "x" * (total - len((reserved + base).encode()))  # base ends in " x": one byte for the NUL
+
+
+@pytest.mark.parametrize("hypervisor, initrd, name", [("qemu", None, "QEMU"), ("qemu", "/boot/initrd", "QEMU"),
+                                                       ("lkvm", None, "lkvm"), ("lkvm", "/boot/initrd", "lkvm")])
+def test_kernel_command_line_of_exactly_2048_bytes_passes_and_2049_is_refused(hypervisor, initrd, name):
+    kw = {"hypervisor": hypervisor, "initrd": initrd, "accel": "kvm" if hypervisor == "lkvm" else "auto"}
+    args = argv(extra_kernel_params=_padding(hypervisor, initrd, MAX_KERNEL_CMDLINE_BYTES), **kw)
+    params = args[args.index("--params" if hypervisor == "lkvm" else "-append") + 1]
+    assert params.endswith("x" * 100)
+    assert refusal(extra_kernel_params=_padding(hypervisor, initrd, MAX_KERNEL_CMDLINE_BYTES + 1), **kw) == (
+        f"kernel command line: 2049 bytes with what {name} adds, over the 2048-byte limit; shorten "
+        f"{EXTRA_KERNEL_PARAMS_ENV} or use fewer networks")
+
+
+def test_lkvm_with_initrd_whole_argv():
+    assert argv(hypervisor="lkvm", accel="kvm", initrd="/boot/initrd.img") == [
+        "lkvm", "run",
+        "--name", f"kvmpod-{UUID}",
+        "--cpus", "1",
+        "--mem", "512",
+        "--console", "virtio",
+        "--kernel", "/boot/vmlinuz",
+        "--initrd", "/boot/initrd.img",
+        "--9p=/var/lib/kvmpod/stage1,rootfs",
+        "--params", "console=hvc0 panic=1 root=rootfs rootfstype=9p "
+                    "rootflags=trans=virtio,version=9p2000.L,cache=mmap,msize=262144 rw",
+        "--9p=/srv/db,db",
+        "--9p=/srv/logs,logs",
+    ]
+
+
+def test_security_model_reaches_the_root_and_every_volume():
+    args = argv(security_model="passthrough")
+    fsdevs = [args[i + 1] for i, a in enumerate(args) if a == "-fsdev"]
+    assert fsdevs == ["local,id=root,path=/var/lib/kvmpod/stage1,security_model=passthrough",
+                      "local,id=vol0,path=/srv/db,security_model=passthrough,readonly=on",
+                      "local,id=vol1,path=/srv/logs,security_model=passthrough"]
+    assert qemu_volume_args(staged_host_volumes(POD))[1] == "local,id=vol0,path=/srv/db,security_model=none,readonly=on"
+
+
+def test_qemu_9p_tag_limit_and_unknown_model():
+    assert qemu_9p_args("v", "/p", "t" * 31, "none", read_only=False)[3] == f"virtio-9p-pci,fsdev=v,mount_tag={'t' * 31}"
+    with pytest.raises(ValueError, match=f"9p tag '{'t' * 32}' is over 31 bytes, which QEMU rejects"):
+        qemu_9p_args("v", "/p", "t" * 32, "none", read_only=False)
+    with pytest.raises(ValueError, match="unknown 9p security model 'mapped'"):
+        qemu_9p_args("v", "/p", "t", "mapped", read_only=False)
+
+
+def test_lkvm_reports_every_volume_with_a_comma_by_its_field():
+    p = pod([host("a", "/srv/a,1"), host("b", "/srv/b"), host("c", "/srv/c,2")])
+    with pytest.raises(InvalidInput) as error:
+        lkvm_9p_args(p, staged_host_volumes(p))
+    assert [str(problem).split(":")[0] for problem in error.value.problems] == ["volumes[0].source", "volumes[2].source"]
+
+
+def test_detect_accel_reads_the_real_sys_module_by_default(fs):
+    fs.create_dir("/sys/module/kvm_amd")
+    assert detect_accel() == "kvm"
+    fs.create_dir("/sys/module/kvm_pvm")
+    assert detect_accel() == "tcg"
+
+
+def test_an_app_volume_is_named_by_its_mount_field():
+    app = {"name": "web", "app": {"exec": ["/bin/web"], "user": "0", "group": "0"},
+           "mounts": [{"volume": "v", "path": "/a"},
+                      {"volume": "w", "path": "/b", "appVolume": host("w", "/srv/w,2", readOnly=True)}]}
+    p = pod([host("v", "/srv/v"), host("w", "/srv/w")], [app])
+    with pytest.raises(InvalidInput) as error:
+        lkvm_9p_args(p, staged_host_volumes(p))
+    assert str(error.value) == ("apps[0].mounts[1].appVolume.source: '/srv/w,2' contains a comma, which lkvm's "
+                                "--9p cannot carry (it splits the path there); rename the directory or use QEMU")
