@@ -226,3 +226,19 @@ def test_cli_help_says_what_the_unsafe_options_allow(tmp_path):
     text = " ".join(_cli(tmp_path, "args", "--help").stdout.split()).replace("- ", "-")  # argparse wraps at "-"
     assert "UNSAFE: apply the guest's owners and modes to the host files" in text
     assert "root in the pod can then leave setuid-root programs, device nodes and FIFOs" in text
+
+
+def test_cli_run_under_systemd_gives_lkvms_transient_unit_a_home(tmp_path, tree, monkeypatch, capsys):
+    """kvmtool fails without HOME ("bind: No such file or directory"); a unit without User= has none."""
+    started = []
+    monkeypatch.setitem(sys.modules, "pystemd", type(sys)("pystemd"))
+    monkeypatch.setitem(sys.modules, "pystemd.run", lambda cmd, **options: started.append((cmd, options)))
+    import kvmpod.host.cli as cli
+
+    monkeypatch.setattr(cli, "host_runs_systemd", lambda: True)
+    status = cli.main(["run", "--hypervisor", "lkvm", *tree, "--unsafe-volume-writes"])
+    assert status == 0, capsys.readouterr().err
+    [(cmd, options)] = started
+    assert options["env"] == {"HOME": LKVM_HOME} and options["slice_"] == b"machine.slice"
+    assert cmd[1:5] == [b"-m", b"kvmpod.host.supervisor", b"--home", LKVM_HOME.encode()]
+    assert b"lkvm" in cmd
