@@ -46,5 +46,6 @@ def virtiofsd_argv(binary: str, socket: str, source: str) -> list[str]:
     """One virtiofsd serving `source` on `socket` until QEMU disconnects (then it exits)."""
     # cache=auto is virtiofsd's default and keeps host-side changes visible after a timeout; the
     # namespace sandbox (default) pivots into the source, so the daemon sees nothing else.
+    # log_level=warn: at info it logs every queue start, which would drown the pod's own output.
     return [binary, f"--socket-path={socket}", "-o", f"source={source}", "-o", "cache=auto",
-            "-o", "sandbox=namespace"]
+            "-o", "sandbox=namespace", "-o", "log_level=warn"]
