@@ -108,6 +108,6 @@ def test_stage_refuses_a_symlink_out_of_the_rootfs(tree, capsys):
 def test_explain_pairs_host_exports_with_guest_units(tree, capsys):
     status, out, err = run(capsys, "explain", "--hypervisor", "qemu", *BASE, "--networks", "/nets.json")
     assert (status, err) == (0, "")
-    assert ("data          local,id=vol0,path=/host/data,security_model=mapped-xattr + "
+    assert ("data          local,id=vol0,path=/host/data,security_model=mapped-xattr,multidevs=remap + "
             "virtio-9p-pci,fsdev=vol0,mount_tag=data  mnt-data.mount: What=data Where=/mnt/data") in out
     assert "==> mnt-data.mount <==" in out and "==> kvmpod-network-eth0.service <==" in out

@@ -97,8 +97,11 @@ def test_a_killed_supervisor_takes_the_hypervisor_with_it(tmp_path: Path):
 
 
 def test_sigterm_is_passed_on_and_setup_errors_are_one_line(tmp_path: Path):
-    proc = subprocess.Popen(supervisor("--", "sleep", "300"), env=ENV)
-    time.sleep(1)
+    ready = tmp_path / "ready"
+    proc = subprocess.Popen(supervisor("--", "sh", "-c", f"touch {ready}; exec sleep 300"), env=ENV)
+    deadline = time.monotonic() + 30
+    while not ready.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=10) == 128 + signal.SIGTERM
     bad = subprocess.run(supervisor("--mount", "rbind,ro", str(tmp_path / "missing"), f"{STAGING_DIR}/vol0",

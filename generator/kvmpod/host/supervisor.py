@@ -153,6 +153,18 @@ def _stop(daemons: list[subprocess.Popen]) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     daemons: list[subprocess.Popen] = []
+    children: list[subprocess.Popen] = []
+    pending: list[int] = []
+
+    def forward(signum: int, _frame: object) -> None:
+        if children:
+            children[0].send_signal(signum)
+        else:
+            pending.append(signum)  # the hypervisor gets it as soon as it exists
+
+    # Installed first: a stop that comes while the namespace is being set up is not lost.
+    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(signum, forward)
     try:
         home, mounts, virtiofsds, hypervisor = _parse(args)
         env = dict(os.environ)
@@ -168,16 +180,14 @@ def main(argv: list[str] | None = None) -> int:
             daemons.append(subprocess.Popen(virtiofsd_argv(binary, socket, source), stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent))
         _wait_for_sockets(daemons, [socket for _, socket, _ in virtiofsds])
         proc = subprocess.Popen(hypervisor, env=env, preexec_fn=_die_with_parent)
+        children.append(proc)
     except (OSError, ValueError, RuntimeError, subprocess.SubprocessError) as error:
         _stop(daemons)
         sys.stderr.write(f"kvmpod-supervisor: {' '.join(str(error).split())}\n")
         return EXIT_SETUP
 
-    def forward(signum: int, _frame: object) -> None:
+    for signum in pending:
         proc.send_signal(signum)
-
-    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-        signal.signal(signum, forward)
     try:
         status = proc.wait()
     finally:

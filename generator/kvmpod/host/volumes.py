@@ -95,13 +95,18 @@ def qemu_value(value: str) -> str:
     return value.replace(",", ",,")
 
 
-def qemu_9p_args(fsdev_id: str, path: str, tag: str, security_model: str, read_only: bool) -> list[str]:
-    """One 9p export: an -fsdev and the virtio-9p-pci device that shows it to the guest as `tag`."""
+def qemu_9p_args(fsdev_id: str, path: str, tag: str, security_model: str, read_only: bool,
+                 remap_devices: bool = False) -> list[str]:
+    """One 9p export: an -fsdev and the virtio-9p-pci device that shows it to the guest as `tag`.
+    remap_devices: multidevs=remap, for an export that may span filesystems (a volume's submounts):
+    QEMU then keeps inode numbers from colliding instead of warning that the guest may misbehave."""
     if security_model not in SECURITY_MODELS:
         raise ValueError(f"unknown 9p security model {security_model!r}")
     if len(tag.encode()) > MAX_9P_TAG_BYTES:
         raise ValueError(f"9p tag {tag!r} is over {MAX_9P_TAG_BYTES} bytes, which QEMU rejects")
     fsdev = f"local,id={fsdev_id},path={qemu_value(path)},security_model={security_model}"
+    if remap_devices:
+        fsdev += ",multidevs=remap"
     if read_only:
         fsdev += ",readonly=on"
     return [
@@ -116,7 +121,9 @@ def qemu_volume_args(staged: tuple[StagedVolume, ...], security_model: str = DEF
     so the guest cannot remount them writable (a second wall behind the staged read-only bind)."""
     args = []
     for i, (s, e) in enumerate(zip(staged, exports or plan_exports(staged))):
-        args += qemu_9p_args(f"vol{i}", e.path, s.tag, security_model, s.volume.read_only is True)
+        # rbind (the default) exports the source's submounts too: remap their inode numbers.
+        args += qemu_9p_args(f"vol{i}", e.path, s.tag, security_model, s.volume.read_only is True,
+                             remap_devices=e.recursive)
     return args
 
 
