@@ -177,7 +177,8 @@ def main(argv: list[str] | None = None) -> int:
             for options, source, dest in mounts:
                 stage_bind(libc, options, source, dest)
         for binary, socket, source in virtiofsds:
-            daemons.append(subprocess.Popen(virtiofsd_argv(binary, socket, source), stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent))
+            daemons.append(subprocess.Popen(virtiofsd_argv(binary, socket, source), stdin=subprocess.DEVNULL,
+                                            preexec_fn=_die_with_parent))
         _wait_for_sockets(daemons, [socket for _, socket, _ in virtiofsds])
         proc = subprocess.Popen(hypervisor, env=env, preexec_fn=_die_with_parent)
         children.append(proc)
