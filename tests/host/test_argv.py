@@ -3,7 +3,7 @@
 import pytest
 from helpers import UUID, empty, host, pod
 
-from kvmpod.host.argv import (LKVM_OWN_PARAMS, MAX_PCI_DEVICES, HostSettings, build_argv, detect_accel,
+from kvmpod.host.argv import (LKVM_DISK_PREFIX, MAX_PCI_DEVICES, HostSettings, build_argv, detect_accel,
                               kernel_params)
 from kvmpod.host.network import guest_mac, parse_networks
 from kvmpod.host.resources import Resources, app_resources, parse_quantity
@@ -16,9 +16,16 @@ RES = Resources(cpus=2, memory_mib=640)
 ROOTFS_FLAGS = "rootflags=trans=virtio,version=9p2000.L,cache=mmap,msize=262144"
 
 
+PY = "/usr/bin/python3"
+SUPERVISOR = [PY, "-m", "kvmpod.host.supervisor"]
+RO_BIND = ["--mount", "rbind,ro", "/srv/db", "/run/kvmpod/staging/vol0"]
+
+
 def settings(**kw) -> HostSettings:
+    if kw.get("hypervisor") == "lkvm":
+        kw.setdefault("unsafe_volume_writes", True)  # POD's logs volume is writable
     return HostSettings(**{"hypervisor": "qemu", "pod_uuid": UUID, "rootfs": "/var/lib/kvmpod/stage1",
-                           "kernel": "/boot/vmlinuz", **kw})
+                           "kernel": "/boot/vmlinuz", "python": PY, **kw})
 
 
 def argv(nets=NETS, p=POD, detect=lambda: "tcg", **kw) -> list[str]:
@@ -27,6 +34,7 @@ def argv(nets=NETS, p=POD, detect=lambda: "tcg", **kw) -> list[str]:
 
 def test_lkvm_whole_argv():
     assert argv(hypervisor="lkvm") == [
+        *SUPERVISOR, "--home", "/run/kvmpod/lkvm", *RO_BIND, "--",
         "lkvm", "run",
         "--name", f"kvmpod-{UUID}",
         "--cpus", "2",
@@ -35,7 +43,7 @@ def test_lkvm_whole_argv():
         "--kernel", "/boot/vmlinuz",
         "--disk", "/var/lib/kvmpod/stage1",
         "--params", f"console=hvc0 panic=1 {ROOTFS_FLAGS} net.ifnames=0 ip=10.1.0.2::10.1.0.1:255.255.255.0::eth0:::",
-        "--9p=/srv/db,db",
+        "--9p=/run/kvmpod/staging/vol0,db",  # the read-only staged bind: lkvm's 9p has no read-only option
         "--9p=/srv/logs,logs",
         "--network", f"mode=tap,tapif=kvmpod0,host_ip=10.1.0.1,guest_ip=10.1.0.2,guest_mac={guest_mac(UUID, 0)}",
     ]
@@ -53,6 +61,7 @@ def test_lkvm_with_initrd_shares_the_root_under_the_root_tag():
 
 def test_qemu_whole_argv_tcg():
     assert argv(console="file:/var/log/pod,1.log", initrd="/boot/initrd.img") == [
+        *SUPERVISOR, *RO_BIND, "--",
         "qemu-system-x86_64",
         "-name", f"kvmpod-{UUID}",
         "-machine", "q35",
@@ -71,9 +80,9 @@ def test_qemu_whole_argv_tcg():
                    "ip=10.1.0.2::10.1.0.1:255.255.255.0::eth0:::",
         "-fsdev", "local,id=root,path=/var/lib/kvmpod/stage1,security_model=none",
         "-device", "virtio-9p-pci,fsdev=root,mount_tag=rootfs",
-        "-fsdev", "local,id=vol0,path=/srv/db,security_model=none,readonly=on",
+        "-fsdev", "local,id=vol0,path=/run/kvmpod/staging/vol0,security_model=mapped-xattr,multidevs=remap,readonly=on",
         "-device", "virtio-9p-pci,fsdev=vol0,mount_tag=db",
-        "-fsdev", "local,id=vol1,path=/srv/logs,security_model=none",
+        "-fsdev", "local,id=vol1,path=/srv/logs,security_model=mapped-xattr,multidevs=remap",
         "-device", "virtio-9p-pci,fsdev=vol1,mount_tag=logs",
         "-netdev", "tap,id=net0,ifname=kvmpod0,script=no,downscript=no",
         "-device", f"virtio-net-pci,netdev=net0,mac={guest_mac(UUID, 0)}",
@@ -103,9 +112,9 @@ def test_extra_kernel_params_come_last():
         "rw systemd.log_level=debug")
 
 
-def test_kernel_command_line_over_2048_bytes_is_refused():
+def test_kernel_command_line_over_2046_bytes_is_refused():
     with pytest.raises(InvalidInput) as error:
-        argv(hypervisor="lkvm", extra_kernel_params="x" * (2048 - len(LKVM_OWN_PARAMS) - 100))
+        argv(hypervisor="lkvm", extra_kernel_params="x" * (2046 - len(LKVM_DISK_PREFIX) - 100))
     assert error.value.problems[0].field == "kernel command line"
     argv(hypervisor="qemu", extra_kernel_params="x" * 1800)  # QEMU adds nothing: still fits
 

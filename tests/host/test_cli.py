@@ -51,14 +51,15 @@ def test_args_lines_for_qemu(tree, capsys):
 
 def test_args_shell_and_json_are_the_same_argv(tree, capsys, monkeypatch):
     monkeypatch.setenv("KVMPOD_EXTRA_KERNEL_PARAMS", "systemd.log_level=debug")
-    _, shell, _ = run(capsys, "args", "--hypervisor", "lkvm", *BASE, "--cpus", "3", "--memory", "700")
+    unsafe = "--unsafe-volume-writes"  # lkvm's 9p: a writable volume needs it (issue 13)
+    _, shell, _ = run(capsys, "args", "--hypervisor", "lkvm", *BASE, "--cpus", "3", "--memory", "700", unsafe)
     _, as_json, _ = run(capsys, "args", "--hypervisor", "lkvm", *BASE, "--cpus", "3", "--memory", "700",
-                        "--format", "json")
+                        "--format", "json", unsafe)
     assert shlex.split(shell) == json.loads(as_json)
     argv = json.loads(as_json)
     assert argv[argv.index("--cpus") + 1] == "3" and argv[argv.index("--mem") + 1] == "700"
     assert argv[argv.index("--params") + 1].endswith(" systemd.log_level=debug")
-    assert argv[-1] == "--9p=/host/data,data"
+    assert argv[-3:] == ["--9p=/host/data,data", "--network", "mode=none"]  # no networks: no lkvm NIC
 
 
 @pytest.mark.parametrize("args, line", [
@@ -107,6 +108,6 @@ def test_stage_refuses_a_symlink_out_of_the_rootfs(tree, capsys):
 def test_explain_pairs_host_exports_with_guest_units(tree, capsys):
     status, out, err = run(capsys, "explain", "--hypervisor", "qemu", *BASE, "--networks", "/nets.json")
     assert (status, err) == (0, "")
-    assert ("data          local,id=vol0,path=/host/data,security_model=none + "
+    assert ("data          local,id=vol0,path=/host/data,security_model=mapped-xattr,multidevs=remap + "
             "virtio-9p-pci,fsdev=vol0,mount_tag=data  mnt-data.mount: What=data Where=/mnt/data") in out
     assert "==> mnt-data.mount <==" in out and "==> kvmpod-network-eth0.service <==" in out

@@ -13,7 +13,7 @@ import subprocess
 import pytest
 from helpers import UUID, empty, host, pod
 
-from kvmpod.host.argv import HostSettings, build_argv
+from kvmpod.host.argv import HostSettings, build_argv, hypervisor_part
 from kvmpod.host.network import parse_networks
 from kvmpod.host.resources import Resources
 from kvmpod.pod.staging import staged_host_volumes
@@ -42,7 +42,9 @@ def without_kernel(argv: list[str]) -> list[str]:
 
 
 def run_paused(argv: list[str]) -> subprocess.CompletedProcess:
-    command = [qemu()] + without_kernel(argv)[1:] + ["-S", "-monitor", "stdio"]
+    """QEMU paused; a supervised argv (staged volumes) runs through kvmpod.host.supervisor for real."""
+    hypervisor = hypervisor_part(argv)
+    command = argv[:len(argv) - len(hypervisor)] + [qemu()] + without_kernel(hypervisor)[1:] + ["-S", "-monitor", "stdio"]
     try:
         return subprocess.run(command, input="quit\n", capture_output=True, text=True, timeout=60)
     except subprocess.TimeoutExpired:
@@ -60,7 +62,8 @@ def hostile_tree(tmp_path) -> tuple[str, str, str]:
 
 def generated(tmp_path, networks=()) -> list[str]:
     root, db, logs = hostile_tree(tmp_path)
-    p = pod([host("db", db, readOnly=True), empty("scratch"), host("logs", logs)])
+    # db is read-only: exported from the supervisor's staged bind; logs, writable, from its own path.
+    p = pod([host("db", logs, readOnly=True), empty("scratch"), host("logs", db)])
     settings = HostSettings(hypervisor="qemu", pod_uuid=UUID, rootfs=root, kernel="/nonexistent/vmlinuz",
                             console=f"file:{tmp_path}/console, log", accel="tcg")
     return build_argv(p, staged_host_volumes(p), networks, settings, Resources(cpus=1, memory_mib=512))

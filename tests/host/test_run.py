@@ -70,7 +70,7 @@ def test_under_systemd_the_argv_becomes_a_transient_unit_in_machine_slice(monkey
     assert name == f"kvmpod-{UUID}.service"
     assert started == [([str(hypervisor).encode(), b"-name", b"kvmpod-x"],
                         {"name": name.encode(), "slice_": b"machine.slice", "service_type": b"simple",
-                         "collect": True})]
+                         "collect": True, "env": None})]
 
 
 def test_under_systemd_a_missing_hypervisor_is_named(monkeypatch, tmp_path: Path):

@@ -60,18 +60,19 @@ def test_app_volume_is_exported_under_its_stage_name():
 # ---------------------------------------------------------------- QEMU
 
 def test_qemu_read_only_volume_gets_readonly_on_and_commas_are_doubled():
-    p = pod([host("db", "/srv/a,b c", readOnly=True), host("out", "/srv/out")])
+    p = pod([host("db", "/srv/db", readOnly=True), host("out", "/srv/a,b c")])
     assert qemu_volume_args(staged_host_volumes(p), "mapped-xattr") == [
-        "-fsdev", "local,id=vol0,path=/srv/a,,b c,security_model=mapped-xattr,readonly=on",
+        # read-only: exported from its read-only staged bind (volume_staging), readonly=on as well
+        "-fsdev", "local,id=vol0,path=/run/kvmpod/staging/vol0,security_model=mapped-xattr,multidevs=remap,readonly=on",
         "-device", "virtio-9p-pci,fsdev=vol0,mount_tag=db",
-        "-fsdev", "local,id=vol1,path=/srv/out,security_model=mapped-xattr",
+        "-fsdev", "local,id=vol1,path=/srv/a,,b c,security_model=mapped-xattr,multidevs=remap",
         "-device", "virtio-9p-pci,fsdev=vol1,mount_tag=out",
     ]
 
 
-def test_qemu_default_security_model_is_none():
+def test_qemu_default_security_model_is_mapped_xattr():
     args = qemu_volume_args(staged_host_volumes(pod([host("db", "/srv/db")])))
-    assert args[1] == "local,id=vol0,path=/srv/db,security_model=none"
+    assert args[1] == "local,id=vol0,path=/srv/db,security_model=mapped-xattr,multidevs=remap"
 
 
 def test_qemu_empty_volumes_produce_nothing():

@@ -166,7 +166,8 @@ def generate(args: Arguments, cmdline: str, log: Log) -> tuple[list[Output] | No
             log.debug(f"no pod manifest at {manifest}: not a kvmpod guest, nothing to do")
             return None, 0
         pod = parse_pod_manifest(load_json(text, manifest))
-        guest = GuestSettings(manifest_path=manifest, ninep_options=settings.get("9p_options"))
+        guest = GuestSettings(manifest_path=manifest, ninep_options=settings.get("9p_options"),
+                              share=settings.get("share"))
         outputs = plan_pod(pod, args.root, guest, log.warning) + _plan_networks(args.root)
         _refuse_collisions(pod, outputs)
         return sorted(outputs, key=lambda o: o.path), 0

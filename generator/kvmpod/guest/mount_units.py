@@ -18,6 +18,13 @@ DEFAULT_9P_OPTIONS = (("trans", "virtio"), ("version", "9p2000.L"), ("cache", "m
 class GuestSettings:
     manifest_path: str  # as the guest sees it: SourcePath= of every unit
     ninep_options: str | None = None  # kvmpod.9p_options= from the kernel command line
+    share: str | None = None  # kvmpod.share= from the kernel command line: None or "9p", or "virtiofs"
+
+
+# How the host exports host volumes; it tells the guest on the kernel command line (kvmpod.share=),
+# because that is the one thing the host writes per boot into exactly this boot, like the argv it
+# belongs with (a file in the shared stage1 tree could be stale from another launch).
+SHARES = ("9p", "virtiofs")
 
 
 def ninep_mount_options(overrides: str | None, read_only: bool) -> str:
@@ -47,6 +54,9 @@ def staging_unit(staged: StagedVolume) -> str:
 def plan_guest_units(pod: ResolvedPod, settings: GuestSettings) -> list[Output]:
     outputs: list[Output] = []
     problems: list[Problem] = []
+    if settings.share not in (None, *SHARES):
+        raise InvalidInput([Problem("kvmpod.share", f"is {settings.share!r} on the kernel command line; the host "
+                                                    f"must say one of {', '.join(SHARES)}")])
     for app in pod.apps:
         for mount in app.mounts:
             try:
@@ -70,6 +80,8 @@ def _common(description: str, settings: GuestSettings) -> list[tuple[str, str]]:
 
 
 def _ninep_mount(staged: StagedVolume, settings: GuestSettings) -> str:
+    if settings.share == "virtiofs":
+        return _virtiofs_mount(staged, settings)
     sections: list[Section] = [
         ("Unit", _common(f"kvmpod host volume {staged.stage_name}", settings)),
         ("Mount", [
@@ -80,6 +92,15 @@ def _ninep_mount(staged: StagedVolume, settings: GuestSettings) -> str:
         ]),
     ]
     return render_unit(sections)
+
+
+def _virtiofs_mount(staged: StagedVolume, settings: GuestSettings) -> str:
+    """The same volume over virtio-fs: the tag is the device's, no transport options (9p's do not apply)."""
+    mount = [("What", staged.tag), ("Where", staged.guest_path), ("Type", "virtiofs")]
+    if staged.volume.read_only is True:
+        mount.append(("Options", "ro"))
+    return render_unit([("Unit", _common(f"kvmpod host volume {staged.stage_name} (virtio-fs)", settings)),
+                        ("Mount", mount)])
 
 
 def _empty_volume(staged: StagedVolume, settings: GuestSettings) -> str:

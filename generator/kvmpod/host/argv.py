@@ -4,31 +4,49 @@ Data in, a list out: one option and its value per line, so the argv reads as the
 """
 
 import os
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from ..guest.mount_units import ninep_mount_options
 from .network import Network, kernel_ip_param, lkvm_network_args, qemu_network_args
 from .resources import Resources
-from .volumes import (DEFAULT_SECURITY_MODEL, SECURITY_MODELS, lkvm_9p_args, qemu_9p_args, qemu_value,
-                           qemu_volume_args)
+from .supervisor import supervisor_argv
+from .virtiofs import VIRTIOFSD, MEMORY_BACKEND_ID, qemu_memory_args, qemu_virtiofs_args
+from .volume_staging import needs_namespace, plan_exports
+from .volumes import (DEFAULT_SECURITY_MODEL, ROOT_SECURITY_MODEL, SAFE_SECURITY_MODELS, SECURITY_MODELS,
+                      lkvm_9p_args, qemu_9p_args, qemu_value, qemu_volume_args)
 from ..pod.model import Pod
 from ..pod.names import MAX_9P_TAG_BYTES
 from ..pod.problems import InvalidInput, Problem
 from ..pod.staging import StagedVolume
 
 HYPERVISORS = ("lkvm", "qemu")
+SHARES = ("9p", "virtiofs")
 ACCELS = ("auto", "kvm", "tcg")
 DEFAULT_ROOT_TAG = "rootfs"  # not "/dev/root": Debian's initramfs then waits for a block device
 EXTRA_KERNEL_PARAMS_ENV = "KVMPOD_EXTRA_KERNEL_PARAMS"  # like rkt's RKT_HYPERVISOR_EXTRA_KERNEL_PARAMS
 
-# x86's COMMAND_LINE_SIZE, NUL included; lkvm's own buffer is the same 2,048 bytes.
-MAX_KERNEL_CMDLINE_BYTES = 2048
-# What lkvm writes before --params (kvmtool builtin-run.c: its x86 defaults, then for --disk DIR the
-# 9p root). The first part is an estimate with room to spare; the second is what it appends.
-LKVM_OWN_PARAMS = ("noapic noacpi pci=conf1 reboot=k panic=1 i8042.direct=1 i8042.dumbkbd=1 i8042.nopnp=1 "
-                   "earlyprintk=serial i8042.noaux=1 console=ttyS0 init=/virt/init ip=dhcp "
-                   "rw rootflags=trans=virtio,version=9p2000.L,cache=loose rootfstype=9p ")
+# What reaches an x86 guest: kvmtool's x86 loader (x86/kvm.c, load_bzimage) copies at most the
+# kernel header's cmdline_size (2,047 for Linux) minus its NUL, so 2,046 characters; the rest is cut
+# silently (a systemd.unit= at the end was seen lost). QEMU's x86 loader refuses what does not fit
+# in the same 2,048-byte COMMAND_LINE_SIZE instead, so one limit serves both.
+MAX_KERNEL_CMDLINE_CHARS = 2046
+# What lkvm writes before --params (kvmtool b48735e, builtin-run.c kvm_run_set_real_cmdline): x86's
+# kvm__arch_set_cmdline (x86/kvm.c) without video, the console of `--console virtio`, then for
+# `--disk DIR` (using_rootfs, not custom_rootfs: no init=, no ip=dhcp) its 9p root, then " " and
+# --params. With --initrd and a `root=` in --params it adds nothing else. 132 and 201 bytes.
+LKVM_X86_PARAMS = ("noapic noacpi pci=conf1 reboot=k panic=1 i8042.direct=1 i8042.dumbkbd=1 i8042.nopnp=1"
+                   " earlyprintk=serial i8042.noaux=1")
+LKVM_CONSOLE_PARAMS = " console=hvc0"
+LKVM_DISK_ROOT_PARAMS = " rw rootflags=trans=virtio,version=9p2000.L,cache=loose rootfstype=9p"
+LKVM_INITRD_PREFIX = LKVM_X86_PARAMS + LKVM_CONSOLE_PARAMS + " "
+LKVM_DISK_PREFIX = LKVM_X86_PARAMS + LKVM_CONSOLE_PARAMS + LKVM_DISK_ROOT_PARAMS + " "
+# lkvm keeps its control socket in $HOME/.lkvm (kvmtool kvm.c kvm__set_dir); a transient unit has no
+# HOME, so kvmpod gives lkvm this one (shared by all pods: the socket is named after --name).
+LKVM_HOME = "/run/kvmpod/lkvm"
+UNSAFE_WRITES_OPTION = "--unsafe-volume-writes"
+
 # Every volume and NIC is a PCI device. QEMU's q35 root bus has 30 free slots and lkvm's bus 32
 # device numbers; the root share and the console take some. More would fail at start: refuse here.
 MAX_PCI_DEVICES = 28
@@ -43,11 +61,15 @@ class HostSettings:
     initrd: str | None = None
     console: str = "stdio"  # "stdio" or "file:PATH" (QEMU only; lkvm's console is its stdout)
     root_tag: str = DEFAULT_ROOT_TAG
-    security_model: str = DEFAULT_SECURITY_MODEL
+    security_model: str | None = None  # None: not given (DEFAULT_SECURITY_MODEL for QEMU's 9p)
+    share: str = "9p"  # host volumes over "9p" or "virtiofs" (QEMU only)
+    unsafe_volume_writes: bool = False  # writable volumes over lkvm's 9p or virtio-fs (see check_settings)
     accel: str = "auto"
     extra_kernel_params: str = ""
     lkvm_binary: str = "lkvm"
     qemu_binary: str = "qemu-system-x86_64"
+    virtiofsd_binary: str = VIRTIOFSD
+    python: str = sys.executable  # runs kvmpod.host.supervisor when the volumes need it
 
 
 # ---------------------------------------------------------------- acceleration
@@ -84,6 +106,8 @@ def kernel_params(settings: HostSettings, networks: tuple[Network, ...]) -> str:
         # Keep eth<i> names: the guest's network units and the kernel's ip= address NICs by them.
         params.append("net.ifnames=0")
         params.append(kernel_ip_param(networks[0], 0))  # the kernel honours one ip=; units do the rest
+    if settings.share == "virtiofs":
+        params.append("kvmpod.share=virtiofs")  # the generator writes Type=virtiofs mount units
     if settings.extra_kernel_params.strip():
         params.append(settings.extra_kernel_params.strip())
     return " ".join(params)
@@ -95,9 +119,7 @@ def check_settings(settings: HostSettings, staged: tuple[StagedVolume, ...], net
     problems = []
     if settings.hypervisor not in HYPERVISORS:
         problems.append(Problem("--hypervisor", f"is {settings.hypervisor!r}; use lkvm or qemu"))
-    if settings.security_model not in SECURITY_MODELS:
-        problems.append(Problem("--security-model", f"is {settings.security_model!r}; use "
-                                                    f"{', '.join(SECURITY_MODELS)}"))
+    problems += _transport_problems(settings, staged)
     if settings.accel not in ACCELS:
         problems.append(Problem("--accel", f"is {settings.accel!r}; use {', '.join(ACCELS)}"))
     elif settings.hypervisor == "lkvm" and settings.accel == "tcg":
@@ -134,12 +156,58 @@ def check_settings(settings: HostSettings, staged: tuple[StagedVolume, ...], net
         raise InvalidInput(problems)
 
 
-def _check_cmdline(params: str, reserved: str, hypervisor: str) -> None:
-    size = len((reserved + params).encode()) + 1
-    if size > MAX_KERNEL_CMDLINE_BYTES:
-        raise InvalidInput([Problem("kernel command line", f"{size} bytes with what {hypervisor} adds, over the "
-                                                           f"{MAX_KERNEL_CMDLINE_BYTES}-byte limit; shorten "
-                                                           f"{EXTRA_KERNEL_PARAMS_ENV} or use fewer networks")])
+def _transport_problems(settings: HostSettings, staged: tuple[StagedVolume, ...]) -> list[Problem]:
+    """Issue 13: no transport may let the pod plant setuid files or device nodes on the host unless
+    the user said so. QEMU's 9p maps owners and modes (mapped-xattr); lkvm's 9p and virtiofsd cannot,
+    so writable host volumes over them need --unsafe-volume-writes."""
+    problems = []
+    model = settings.security_model
+    if settings.share not in SHARES:
+        problems.append(Problem("--share", f"is {settings.share!r}; use {', '.join(SHARES)}"))
+    elif settings.share == "virtiofs" and settings.hypervisor == "lkvm":
+        problems.append(Problem("--share", "lkvm has no virtio-fs device; use --share 9p or --hypervisor qemu"))
+    if model is not None and model not in SECURITY_MODELS:
+        problems.append(Problem("--security-model", f"is {model!r}; use {', '.join(SECURITY_MODELS)}"))
+    elif model is not None and settings.hypervisor == "lkvm":
+        problems.append(Problem("--security-model", "lkvm's 9p server has no security models: it applies the "
+                                                    "guest's owners and modes to the host files (like passthrough) "
+                                                    "and returns a failed chown to the guest; drop the option, "
+                                                    f"and see {UNSAFE_WRITES_OPTION} for writable volumes"))
+    elif model is not None and settings.share == "virtiofs":
+        problems.append(Problem("--security-model", "is a 9p option; virtiofsd applies the guest's owners and "
+                                                    f"modes to the host files: see {UNSAFE_WRITES_OPTION}"))
+    unsafe_transport = settings.hypervisor == "lkvm" or settings.share == "virtiofs"
+    if settings.unsafe_volume_writes and not unsafe_transport:
+        problems.append(Problem(UNSAFE_WRITES_OPTION, "is for lkvm's 9p and virtio-fs; with QEMU's 9p say "
+                                                      "--security-model none (or passthrough) instead"))
+    if unsafe_transport and not settings.unsafe_volume_writes:
+        transport = "lkvm's 9p server" if settings.hypervisor == "lkvm" else "virtiofsd"
+        for s in staged:
+            if s.volume.read_only is not True:
+                problems.append(Problem(f"volumes({s.stage_name}).readOnly",
+                                        f"host volume {s.stage_name!r} is writable and {transport} applies the "
+                                        f"guest's owners and modes to the host files, so root in the pod could "
+                                        f"leave setuid-root programs or device nodes there; make it readOnly, "
+                                        f"use QEMU's 9p (--hypervisor qemu --share 9p), or accept that with "
+                                        f"{UNSAFE_WRITES_OPTION}"))
+    return problems
+
+
+def volume_security_model(settings: HostSettings) -> str:
+    return settings.security_model or DEFAULT_SECURITY_MODEL
+
+
+def lkvm_cmdline_prefix(settings: HostSettings) -> str:
+    """What lkvm writes before kvmpod's --params, byte for byte (see LKVM_X86_PARAMS)."""
+    return LKVM_DISK_PREFIX if settings.initrd is None else LKVM_INITRD_PREFIX
+
+
+def _check_cmdline(params: str, prefix: str, hypervisor: str) -> None:
+    size = len((prefix + params).encode())
+    if size > MAX_KERNEL_CMDLINE_CHARS:
+        raise InvalidInput([Problem("kernel command line", f"{size} bytes with what {hypervisor} adds, over "
+                                                           f"the {MAX_KERNEL_CMDLINE_CHARS} the x86 kernel gets; "
+                                                           f"shorten {EXTRA_KERNEL_PARAMS_ENV} or use fewer networks")])
 
 
 # ---------------------------------------------------------------- argv
@@ -148,7 +216,8 @@ def lkvm_argv(pod: Pod, staged: tuple[StagedVolume, ...], networks: tuple[Networ
               settings: HostSettings, resources: Resources) -> list[str]:
     check_settings(settings, staged, networks)
     params = kernel_params(settings, networks)
-    _check_cmdline(params, LKVM_OWN_PARAMS if settings.initrd is None else "", "lkvm")
+    _check_cmdline(params, lkvm_cmdline_prefix(settings), "lkvm")
+    exports = plan_exports(staged)
     rootfs = os.path.abspath(settings.rootfs)
     argv = [
         settings.lkvm_binary, "run",
@@ -159,15 +228,19 @@ def lkvm_argv(pod: Pod, staged: tuple[StagedVolume, ...], networks: tuple[Networ
         "--kernel", os.path.abspath(settings.kernel),
     ]
     if settings.initrd is None:
-        argv += ["--disk", rootfs]  # lkvm shares it as the 9p root (tag /dev/root)
+        argv += ["--disk", rootfs]  # lkvm shares it as the 9p root (tag /dev/root); the kernel needs 9p built in
     else:
         # --initrd turns off lkvm's automatic 9p root: share the rootfs under our own tag instead.
         argv += ["--initrd", os.path.abspath(settings.initrd),
                  f"--9p={rootfs},{settings.root_tag}"]
     argv += ["--params", params]
-    argv += lkvm_9p_args(pod, staged)
-    argv += lkvm_network_args(networks, settings.pod_uuid)
-    return argv
+    argv += lkvm_9p_args(pod, staged, exports)
+    # Without --network lkvm adds a user-mode NIC with NAT and DHCP (kvmtool virtio/net.c);
+    # mode=none adds none, as QEMU's -nodefaults does.
+    argv += lkvm_network_args(networks, settings.pod_uuid) or ["--network", "mode=none"]
+    # Always supervised: lkvm needs a HOME for its control socket, and read-only or non-recursive
+    # volumes need their staged binds (lkvm's 9p has no read-only option at all).
+    return supervisor_argv(settings.python, exports, argv, home=LKVM_HOME)
 
 
 def qemu_argv(pod: Pod, staged: tuple[StagedVolume, ...], networks: tuple[Network, ...],
@@ -176,6 +249,8 @@ def qemu_argv(pod: Pod, staged: tuple[StagedVolume, ...], networks: tuple[Networ
     check_settings(settings, staged, networks)
     params = kernel_params(settings, networks)
     _check_cmdline(params, "", "QEMU")
+    exports = plan_exports(staged)
+    virtiofs = settings.share == "virtiofs"
     accel = detect() if settings.accel == "auto" else settings.accel
     if settings.console == "stdio":
         chardev = "stdio,id=console"
@@ -184,11 +259,15 @@ def qemu_argv(pod: Pod, staged: tuple[StagedVolume, ...], networks: tuple[Networ
     argv = [
         settings.qemu_binary,
         "-name", f"kvmpod-{settings.pod_uuid}",
-        "-machine", "q35",
+        "-machine", f"q35,memory-backend={MEMORY_BACKEND_ID}" if virtiofs else "q35",
         "-accel", accel,
         "-cpu", "host" if accel == "kvm" else "max",
         "-smp", str(resources.cpus),
         "-m", str(resources.memory_mib),
+    ]
+    if virtiofs:
+        argv += qemu_memory_args(resources.memory_mib)
+    argv += [
         "-nodefaults",
         "-no-reboot",
         "-display", "none",
@@ -199,16 +278,32 @@ def qemu_argv(pod: Pod, staged: tuple[StagedVolume, ...], networks: tuple[Networ
     if settings.initrd is not None:
         argv += ["-initrd", os.path.abspath(settings.initrd)]
     argv += ["-append", params]
-    argv += qemu_9p_args("root", os.path.abspath(settings.rootfs), settings.root_tag, settings.security_model,
+    argv += qemu_9p_args("root", os.path.abspath(settings.rootfs), settings.root_tag, ROOT_SECURITY_MODEL,
                          read_only=False)
-    argv += qemu_volume_args(staged, settings.security_model)
+    if virtiofs:
+        argv += qemu_virtiofs_args(exports)
+    else:
+        argv += qemu_volume_args(staged, volume_security_model(settings), exports)
     argv += qemu_network_args(networks, settings.pod_uuid)
+    if virtiofs:
+        return supervisor_argv(settings.python, exports, argv, virtiofsd=settings.virtiofsd_binary)
+    if needs_namespace(exports):
+        return supervisor_argv(settings.python, exports, argv)
     return argv
 
 
 def build_argv(pod: Pod, staged: tuple[StagedVolume, ...], networks: tuple[Network, ...],
                settings: HostSettings, resources: Resources,
                detect: Callable[[], str] = detect_accel) -> list[str]:
+    """The pod's whole launched command: the hypervisor's argv, behind kvmpod.host.supervisor when
+    the volumes need host-side staging or virtiofsd (and always for lkvm, which needs a HOME)."""
     if settings.hypervisor == "lkvm":
         return lkvm_argv(pod, staged, networks, settings, resources)
     return qemu_argv(pod, staged, networks, settings, resources, detect)
+
+
+def hypervisor_part(argv: list[str]) -> list[str]:
+    """The hypervisor's own argv inside a launched command (itself when not supervised)."""
+    if len(argv) > 2 and argv[1:3] == ["-m", "kvmpod.host.supervisor"]:
+        return argv[argv.index("--") + 1:]
+    return argv

@@ -22,14 +22,15 @@ from ..pod.guest_paths import DEFAULT_MANIFEST
 from ..guest.network import parse_guest_networks, plan_network_units
 from ..guest.generator import plan_pod
 from ..guest.mount_units import GuestSettings
-from .argv import (ACCELS, DEFAULT_ROOT_TAG, EXTRA_KERNEL_PARAMS_ENV, HYPERVISORS, HostSettings,
-                        build_argv, detect_accel)
+from .argv import (ACCELS, DEFAULT_ROOT_TAG, EXTRA_KERNEL_PARAMS_ENV, HYPERVISORS, SHARES, HostSettings,
+                        build_argv, detect_accel, volume_security_model)
+from .transport_notes import UNSAFE_WRITES_HELP, transport_notes
 from .network import Network, guest_description, parse_cni_result, parse_networks, parse_uuid
 from .resources import Resources, app_resources
 from .stage import stage_pod
-from .volumes import DEFAULT_SECURITY_MODEL, SECURITY_MODELS, checked_host_volumes
+from .volumes import SECURITY_MODEL_HELP, SECURITY_MODELS, check_xattr_support, checked_host_volumes
 from ..pod.image_manifests import load_image_apps
-from .launch import exec_hypervisor, host_runs_systemd, start_transient_service
+from .launch import exec_hypervisor, host_runs_systemd, launch_environment, start_transient_service
 from ..pod.manifest import load_json, parse_pod_manifest
 from ..pod.model import AppSection, Pod
 from ..guest.output import print_outputs
@@ -64,13 +65,16 @@ def _parser() -> argparse.ArgumentParser:
             return
         p.add_argument("--hypervisor", required=True, choices=HYPERVISORS)
         p.add_argument("--kernel", help="guest kernel (default: ROOTFS/vmlinuz)")
-        p.add_argument("--initrd", help="initrd (default for qemu: ROOTFS/initrd.img when present)")
+        p.add_argument("--initrd", help="initrd (default: ROOTFS/initrd.img when present)")
         p.add_argument("--cpus", type=int, help="override the CPU count computed from the isolators")
         p.add_argument("--memory", type=int, help="override the memory in MiB computed from the isolators")
         p.add_argument("--console", default="stdio", help="stdio or file:PATH (qemu only)")
         p.add_argument("--root-tag", default=DEFAULT_ROOT_TAG, help="9p tag of the root share (qemu, "
                                                                     "or lkvm with --initrd)")
-        p.add_argument("--security-model", default=DEFAULT_SECURITY_MODEL, choices=SECURITY_MODELS)
+        p.add_argument("--security-model", choices=SECURITY_MODELS, help=SECURITY_MODEL_HELP)
+        p.add_argument("--share", default="9p", choices=SHARES, help="how host volumes reach the guest: 9p "
+                                                                    "(default) or virtiofs (QEMU only)")
+        p.add_argument("--unsafe-volume-writes", action="store_true", help=UNSAFE_WRITES_HELP)
         p.add_argument("--accel", default="auto", choices=ACCELS, help="auto: kvm only for hardware KVM")
 
     args = sub.add_parser("args", help="print the hypervisor argv")
@@ -134,7 +138,7 @@ def _load(opts: argparse.Namespace) -> _Inputs:
 def _settings(opts: argparse.Namespace, pod_uuid: str) -> HostSettings:
     kernel = opts.kernel or os.path.join(opts.rootfs, "vmlinuz")
     initrd = opts.initrd
-    if initrd is None and opts.hypervisor == "qemu" and os.path.exists(os.path.join(opts.rootfs, "initrd.img")):
+    if initrd is None and os.path.exists(os.path.join(opts.rootfs, "initrd.img")):
         initrd = os.path.join(opts.rootfs, "initrd.img")
     problems = []
     if not os.path.isdir(opts.rootfs):
@@ -158,6 +162,8 @@ def _settings(opts: argparse.Namespace, pod_uuid: str) -> HostSettings:
         console=opts.console,
         root_tag=opts.root_tag,
         security_model=opts.security_model,
+        share=opts.share,
+        unsafe_volume_writes=opts.unsafe_volume_writes,
         accel=opts.accel,
         extra_kernel_params=os.environ.get(EXTRA_KERNEL_PARAMS_ENV, ""),
     )
@@ -170,7 +176,10 @@ def host_argv(opts: argparse.Namespace, inputs: _Inputs) -> list[str]:
         name: image.section for name, image in load_image_apps(inputs.pod, opts.rootfs.rstrip('/'), required=False).items()}
     computed = app_resources(inputs.pod, sections)
     resources = Resources(cpus=opts.cpus or computed.cpus, memory_mib=opts.memory or computed.memory_mib)
-    return build_argv(inputs.pod, staged, inputs.networks, settings, resources, detect_accel)
+    argv = build_argv(inputs.pod, staged, inputs.networks, settings, resources, detect_accel)
+    if settings.hypervisor == "qemu" and settings.share == "9p":
+        check_xattr_support(inputs.pod, staged, volume_security_model(settings))
+    return argv
 
 
 def format_argv(argv: list[str], fmt: str) -> str:
@@ -220,6 +229,8 @@ def _cmd_explain(opts: argparse.Namespace) -> str:
     width1 = max(len(r[1]) for r in rows)
     lines += [f"{a:<{width0}}  {b:<{width1}}  {c}".rstrip() for a, b, c in rows]
     lines += ["", "## host argv", shlex.join(argv), ""]
+    lines += [f"## note: {n}" for n in transport_notes(_settings(opts, inputs.pod_uuid or EXPLAIN_UUID),
+                                                       checked_host_volumes(pod))]
     lines += [f"## warning: {w}" for w in warnings]
     lines += ["## guest units (kvmpod-generator)", ""]
     text = "\n".join(lines) + "\n"
@@ -235,7 +246,8 @@ def _cmd_run(opts: argparse.Namespace) -> str:
     if opts.no_systemd or not host_runs_systemd():
         sys.stdout.flush()
         exec_hypervisor(argv)
-    return start_transient_service(argv, inputs.pod_uuid or EXPLAIN_UUID) + "\n"
+    return start_transient_service(argv, inputs.pod_uuid or EXPLAIN_UUID,
+                                   environment=launch_environment(opts.hypervisor)) + "\n"
 
 
 def _cmd_status(opts: argparse.Namespace) -> tuple[str, int]:

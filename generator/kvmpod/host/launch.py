@@ -17,7 +17,17 @@ def vm_unit_name(pod_uuid: str) -> str:
     return f"kvmpod-{pod_uuid}.service"
 
 
-def start_transient_service(argv: Sequence[str], pod_uuid: str) -> str:
+def launch_environment(hypervisor: str) -> dict[str, str]:
+    """The transient unit's environment. lkvm keeps its control socket in $HOME/.lkvm and fails to
+    start without a HOME ("bind: No such file or directory"), which a unit without User= lacks."""
+    if hypervisor == "lkvm":
+        from .argv import LKVM_HOME
+
+        return {"HOME": LKVM_HOME}
+    return {}
+
+
+def start_transient_service(argv: Sequence[str], pod_uuid: str, environment: dict[str, str] | None = None) -> str:
     """Start argv as `kvmpod-<uuid>.service` in machine.slice; return the unit's name."""
     try:
         # pystemd replaces its module pystemd.run by the function run() (sys.modules trick), so
@@ -35,7 +45,7 @@ def start_transient_service(argv: Sequence[str], pod_uuid: str) -> str:
         raise RuntimeError(f"{argv[0]} is not on PATH; install the hypervisor")
     name = vm_unit_name(pod_uuid)
     run([os.fsencode(a) for a in [os.path.abspath(binary), *argv[1:]]], name=name.encode(),
-        slice_=MACHINE_SLICE.encode(), service_type=b"simple", collect=True)
+        slice_=MACHINE_SLICE.encode(), service_type=b"simple", collect=True, env=environment or None)
     return name
 
 

@@ -1,0 +1,200 @@
+"""The pod's launched command when its volumes need host-side work:
+
+    python3 -m kvmpod.host.supervisor [--home DIR] [--mount OPTS SRC DEST]... \
+        [--virtiofsd BINARY SOCKET SOURCE]... -- HYPERVISOR ARGV...
+
+It enters a mount namespace of its own (unshare(CLONE_NEWNS), mounts marked slave so host mounts
+still propagate in but none of ours propagates out), mounts a tmpfs on volume_staging.STAGING_DIR,
+makes the staged binds there (`bind`/`rbind`, `,ro` made read-only on every submount too), starts
+one virtiofsd per `--virtiofsd`, waits for their sockets, then runs the hypervisor as its child,
+passing on SIGTERM/SIGINT/SIGHUP, and exits with the hypervisor's status after stopping the
+daemons. Every child gets PR_SET_PDEATHSIG=SIGKILL: if the supervisor is killed, they die with it,
+and with the last of them the namespace and every staged mount are gone. Nothing is ever mounted in
+the host's namespace, so nothing can be left there.
+
+`kvmpod args`/`run` produce this command (argv.build_argv), so both run paths (transient unit and
+child) get the same staging. Errors: one line on stderr, exit 2, before the hypervisor starts.
+"""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+
+from .virtiofs import virtiofsd_argv
+from .volume_staging import STAGING_DIR, Export
+
+EXIT_SETUP = 2
+SOCKET_WAIT_SECONDS = 20.0
+
+CLONE_NEWNS = 0x00020000
+MS_RDONLY, MS_NOSUID, MS_NODEV, MS_REMOUNT, MS_BIND, MS_REC, MS_SLAVE = 1, 2, 4, 32, 4096, 16384, 1 << 19
+PR_SET_PDEATHSIG = 1
+
+
+def supervisor_argv(python: str, exports: tuple[Export, ...], hypervisor_argv: Sequence[str], *,
+                    virtiofsd: str | None = None, home: str | None = None) -> list[str]:
+    """The self-contained launched command: binds and daemons as arguments, then the hypervisor."""
+    argv = [python, "-m", "kvmpod.host.supervisor"]
+    if home is not None:
+        argv += ["--home", home]
+    for e in exports:
+        if e.bind_options is not None:
+            argv += ["--mount", e.bind_options, e.source, e.path]
+    if virtiofsd is not None:
+        for e in exports:
+            argv += ["--virtiofsd", virtiofsd, e.socket, e.path]
+    return argv + ["--", *hypervisor_argv]
+
+
+# ---------------------------------------------------------------- the edge: syscalls
+
+def _libc():
+    import ctypes
+
+    return ctypes.CDLL(None, use_errno=True)
+
+
+def _check(result: int, what: str) -> None:
+    if result != 0:
+        import ctypes
+
+        errno = ctypes.get_errno()
+        raise OSError(errno, f"{what}: {os.strerror(errno)}")
+
+
+def _mount(libc, source: str | None, target: str, fstype: str | None, flags: int, data: str | None = None) -> None:
+    enc = (lambda v: None if v is None else os.fsencode(v))
+    _check(libc.mount(enc(source), enc(target), enc(fstype), flags, enc(data)),
+           f"mount {source or ''} on {target}")
+
+
+def _submounts(target: str) -> list[str]:
+    """Mount points at or under target in this namespace (from /proc/self/mountinfo)."""
+    points = []
+    with open("/proc/self/mountinfo", encoding="utf-8", errors="surrogateescape") as f:
+        for line in f:
+            point = line.split(" ")[4]
+            point = point.replace("\\040", " ").replace("\\011", "\t").replace("\\012", "\n").replace("\\134", "\\")
+            if point == target or point.startswith(target + "/"):
+                points.append(point)
+    return points
+
+
+def enter_private_namespace(libc) -> None:
+    _check(libc.unshare(CLONE_NEWNS), "unshare(CLONE_NEWNS)")
+    # Slave: the host's later mounts still show here, ours never show there.
+    _mount(libc, None, "/", None, MS_REC | MS_SLAVE)
+    os.makedirs(STAGING_DIR, mode=0o700, exist_ok=True)
+    _mount(libc, "kvmpod-staging", STAGING_DIR, "tmpfs", MS_NOSUID | MS_NODEV, "mode=0700")
+
+
+def stage_bind(libc, options: str, source: str, dest: str) -> None:
+    words = options.split(",")
+    os.mkdir(dest, 0o700)
+    _mount(libc, source, dest, None, MS_BIND | (MS_REC if "rbind" in words else 0))
+    if "ro" in words:
+        # A bind's ro is per mount: make every mount of the staged tree read-only, deepest last.
+        for point in _submounts(dest):
+            _mount(libc, None, point, None, MS_REMOUNT | MS_BIND | MS_RDONLY)
+
+
+def _die_with_parent() -> None:
+    _check(_libc().prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0), "prctl(PR_SET_PDEATHSIG)")
+
+
+def _parse(argv: list[str]) -> tuple[str | None, list[tuple[str, str, str]], list[tuple[str, str, str]], list[str]]:
+    if "--" not in argv:
+        raise ValueError("usage: python3 -m kvmpod.host.supervisor [OPTIONS] -- HYPERVISOR ARGV...")
+    split = argv.index("--")
+    options, hypervisor = argv[:split], argv[split + 1:]
+    home, mounts, daemons = None, [], []
+    i = 0
+    while i < len(options):
+        word = options[i]
+        if word == "--home" and i + 1 < len(options):
+            home, i = options[i + 1], i + 2
+        elif word in ("--mount", "--virtiofsd") and i + 3 < len(options):
+            (mounts if word == "--mount" else daemons).append(tuple(options[i + 1:i + 4]))
+            i += 4
+        else:
+            raise ValueError(f"unknown or incomplete option {word!r}")
+    if not hypervisor:
+        raise ValueError("no hypervisor command after --")
+    return home, mounts, daemons, hypervisor
+
+
+def _wait_for_sockets(daemons: list[subprocess.Popen], sockets: list[str]) -> None:
+    deadline = time.monotonic() + SOCKET_WAIT_SECONDS
+    while not all(os.path.exists(s) for s in sockets):
+        for proc, sock in zip(daemons, sockets):
+            if proc.poll() is not None:
+                raise RuntimeError(f"virtiofsd for {sock} exited {proc.returncode} before listening")
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"virtiofsd did not create {', '.join(s for s in sockets if not os.path.exists(s))} "
+                               f"within {SOCKET_WAIT_SECONDS:.0f} s")
+        time.sleep(0.05)
+
+
+def _stop(daemons: list[subprocess.Popen]) -> None:
+    for proc in daemons:
+        if proc.poll() is None:
+            proc.terminate()
+    for proc in daemons:
+        try:
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    daemons: list[subprocess.Popen] = []
+    children: list[subprocess.Popen] = []
+    pending: list[int] = []
+
+    def forward(signum: int, _frame: object) -> None:
+        if children:
+            children[0].send_signal(signum)
+        else:
+            pending.append(signum)  # the hypervisor gets it as soon as it exists
+
+    # Installed first: a stop that comes while the namespace is being set up is not lost.
+    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(signum, forward)
+    try:
+        home, mounts, virtiofsds, hypervisor = _parse(args)
+        env = dict(os.environ)
+        if home is not None:
+            os.makedirs(home, mode=0o700, exist_ok=True)
+            env["HOME"] = home
+        if mounts or virtiofsds:
+            libc = _libc()
+            enter_private_namespace(libc)
+            for options, source, dest in mounts:
+                stage_bind(libc, options, source, dest)
+        for binary, socket, source in virtiofsds:
+            daemons.append(subprocess.Popen(virtiofsd_argv(binary, socket, source), stdin=subprocess.DEVNULL,
+                                            preexec_fn=_die_with_parent))
+        _wait_for_sockets(daemons, [socket for _, socket, _ in virtiofsds])
+        proc = subprocess.Popen(hypervisor, env=env, preexec_fn=_die_with_parent)
+        children.append(proc)
+    except (OSError, ValueError, RuntimeError, subprocess.SubprocessError) as error:
+        _stop(daemons)
+        sys.stderr.write(f"kvmpod-supervisor: {' '.join(str(error).split())}\n")
+        return EXIT_SETUP
+
+    for signum in pending:
+        proc.send_signal(signum)
+    try:
+        status = proc.wait()
+    finally:
+        _stop(daemons)
+    return 128 - status if status < 0 else status
+
+
+if __name__ == "__main__":
+    sys.exit(main())
