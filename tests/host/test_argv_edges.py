@@ -6,7 +6,7 @@ of the volumes, and accelerator detection on the real /sys/module path."""
 import pytest
 from helpers import UUID, host, pod
 
-from kvmpod.host.argv import (EXTRA_KERNEL_PARAMS_ENV, LKVM_OWN_PARAMS, MAX_KERNEL_CMDLINE_BYTES, HostSettings,
+from kvmpod.host.argv import (EXTRA_KERNEL_PARAMS_ENV, MAX_KERNEL_CMDLINE_CHARS, HostSettings, lkvm_cmdline_prefix,
                               build_argv, detect_accel, kernel_params)
 from kvmpod.host.resources import Resources
 from kvmpod.host.volumes import lkvm_9p_args, qemu_9p_args, qemu_volume_args
@@ -39,19 +39,19 @@ def test_qemu_console_on_stdio():
 
 @pytest.mark.parametrize("kw, message", [
     ({"hypervisor": "xen"}, "--hypervisor: is 'xen'; use lkvm or qemu"),
-    ({"security_model": "mapped"}, "--security-model: is 'mapped'; use mapped-xattr, passthrough, none"),
+    ({"security_model": "mapped"}, "--security-model: is 'mapped'; use mapped-xattr, mapped-file, passthrough, none"),
     ({"accel": "hvf"}, "--accel: is 'hvf'; use auto, kvm, tcg"),
-    ({"hypervisor": "lkvm", "accel": "tcg"}, "--accel: lkvm runs only on KVM; use --hypervisor qemu for TCG"),
+    ({"hypervisor": "lkvm", "accel": "tcg", "unsafe_volume_writes": True}, "--accel: lkvm runs only on KVM; use --hypervisor qemu for TCG"),
     ({"root_tag": "/dev/root"}, "--root-tag: '/dev/root' cannot be the root's 9p tag: give 1-31 bytes without "
                                 "spaces, quotes, \",\" or \"=\", not starting with /dev/ (Debian's initramfs "
                                 "would wait for a block device)"),
     ({"root_tag": "db"}, "--root-tag: 'db' is also the 9p tag of volume 'db'; choose another root tag, "
                          "e.g. --root-tag kvmpod_root"),
     ({"console": "file:"}, "--console: is 'file:'; use stdio or file:PATH"),
-    ({"hypervisor": "lkvm", "console": "file:/x"}, "--console: lkvm writes the guest console to its standard "
+    ({"hypervisor": "lkvm", "console": "file:/x", "unsafe_volume_writes": True}, "--console: lkvm writes the guest console to its standard "
                                                    "output; redirect that instead of file:PATH"),
     ({"extra_kernel_params": "a\nb"}, f"{EXTRA_KERNEL_PARAMS_ENV}: contains a line break or NUL; give one line"),
-    ({"hypervisor": "lkvm", "rootfs": "/a,b"}, "--rootfs: '/a,b' contains a comma, which lkvm's --disk/--9p "
+    ({"hypervisor": "lkvm", "rootfs": "/a,b", "unsafe_volume_writes": True}, "--rootfs: '/a,b' contains a comma, which lkvm's --disk/--9p "
                                                "cannot carry; rename it or use QEMU"),
     ({"kernel": "/k\n"}, "--kernel: '/k\\n' contains a line break or NUL; rename it"),
     ({"initrd": "/i\0"}, "--initrd: '/i\\x00' contains a line break or NUL; rename it"),
@@ -70,33 +70,41 @@ def test_root_tag_limits(tag, ok):
 
 
 def test_every_settings_problem_is_reported_at_once():
-    assert refusal(hypervisor="lkvm", accel="tcg", console="file:/x").splitlines() == [
+    assert refusal(hypervisor="lkvm", accel="tcg", console="file:/x", unsafe_volume_writes=True).splitlines() == [
         "--accel: lkvm runs only on KVM; use --hypervisor qemu for TCG",
         "--console: lkvm writes the guest console to its standard output; redirect that instead of file:PATH"]
 
 
 def _padding(hypervisor: str, initrd: str | None, total: int) -> str:
-    """Extra kernel parameters making the command line `total` bytes as the hypervisor counts them:
-    what kvmpod passes, what lkvm adds on its own (no initrd), and the terminating NUL."""
-    base = kernel_params(settings(hypervisor=hypervisor, initrd=initrd, extra_kernel_params="x"), ())
-    reserved = LKVM_OWN_PARAMS if hypervisor == "lkvm" and initrd is None else ""
-    return "x" * (total - len((reserved + base).encode()))  # base ends in " x": one byte for the NUL
+    """Extra kernel parameters making the command line `total` characters as the x86 kernel gets it:
+    what lkvm writes before kvmpod's part (lkvm_cmdline_prefix; nothing for QEMU) and kvmpod's part."""
+    s = settings(hypervisor=hypervisor, initrd=initrd, extra_kernel_params="x")
+    base = kernel_params(s, ())
+    prefix = lkvm_cmdline_prefix(s) if hypervisor == "lkvm" else ""
+    return "x" * (total - len((prefix + base).encode()) + 1)  # base ends in " x", which the padding replaces
 
 
 @pytest.mark.parametrize("hypervisor, initrd, name", [("qemu", None, "QEMU"), ("qemu", "/boot/initrd", "QEMU"),
                                                        ("lkvm", None, "lkvm"), ("lkvm", "/boot/initrd", "lkvm")])
-def test_kernel_command_line_of_exactly_2048_bytes_passes_and_2049_is_refused(hypervisor, initrd, name):
-    kw = {"hypervisor": hypervisor, "initrd": initrd, "accel": "kvm" if hypervisor == "lkvm" else "auto"}
-    args = argv(extra_kernel_params=_padding(hypervisor, initrd, MAX_KERNEL_CMDLINE_BYTES), **kw)
+def test_kernel_command_line_at_the_x86_limit_passes_and_one_more_is_refused(hypervisor, initrd, name):
+    kw = {"hypervisor": hypervisor, "initrd": initrd, "accel": "kvm" if hypervisor == "lkvm" else "auto",
+          "unsafe_volume_writes": hypervisor == "lkvm"}
+    args = argv(extra_kernel_params=_padding(hypervisor, initrd, MAX_KERNEL_CMDLINE_CHARS), **kw)
     params = args[args.index("--params" if hypervisor == "lkvm" else "-append") + 1]
     assert params.endswith("x" * 100)
-    assert refusal(extra_kernel_params=_padding(hypervisor, initrd, MAX_KERNEL_CMDLINE_BYTES + 1), **kw) == (
-        f"kernel command line: 2049 bytes with what {name} adds, over the 2048-byte limit; shorten "
-        f"{EXTRA_KERNEL_PARAMS_ENV} or use fewer networks")
+    assert refusal(extra_kernel_params=_padding(hypervisor, initrd, MAX_KERNEL_CMDLINE_CHARS + 1), **kw) == (
+        f"kernel command line: {MAX_KERNEL_CMDLINE_CHARS + 1} bytes with what {name} adds, over the "
+        f"{MAX_KERNEL_CMDLINE_CHARS} the x86 kernel gets; shorten {EXTRA_KERNEL_PARAMS_ENV} or use fewer networks")
 
 
 def test_lkvm_with_initrd_whole_argv():
-    assert argv(hypervisor="lkvm", accel="kvm", initrd="/boot/initrd.img") == [
+    """lkvm runs under kvmpod's supervisor (its HOME, the read-only volume's staged bind), boots the
+    stage1 initrd with the 9p root, and gets no NIC it was not asked for (issue 9)."""
+    args = argv(hypervisor="lkvm", accel="kvm", initrd="/boot/initrd.img", unsafe_volume_writes=True)
+    assert args[1:args.index("--") + 1] == [
+        "-m", "kvmpod.host.supervisor", "--home", "/run/kvmpod/lkvm",
+        "--mount", "rbind,ro", "/srv/db", "/run/kvmpod/staging/vol0", "--"]
+    assert args[args.index("--") + 1:] == [
         "lkvm", "run",
         "--name", f"kvmpod-{UUID}",
         "--cpus", "1",
@@ -107,18 +115,22 @@ def test_lkvm_with_initrd_whole_argv():
         "--9p=/var/lib/kvmpod/stage1,rootfs",
         "--params", "console=hvc0 panic=1 root=rootfs rootfstype=9p "
                     "rootflags=trans=virtio,version=9p2000.L,cache=mmap,msize=262144 rw",
-        "--9p=/srv/db,db",
+        "--9p=/run/kvmpod/staging/vol0,db",
         "--9p=/srv/logs,logs",
+        "--network", "mode=none",
     ]
 
 
 def test_security_model_reaches_the_root_and_every_volume():
     args = argv(security_model="passthrough")
     fsdevs = [args[i + 1] for i, a in enumerate(args) if a == "-fsdev"]
-    assert fsdevs == ["local,id=root,path=/var/lib/kvmpod/stage1,security_model=passthrough",
-                      "local,id=vol0,path=/srv/db,security_model=passthrough,readonly=on",
-                      "local,id=vol1,path=/srv/logs,security_model=passthrough"]
-    assert qemu_volume_args(staged_host_volumes(POD))[1] == "local,id=vol0,path=/srv/db,security_model=none,readonly=on"
+    # The stage1 root is kvmpod's own copy: always security_model=none; volumes take the option.
+    assert fsdevs == ["local,id=root,path=/var/lib/kvmpod/stage1,security_model=none",
+                      "local,id=vol0,path=/run/kvmpod/staging/vol0,security_model=passthrough,multidevs=remap,"
+                      "readonly=on",
+                      "local,id=vol1,path=/srv/logs,security_model=passthrough,multidevs=remap"]
+    assert qemu_volume_args(staged_host_volumes(POD))[1] == ("local,id=vol0,path=/run/kvmpod/staging/vol0,"
+                                                             "security_model=mapped-xattr,multidevs=remap,readonly=on")
 
 
 def test_qemu_9p_tag_limit_and_unknown_model():
@@ -146,7 +158,7 @@ def test_detect_accel_reads_the_real_sys_module_by_default(fs):
 def test_an_app_volume_is_named_by_its_mount_field():
     app = {"name": "web", "app": {"exec": ["/bin/web"], "user": "0", "group": "0"},
            "mounts": [{"volume": "v", "path": "/a"},
-                      {"volume": "w", "path": "/b", "appVolume": host("w", "/srv/w,2", readOnly=True)}]}
+                      {"volume": "w", "path": "/b", "appVolume": host("w", "/srv/w,2")}]}
     p = pod([host("v", "/srv/v"), host("w", "/srv/w")], [app])
     with pytest.raises(InvalidInput) as error:
         lkvm_9p_args(p, staged_host_volumes(p))
