@@ -78,7 +78,10 @@ def plan_app_ids(identities: dict[str, Identity], guest_uids: set[int], guest_gi
     return [GeneratedFile(IDS_UNIT, render_unit(sections))] + [requires_link(app_service(app), IDS_UNIT) for app in apps]
 
 
-def plan_app_service(app: ResolvedApp, identity: Identity, manifest_path: str) -> list[Output]:
+def plan_app_service(app: ResolvedApp, identity: Identity, manifest_path: str,
+                     settings: list[tuple[str, str]] = ()) -> list[Output]:
+    """The app's unit; `settings` are its environment's and isolators' [Service] settings
+    (app_environment.py, app_isolators.py)."""
     section = app.section
     assert section is not None and section.exec, "the edge only asks for apps with a command"
     service: list[tuple[str, str]] = [
@@ -92,6 +95,10 @@ def plan_app_service(app: ResolvedApp, identity: Identity, manifest_path: str) -
         ("Environment", environment_assignment("AC_APP_NAME", app.name)),
     ]
     service += [("Environment", environment_assignment(e.name, e.value)) for e in section.environment]
+    # rkt's default output: the journal, tagged with the app's name, and the console.
+    service += [("SyslogIdentifier", app.name), ("StandardOutput", "journal+console"),
+                ("StandardError", "journal+console")]
+    service += settings
     sections: list[Section] = [
         ("Unit", [("Description", f"kvmpod app {app.name}"), ("Documentation", DOCUMENTATION),
                   ("SourcePath", manifest_path),

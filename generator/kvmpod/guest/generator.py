@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from .app_identity import known_ids, resolve_identity
 from .app_services import Identity, app_service, plan_app_ids, plan_app_service
+from .app_settings import app_settings
 from ..pod.guest_paths import DEFAULT_MANIFEST, NETWORKS_PATH
 from .mount_units import GuestSettings, plan_guest_units
 from ..pod.inside_root import readlink_on_disk
@@ -150,7 +151,7 @@ def plan_pod(pod: Pod, root: str, guest: GuestSettings, warn: Callable[[str], No
     Shared with `kvmpod explain` and `kvmpod status`, so they show exactly what the generator writes.
     """
     resolved = resolve_pod(pod, staged_volumes(pod), load_image_apps(pod, root), root, readlink_on_disk, warn)
-    return plan_guest_units(resolved, guest) + _plan_app_services(resolved, root, guest.manifest_path)
+    return plan_guest_units(resolved, guest) + _plan_app_services(resolved, root, guest.manifest_path, warn)
 
 
 def _plan_networks(root: str) -> list[Output]:
@@ -163,11 +164,13 @@ def _plan_networks(root: str) -> list[Output]:
     return plan_network_units(parse_guest_networks(load_json(text, NETWORKS_PATH)), NETWORKS_PATH)
 
 
-def _plan_app_services(pod: ResolvedPod, root: str, manifest: str) -> list[Output]:
+def _plan_app_services(pod: ResolvedPod, root: str, manifest: str,
+                       warn: Callable[[str], None] = lambda _: None) -> list[Output]:
     """A unit for every app the guest ships none for; an app it does ship only gets its mounts wired."""
     outputs: list[Output] = []
     problems: list[Problem] = []
     identities: dict[str, Identity] = {}
+    has_networks = os.path.lexists(root + NETWORKS_PATH)
     for app in pod.apps:
         if any(os.path.lexists(f"{root}{d}/{app_service(app.name)}") for d in UNIT_DIRS):
             continue
@@ -180,7 +183,8 @@ def _plan_app_services(pod: ResolvedPod, root: str, manifest: str) -> list[Outpu
             problems.extend(identity)
             continue
         identities[app.name] = identity
-        outputs += plan_app_service(app, identity, manifest)
+        settings = app_settings(app, identity, root, has_networks, problems, warn)
+        outputs += plan_app_service(app, identity, manifest, settings)
     if problems:
         raise InvalidInput(problems)
     return outputs + plan_app_ids(identities, known_ids(root, "passwd"), known_ids(root, "group"), manifest)

@@ -20,11 +20,21 @@ def unit_value(value: str) -> str:
     return value.replace("%", "%%")
 
 
+# Keys systemd parses without specifier expansion: a "%" there is literal, "%%" would be wrong
+# ("Invalid CPU quota '25%%'"). Their values are numbers the generator computes.
+NO_SPECIFIER_KEYS = frozenset({"CPUQuota"})
+
+
+def _entry_value(key: str, value: str) -> str:
+    text = unit_value(value)
+    return text.replace("%%", "%") if key in NO_SPECIFIER_KEYS else text
+
+
 def render_unit(sections: list[Section], comment: str = "") -> str:
     lines = [HEADER] + ([f"# {comment}\n"] if comment else [])
     for title, entries in sections:
         lines.append(f"\n[{title}]\n")
-        lines.extend(f"{key}={unit_value(value)}\n" for key, value in entries)
+        lines.extend(f"{key}={_entry_value(key, value)}\n" for key, value in entries)
     return "".join(lines)
 
 

@@ -8,49 +8,21 @@ sum is larger. Pod-level isolators are not counted, as in rkt.
 
 import os
 from dataclasses import dataclass
-from decimal import ROUND_CEILING, Decimal, InvalidOperation
+from decimal import ROUND_CEILING, Decimal
 
 from ..pod.model import AppSection, Isolator, Pod
 from ..pod.problems import InvalidInput, Problem
+from ..pod.quantity import parse_quantity  # noqa: F401  (also this module's API)
 
 SYSTEM_MEMORY_OVERHEAD_MIB = 128
 MIN_MEMORY_MIB = 512
 MIB = 1024 * 1024
-
-# Kubernetes resource.Quantity suffixes, which appc uses.
-_SUFFIXES = {
-    "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50, "Ei": 2**60,
-    "k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12, "P": 10**15, "E": 10**18,
-    "m": Decimal("0.001"), "": 1,
-}
 
 
 @dataclass(frozen=True)
 class Resources:
     cpus: int
     memory_mib: int
-
-
-def parse_quantity(value: object) -> Decimal:
-    """"1G", "512Mi", "500m", "2", 2 as a Decimal; ValueError when it is none of those."""
-    if isinstance(value, bool) or not isinstance(value, (str, int)):
-        raise ValueError
-    text = str(value)
-    for suffix in sorted(_SUFFIXES, key=len, reverse=True):
-        if suffix and text.endswith(suffix):
-            number, scale = text[: -len(suffix)], _SUFFIXES[suffix]
-            break
-    else:
-        number, scale = text, 1
-    if not number or not all(c in "0123456789." for c in number):
-        raise ValueError
-    try:
-        quantity = Decimal(number) * scale
-    except InvalidOperation:
-        raise ValueError from None
-    if quantity < 0:
-        raise ValueError
-    return quantity
 
 
 def _limit(isolator: Isolator, field: str, problems: list[Problem]) -> Decimal | None:

@@ -233,9 +233,10 @@ def _app(check: _Checker, raw: object, field: str, declared_volumes: set) -> App
             if app_volumes.setdefault(mount.volume, mount.app_volume) != mount.app_volume:
                 check.report(f"{field}.mounts[{j}].appVolume", f"differs from an earlier appVolume named "
                                                                f"{mount.volume!r} in this app; make them identical")
+    read_only_rootfs = check.boolean(obj, "readOnlyRootFS", f"{field}.readOnlyRootFS")
     if len(check.problems) != problems_before or name is None:
         return None
-    return App(name=name, image_name=image_name, app=section, mounts=mounts)
+    return App(name=name, image_name=image_name, app=section, mounts=mounts, read_only_rootfs=bool(read_only_rootfs))
 
 
 def _mount(check: _Checker, raw: object, field: str, declared_volumes: set) -> Mount | None:
@@ -301,6 +302,12 @@ def _app_section(check: _Checker, raw: object, field: str) -> AppSection | None:
             mount_points.append(MountPoint(mp_name, mp_path, bool(mp_read_only)))
     _refuse_duplicates(check, [mp.name for mp in mount_points], f"{field}.mountPoints", "mount point")
     isolators = _isolators(check, obj, f"{field}.isolators")
+    supplementary_gids = []
+    for k, gid in enumerate(check.array(obj, "supplementaryGIDs", f"{field}.supplementaryGIDs")):
+        if isinstance(gid, bool) or not isinstance(gid, int) or gid < 0:
+            check.report(f"{field}.supplementaryGIDs[{k}]", f"must be a non-negative integer gid, not {gid!r}")
+        else:
+            supplementary_gids.append(gid)
     if len(check.problems) != problems_before:
         return None
     return AppSection(
@@ -311,6 +318,7 @@ def _app_section(check: _Checker, raw: object, field: str) -> AppSection | None:
         environment=tuple(environment),
         mount_points=tuple(mount_points),
         isolators=isolators,
+        supplementary_gids=tuple(supplementary_gids),
     )
 
 

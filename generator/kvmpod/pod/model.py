@@ -64,6 +64,7 @@ class AppSection:
     environment: tuple[EnvironmentVariable, ...] = ()
     mount_points: tuple[MountPoint, ...] = ()
     isolators: tuple[Isolator, ...] = ()
+    supplementary_gids: tuple[int, ...] = ()  # supplementaryGIDs
 
 
 @dataclass(frozen=True)
@@ -72,6 +73,23 @@ class App:
     image_name: str | None
     app: AppSection | None  # None: not in the pod manifest, read the image manifest
     mounts: tuple[Mount, ...] = ()
+    read_only_rootfs: bool = False  # readOnlyRootFS
+
+
+@dataclass(frozen=True)
+class AppIsolators:
+    """An app's isolators as systemd settings take them (pod/isolators.py reads them; rkt's
+    appSystemdUnit and getAppCapabilities decided the defaults)."""
+
+    memory_max: int | None = None  # bytes: resource/memory limit
+    cpu_quota_percent: int | None = None  # resource/cpu limit in millicores / 10
+    cpu_weight: int | None = None  # os/linux/cpu-shares, as systemd converts shares to a weight
+    oom_score_adjust: int | None = None  # os/linux/oom-score-adj
+    capabilities: tuple[str, ...] = ()  # the bounding set
+    no_new_privileges: bool = False
+    seccomp_mode: str = "deny"  # "deny" (a remove set), "allow" (a retain set) or "off" (@appc.io/all)
+    seccomp_set: tuple[str, ...] = ()  # syscall names and systemd @groups
+    seccomp_errno: str = ""  # "": a blocked call kills the app with SIGSYS
 
 
 @dataclass(frozen=True)
