@@ -13,7 +13,10 @@ Under RootDirectory= an app sees only its image unless systemd mounts more:
 - rkt's protectKernelHiddenDirs and protectKernelHiddenPaths made inaccessible, except /sys/fs:
   rkt hid it, kvmpod leaves /sys/fs/cgroup visible (read-only) so that an app can read its own
   limits (JVMs and Go programs size themselves from it).
-Paths in these settings are inside the app's root: systemd prefixes them with RootDirectory=.
+ReadOnlyPaths=, ReadWritePaths= and InaccessiblePaths= name paths as the guest sees them, not
+inside RootDirectory= (systemd.exec(5); a boot showed /sys/module still listed with the path
+written app-relative), so they are written with the app's rootfs in front, as rkt did
+(relAppPaths); BindReadOnlyPaths= destinations are inside the root.
 """
 
 # rkt's protectKernelHiddenPaths and protectKernelHiddenDirs, less /sys/fs (see above).
@@ -24,10 +27,10 @@ HIDDEN_PATHS = ("/proc/config.gz", "/proc/kallsyms", "/proc/sched_debug", "/proc
 NAME_SERVICE_FILES = ("/etc/hosts", "/etc/resolv.conf")
 
 
-def environment_settings(image_files: frozenset[str], has_networks: bool, read_only_rootfs: bool,
+def environment_settings(rootfs: str, image_files: frozenset[str], has_networks: bool, read_only_rootfs: bool,
                          writable_mounts: tuple[str, ...]) -> list[tuple[str, str]]:
-    """[Service] settings for an app whose rootfs holds `image_files` (of NAME_SERVICE_FILES)
-    and whose read-write mounts are at `writable_mounts` (paths inside the app)."""
+    """[Service] settings for an app whose rootfs (at `rootfs` in the guest) holds `image_files`
+    (of NAME_SERVICE_FILES) and whose read-write mounts are at `writable_mounts` (inside the app)."""
     settings = [
         ("MountAPIVFS", "yes"),
         ("PrivateDevices", "yes"),
@@ -37,7 +40,7 @@ def environment_settings(image_files: frozenset[str], has_networks: bool, read_o
         ("ProtectKernelLogs", "yes"),
         ("ProtectControlGroups", "yes"),
         # "-": a path this kernel does not have is no error.
-        ("InaccessiblePaths", " ".join("-" + p for p in HIDDEN_PATHS)),
+        ("InaccessiblePaths", " ".join("-" + path_word(rootfs + p) for p in HIDDEN_PATHS)),
     ]
     if has_networks:
         # "-": a guest without the file gives the app none; a file the image ships is the image's.
@@ -47,8 +50,8 @@ def environment_settings(image_files: frozenset[str], has_networks: bool, read_o
         # The whole root read-only, then each read-write volume writable again (rkt: ReadOnlyDirectories=
         # on the rootfs, ReadWriteDirectories= on every mount that is not read-only). /tmp, /dev, /proc
         # are systemd's own mounts and keep their modes.
-        settings.append(("ReadOnlyPaths", "/"))
-        settings += [("ReadWritePaths", path_word(path)) for path in writable_mounts]
+        settings.append(("ReadOnlyPaths", path_word(rootfs)))
+        settings += [("ReadWritePaths", path_word(rootfs + path)) for path in writable_mounts]
     return settings
 
 

@@ -27,7 +27,8 @@ def lookup_id(rootfs_on_disk: str, value: str, database: str) -> int | None:
                     return int(fields[2])
     except OSError:
         pass
-    return None
+    # rkt and appc: "root" is 0 even in an image with no /etc/passwd or /etc/group.
+    return 0 if value == "root" else None
 
 
 def known_ids(root_on_disk: str, database: str) -> set[int]:

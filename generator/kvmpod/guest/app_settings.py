@@ -11,6 +11,7 @@ from ..pod.problems import Problem
 from .app_environment import NAME_SERVICE_FILES, environment_settings
 from .app_isolators import isolator_settings
 from .app_services import Identity
+from .environment_helper import BUSYBOX, HELPER_IN_APP, is_static_executable, systemd_accepts
 
 
 def app_settings(app: ResolvedApp, identity: Identity, root: str, has_networks: bool, problems: list[Problem],
@@ -22,7 +23,28 @@ def app_settings(app: ResolvedApp, identity: Identity, root: str, has_networks: 
     problems.extend(found)
     for warning in warnings:
         warn(f"app {app.name!r}: {warning}")
+    settings = _environment_helper(app, root, problems)
     shipped = frozenset(p for p in NAME_SERVICE_FILES if os.path.lexists(root + app.rootfs + p))
     writable = tuple(m.target for m in app.mounts if not m.read_only)
-    return (environment_settings(shipped, has_networks, app.read_only_rootfs, writable)
+    return (settings + environment_settings(app.rootfs, shipped, has_networks, app.read_only_rootfs, writable)
             + isolator_settings(isolators, section.supplementary_gids))
+
+
+def _environment_helper(app: ResolvedApp, root: str, problems: list[Problem]) -> list[tuple[str, str]]:
+    """The bind of the guest's static busybox when a variable needs it (environment_helper.py)."""
+    assert app.section is not None
+    unpassable = [k for k, e in enumerate(app.section.environment) if not systemd_accepts(e.name)]
+    if not unpassable:
+        return []
+    field = f"{app.section_field}.environment[{unpassable[0]}].name"
+    name = app.section.environment[unpassable[0]].name
+    if not is_static_executable(root + BUSYBOX):
+        problems.append(Problem(field, f"{name!r}: systemd cannot pass a name with '.' or '-', and the guest has no "
+                                       f"static {BUSYBOX} to pass it; install busybox-static in the guest, or rename "
+                                       "the variable"))
+        return []
+    if "=" in app.section.exec[0]:
+        problems.append(Problem(f"{app.section_field}.exec[0]", f"{app.section.exec[0]!r}: a program path with '=' "
+                                "cannot follow env, which variables with '.' or '-' need; rename it"))
+        return []
+    return [("BindReadOnlyPaths", f"{BUSYBOX}:{HELPER_IN_APP}")]

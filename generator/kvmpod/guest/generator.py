@@ -20,7 +20,7 @@ from .kmsg import Log
 from ..pod.image_manifests import load_image_apps
 from ..pod.manifest import load_json, parse_pod_manifest
 from ..pod.model import Pod
-from ..pod.mounts import STAGE2_DIR, ResolvedPod, resolve_pod
+from ..pod.mounts import STAGE2_DIR, ResolvedApp, ResolvedPod, resolve_pod
 from ..pod.names import is_ac_name
 from .output import print_outputs, write_outputs
 from ..pod.problems import InvalidInput, Problem
@@ -182,12 +182,32 @@ def _plan_app_services(pod: ResolvedPod, root: str, manifest: str,
         if isinstance(identity, list):
             problems.extend(identity)
             continue
+        program = _program(app, root, problems)
+        if program is None:
+            continue
         identities[app.name] = identity
         settings = app_settings(app, identity, root, has_networks, problems, warn)
-        outputs += plan_app_service(app, identity, manifest, settings)
+        outputs += plan_app_service(app, identity, manifest, settings, program)
     if problems:
         raise InvalidInput(problems)
     return outputs + plan_app_ids(identities, known_ids(root, "passwd"), known_ids(root, "group"), manifest)
+
+
+def _program(app: ResolvedApp, root: str, problems: list[Problem]) -> str | None:
+    """exec[0] as a path inside the app (rkt's FindBinPath); a problem when it names nothing there."""
+    assert app.section is not None
+    program = app.section.exec[0]
+    if program.startswith("/"):
+        return program
+    from .exec_path import find_program  # only apps with a relative exec[0] pay
+
+    path = next((e.value for e in app.section.environment if e.name == "PATH"), None)
+    found = find_program(root + app.rootfs, program, app.section.working_directory or "/", path)
+    if found is None:
+        where = f"the app's PATH {path!r}" if path is not None else "its working directory, /bin and /usr/bin"
+        problems.append(Problem(f"{app.section_field}.exec[0]", f"{program!r} is not an executable file in {where} "
+                                                                "inside the app's rootfs; give its absolute path"))
+    return found
 
 
 def _refuse_apps(root: str, manifest: str) -> list[Output]:

@@ -11,6 +11,7 @@ from .model import (
     App,
     AppSection,
     EnvironmentVariable,
+    EventHandler,
     Isolator,
     Mount,
     MountPoint,
@@ -244,6 +245,9 @@ def _mount(check: _Checker, raw: object, field: str, declared_volumes: set) -> M
     if obj is None:
         return None
     volume = check.ac_name(obj, "volume", f"{field}.volume")
+    if isinstance(obj.get("path"), str) and obj["path"] and not obj["path"].startswith("/"):
+        # `rkt run --mount volume=v,target=dir1` writes "dir1": relative to the app's root.
+        obj = dict(obj, path="/" + obj["path"])
     path = check.absolute_path(obj, "path", f"{field}.path", required=True)
     app_volume = None
     if obj.get("appVolume") is not None:
@@ -272,8 +276,8 @@ def _app_section(check: _Checker, raw: object, field: str) -> AppSection | None:
     for k, arg in enumerate(exec_):
         if not isinstance(arg, str):
             check.report(f"{field}.exec[{k}]", f"must be a string, not {_json_type(arg)}")
-    if exec_ and isinstance(exec_[0], str) and not exec_[0].startswith("/"):
-        check.report(f"{field}.exec[0]", f"{exec_[0]!r} is not absolute; give the program's full path in the image")
+    if exec_ and exec_[0] == "":
+        check.report(f"{field}.exec[0]", "is empty; give the program's path in the image, or its name on the app's PATH")
     user = check.string(obj, "user", f"{field}.user", required=True, hint='a uid or user name, "0" for root')
     group = check.string(obj, "group", f"{field}.group", required=True, hint='a gid or group name, "0" for root')
     working_directory = check.absolute_path(obj, "workingDirectory", f"{field}.workingDirectory", required=False)
@@ -284,10 +288,15 @@ def _app_section(check: _Checker, raw: object, field: str) -> AppSection | None:
             continue
         env_name = check.string(env, "name", f"{field}.environment[{k}].name", required=True)
         env_value = check.string(env, "value", f"{field}.environment[{k}].value", required=True)
-        if env_name is not None and (not env_name or "=" in env_name or not env_name.isprintable()):
-            check.report(f"{field}.environment[{k}].name", f"{env_name!r} is not a variable name; use letters, "
-                                                           "digits and underscores")
+        if env_name is not None and not _is_environment_name(env_name):
+            # appc's rule (schema/types/environment.go): ^[A-Za-z_][A-Za-z_0-9.-]*$
+            check.report(f"{field}.environment[{k}].name", f"{env_name!r} is not a variable name; start with a "
+                                                           "letter or underscore, then letters, digits, _ . or -")
+        elif env_name is not None and any(e.name == env_name for e in environment):
+            check.report(f"{field}.environment[{k}].name", f"{env_name!r} is set twice; keep one")
         elif env_name is not None and env_value is not None:
+            if "\0" in env_value:
+                check.report(f"{field}.environment[{k}].value", "contains a NUL, which no environment can carry")
             environment.append(EnvironmentVariable(env_name, env_value))
     mount_points = []
     for k, raw_mp in enumerate(check.array(obj, "mountPoints", f"{field}.mountPoints")):
@@ -302,6 +311,7 @@ def _app_section(check: _Checker, raw: object, field: str) -> AppSection | None:
             mount_points.append(MountPoint(mp_name, mp_path, bool(mp_read_only)))
     _refuse_duplicates(check, [mp.name for mp in mount_points], f"{field}.mountPoints", "mount point")
     isolators = _isolators(check, obj, f"{field}.isolators")
+    event_handlers = _event_handlers(check, obj, f"{field}.eventHandlers")
     supplementary_gids = []
     for k, gid in enumerate(check.array(obj, "supplementaryGIDs", f"{field}.supplementaryGIDs")):
         if isinstance(gid, bool) or not isinstance(gid, int) or gid < 0:
@@ -319,7 +329,40 @@ def _app_section(check: _Checker, raw: object, field: str) -> AppSection | None:
         mount_points=tuple(mount_points),
         isolators=isolators,
         supplementary_gids=tuple(supplementary_gids),
+        event_handlers=event_handlers,
     )
+
+
+_ENV_FIRST = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz_")
+_ENV_REST = _ENV_FIRST | frozenset("0123456789.-")
+
+
+def _is_environment_name(name: str) -> bool:
+    return bool(name) and name[0] in _ENV_FIRST and _ENV_REST.issuperset(name)
+
+
+def _event_handlers(check: _Checker, obj: dict, field: str) -> tuple[EventHandler, ...]:
+    """appc's pre-start and post-stop handlers, at most one of each (TestAppEventHandlersInvalid)."""
+    handlers: list[EventHandler] = []
+    for k, raw in enumerate(check.array(obj, "eventHandlers", field)):
+        handler = check.obj(raw, f"{field}[{k}]")
+        if handler is None:
+            continue
+        name = check.string(handler, "name", f"{field}[{k}].name", required=True, hint='"pre-start" or "post-stop"')
+        if name is not None and name not in ("pre-start", "post-stop"):
+            check.report(f"{field}[{k}].name", f'is {name!r}; use "pre-start" or "post-stop"')
+            name = None
+        elif name is not None and any(h.name == name for h in handlers):
+            check.report(f"{field}[{k}].name", f"a second {name!r} handler; give one and put both commands in it")
+            name = None
+        exec_ = check.array(handler, "exec", f"{field}[{k}].exec")
+        if not exec_ or not all(isinstance(w, str) for w in exec_) or not exec_[0].startswith("/"):
+            check.report(f"{field}[{k}].exec", 'must be a command as an array of strings starting with an absolute '
+                                               'path, e.g. ["/bin/migrate", "--up"]')
+            continue
+        if name is not None:
+            handlers.append(EventHandler(name, tuple(exec_)))
+    return tuple(handlers)
 
 
 def _isolators(check: _Checker, obj: dict, field: str) -> tuple[Isolator, ...]:

@@ -54,6 +54,14 @@ class EnvironmentVariable:
 
 
 @dataclass(frozen=True)
+class EventHandler:
+    """eventHandlers[]: "pre-start" runs before the app, "post-stop" after it, in its root."""
+
+    name: str
+    exec: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class AppSection:
     """The `app` object of an image manifest (or of apps[] in the pod manifest, which overrides it)."""
 
@@ -65,6 +73,7 @@ class AppSection:
     mount_points: tuple[MountPoint, ...] = ()
     isolators: tuple[Isolator, ...] = ()
     supplementary_gids: tuple[int, ...] = ()  # supplementaryGIDs
+    event_handlers: tuple[EventHandler, ...] = ()
 
 
 @dataclass(frozen=True)
