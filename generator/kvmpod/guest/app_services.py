@@ -117,6 +117,8 @@ def plan_app_service(app: ResolvedApp, identity: Identity, manifest_path: str,
     # rkt's default output: the journal, tagged with the app's name, and the console.
     service += [("SyslogIdentifier", app.name), ("StandardOutput", "journal+console"),
                 ("StandardError", "journal+console")]
+    if any(key == "Type" for key, _ in settings):
+        service = [(key, value) for key, value in service if key != "Type"]  # e.g. Type=notify
     service += settings
     # appc's event handlers run in the app's root, as the app's user (rkt: ExecStartPre=/ExecStopPost=).
     service += [("ExecStartPre" if h.name == "pre-start" else "ExecStopPost", exec_command(h.exec))

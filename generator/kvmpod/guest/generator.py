@@ -151,7 +151,7 @@ def plan_pod(pod: Pod, root: str, guest: GuestSettings, warn: Callable[[str], No
     Shared with `kvmpod explain` and `kvmpod status`, so they show exactly what the generator writes.
     """
     resolved = resolve_pod(pod, staged_volumes(pod), load_image_apps(pod, root), root, readlink_on_disk, warn)
-    return plan_guest_units(resolved, guest) + _plan_app_services(resolved, root, guest.manifest_path, warn)
+    return plan_guest_units(resolved, guest) + _plan_app_services(resolved, root, guest.manifest_path, warn, pod)
 
 
 def _plan_networks(root: str) -> list[Output]:
@@ -165,7 +165,7 @@ def _plan_networks(root: str) -> list[Output]:
 
 
 def _plan_app_services(pod: ResolvedPod, root: str, manifest: str,
-                       warn: Callable[[str], None] = lambda _: None) -> list[Output]:
+                       warn: Callable[[str], None] = lambda _: None, manifest_pod: Pod | None = None) -> list[Output]:
     """A unit for every app the guest ships none for; an app it does ship only gets its mounts wired."""
     outputs: list[Output] = []
     problems: list[Problem] = []
@@ -188,6 +188,11 @@ def _plan_app_services(pod: ResolvedPod, root: str, manifest: str,
         identities[app.name] = identity
         settings = app_settings(app, identity, root, has_networks, problems, warn)
         outputs += plan_app_service(app, identity, manifest, settings, program)
+        if any(p.socket_activated for p in app.section.ports):
+            from .app_sockets import plan_app_socket  # only pods with socket-activated ports pay
+
+            exposed = manifest_pod.ports if manifest_pod is not None else ()
+            outputs += plan_app_socket(app.name, app.section.ports, exposed, manifest, warn)
     if problems:
         raise InvalidInput(problems)
     return outputs + plan_app_ids(identities, known_ids(root, "passwd"), known_ids(root, "group"), manifest)

@@ -12,10 +12,12 @@ from .model import (
     AppSection,
     EnvironmentVariable,
     EventHandler,
+    ExposedPort,
     Isolator,
     Mount,
     MountPoint,
     Pod,
+    Port,
     Volume,
 )
 from .names import is_ac_name
@@ -135,9 +137,10 @@ def parse_pod_manifest(document: object) -> Pod:
     ]
     _refuse_duplicates(check, [a.name for a in apps], "apps", "app")
     isolators = _isolators(check, root, "isolators")
+    ports = _exposed_ports(check, root, "ports")
     if check.problems:
         raise InvalidInput(check.problems)
-    return Pod(apps=tuple(apps), volumes=tuple(volumes), isolators=isolators)
+    return Pod(apps=tuple(apps), volumes=tuple(volumes), isolators=isolators, ports=ports)
 
 
 def parse_image_app(document: object, source: str) -> AppSection | None:
@@ -312,6 +315,7 @@ def _app_section(check: _Checker, raw: object, field: str) -> AppSection | None:
     _refuse_duplicates(check, [mp.name for mp in mount_points], f"{field}.mountPoints", "mount point")
     isolators = _isolators(check, obj, f"{field}.isolators")
     event_handlers = _event_handlers(check, obj, f"{field}.eventHandlers")
+    ports = _ports(check, obj, f"{field}.ports")
     supplementary_gids = []
     for k, gid in enumerate(check.array(obj, "supplementaryGIDs", f"{field}.supplementaryGIDs")):
         if isinstance(gid, bool) or not isinstance(gid, int) or gid < 0:
@@ -330,7 +334,54 @@ def _app_section(check: _Checker, raw: object, field: str) -> AppSection | None:
         isolators=isolators,
         supplementary_gids=tuple(supplementary_gids),
         event_handlers=event_handlers,
+        ports=ports,
     )
+
+
+def _port_number(check: _Checker, obj: dict, key: str, field: str) -> int | None:
+    value = obj.get(key)
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 65535:
+        check.report(field, f"must be a port number from 1 to 65535, not {value!r}")
+        return None
+    return value
+
+
+def _ports(check: _Checker, obj: dict, field: str) -> tuple[Port, ...]:
+    """An app's ports[] (appc Port: name, protocol, port, count, socketActivated)."""
+    ports = []
+    for k, raw in enumerate(check.array(obj, "ports", field)):
+        port = check.obj(raw, f"{field}[{k}]")
+        if port is None:
+            continue
+        problems_before = len(check.problems)
+        name = check.ac_name(port, "name", f"{field}[{k}].name")
+        protocol = check.string(port, "protocol", f"{field}[{k}].protocol", required=True, hint='"tcp" or "udp"')
+        if protocol is not None and protocol not in ("tcp", "udp"):
+            check.report(f"{field}[{k}].protocol", f'is {protocol!r}; kvmpod serves "tcp" and "udp"')
+        number = _port_number(check, port, "port", f"{field}[{k}].port")
+        count = check.unsigned(port, "count", f"{field}[{k}].count", 1) or 1
+        if number is not None and number + count > 65536:
+            check.report(f"{field}[{k}].count", f"ports {number}..{number + count - 1} end past 65535; lower the count")
+        activated = check.boolean(port, "socketActivated", f"{field}[{k}].socketActivated")
+        if len(check.problems) == problems_before and name and protocol and number:
+            ports.append(Port(name, protocol, number, count, bool(activated)))
+    _refuse_duplicates(check, [p.name for p in ports], field, "port")
+    return tuple(ports)
+
+
+def _exposed_ports(check: _Checker, obj: dict, field: str) -> tuple[ExposedPort, ...]:
+    """The pod's ports[]: which host port an app port is reached on."""
+    exposed = []
+    for k, raw in enumerate(check.array(obj, "ports", field)):
+        port = check.obj(raw, f"{field}[{k}]")
+        if port is None:
+            continue
+        name = check.ac_name(port, "name", f"{field}[{k}].name")
+        host_port = _port_number(check, port, "hostPort", f"{field}[{k}].hostPort")
+        if name and host_port:
+            exposed.append(ExposedPort(name, host_port))
+    _refuse_duplicates(check, [p.name for p in exposed], field, "port")
+    return tuple(exposed)
 
 
 _ENV_FIRST = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz_")

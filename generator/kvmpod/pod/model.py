@@ -54,6 +54,25 @@ class EnvironmentVariable:
 
 
 @dataclass(frozen=True)
+class Port:
+    """An app's ports[] entry (appc ImageManifest)."""
+
+    name: str
+    protocol: str  # "tcp" or "udp"
+    port: int
+    count: int = 1
+    socket_activated: bool = False
+
+
+@dataclass(frozen=True)
+class ExposedPort:
+    """The pod manifest's ports[]: an app port by name, on a host port."""
+
+    name: str
+    host_port: int
+
+
+@dataclass(frozen=True)
 class EventHandler:
     """eventHandlers[]: "pre-start" runs before the app, "post-stop" after it, in its root."""
 
@@ -74,6 +93,7 @@ class AppSection:
     isolators: tuple[Isolator, ...] = ()
     supplementary_gids: tuple[int, ...] = ()  # supplementaryGIDs
     event_handlers: tuple[EventHandler, ...] = ()
+    ports: tuple[Port, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -106,6 +126,7 @@ class Pod:
     apps: tuple[App, ...]
     volumes: tuple[Volume, ...] = ()
     isolators: tuple[Isolator, ...] = ()
+    ports: tuple[ExposedPort, ...] = ()
 
     def volume(self, name: str) -> Volume | None:
         for volume in self.volumes:

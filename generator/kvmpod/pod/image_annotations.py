@@ -1,0 +1,25 @@
+"""An app image's annotations (edge: reads /opt/stage2/<app>/manifest when the image has one).
+
+Read for every app, whether or not the pod manifest overrides the image's `app`: annotations such
+as `appc.io/executor/supports-systemd-notify` describe the image itself. An image manifest that
+cannot be read or parsed gives no annotations here; load_image_apps reports it when it matters.
+"""
+
+import json
+
+from .mounts import image_manifest_path
+
+NOTIFY = "appc.io/executor/supports-systemd-notify"
+
+
+def image_annotations(root: str, app_name: str) -> dict[str, str]:
+    try:
+        with open(root + image_manifest_path(app_name), encoding="utf-8") as f:
+            document = json.load(f)
+    except (OSError, UnicodeDecodeError, ValueError):
+        return {}
+    annotations = document.get("annotations") if isinstance(document, dict) else None
+    if not isinstance(annotations, list):
+        return {}
+    return {a["name"]: a["value"] for a in annotations
+            if isinstance(a, dict) and isinstance(a.get("name"), str) and isinstance(a.get("value"), str)}
