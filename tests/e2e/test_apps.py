@@ -28,12 +28,12 @@ import pytest
 
 from . import boot, guestimage
 from .conftest import BootState, module_boot
-from .kvmpod_guest import (Netns, argv_value, host_kvmpod, install_guest_script, install_guest_unit, install_kvmpod,
+from .kvmpod_guest import (BUSYBOX, Netns, argv_value, host_kvmpod, install_guest_script, install_guest_unit, install_kvmpod,
                            kept_dir, make_app_rootfs, pod_uuid, write_json)
 
 pytestmark = pytest.mark.e2e
 
-TIMEOUT = 300.0
+TIMEOUT = 540.0  # TCG on a shared 2-core machine: boot C ran 256 s once
 HOST_IP, GUEST_IP, PREFIX = "10.99.2.1", "10.99.2.2", 24
 TAP = "kvmpode2e2"
 GUEST_RESOLV = "nameserver 10.99.2.53\n"
@@ -99,7 +99,39 @@ APPS: dict[str, dict] = {
                            "> /results/rorootfs.txt; echo > /results/rorootfs.done",
                  "readOnlyRootFS": True},
 }
-DONE = ["envcheck", "limits", "nochown", "noseccomp", "rorootfs"]
+# App semantics: a program path with "$", found in the app's PATH or given whole; event handlers;
+# "root" without /etc/passwd; a relative mount path; appc names systemd cannot pass.
+SEMANTICS_SCRIPT = """#!/bin/sh
+printf '%s\\n' "$0" "$@" > /results/semantics.argv
+busybox tr '\\0' '\\n' < /proc/$$/environ > /results/semantics.env
+echo "$(id -u):$(id -g)" > /results/semantics.id
+echo > /results/semantics.done
+"""
+SEMANTICS_ENV = {"my.var": "a $b 100%", "MY-VAR": "dash", "PLAIN": "plain"}
+APPS["semantics"] = {
+    "exec": ["/bin/run$x", "$HOME", "a b"], "user": "root", "group": "root", "results_path": "results",
+    "environment": [{"name": n, "value": v} for n, v in SEMANTICS_ENV.items()],
+    "eventHandlers": [
+        {"name": "pre-start", "exec": ["/bin/busybox", "sh", "-c", "echo pre-start > /results/semantics.pre"]},
+        {"name": "post-stop", "exec": ["/bin/busybox", "sh", "-c", "echo post-stop > /results/semantics.post"]}]}
+APPS["lookup"] = {"exec": ["hello", "world"], "environment": [{"name": "PATH", "value": "/opt/bin:/bin"}]}
+HELLO_SCRIPT = '#!/bin/sh\nprintf "%s\\n" "$0" "$@" > /results/lookup.argv\necho > /results/lookup.done\n'
+# Socket activation on the pod's host port; a notify-capable image; a Docker-converted image.
+SOCKET_PORT, SOCKET_HOST_PORT = 7777, 7000
+APPS["sockets"] = {"script": 'echo "fds=$LISTEN_FDS pid_ok=$([ "$LISTEN_PID" = $$ ] && echo yes)" > /results/sockets.txt; '
+                             'busybox readlink /proc/$$/fd/3 >> /results/sockets.txt; echo > /results/sockets.done',
+                   "ports": [{"name": "echo", "protocol": "tcp", "port": SOCKET_PORT, "socketActivated": True}]}
+APPS["notifier"] = {"script": 'echo started > /results/notifier.started; /bin/systemd-notify --ready; sleep 2; '
+                              'echo > /results/notifier.done'}
+APPS["docker"] = {"image_app": True}  # its app comes from its image manifest, below
+DOCKER_IMAGE = {
+    "acKind": "ImageManifest", "acVersion": "0.8.11", "name": "docker.io/library/worker",
+    "annotations": [{"name": "appc.io/docker/repository", "value": "docker.io/library/worker"}],
+    "app": {"exec": ["/bin/busybox", "sh", "-c", 'echo "$(id -u):$(id -g)" > /results/docker.id; '
+                     'cat /data/seed.txt > /results/docker.seed 2>&1; echo > /results/docker.done'],
+            "user": "worker", "group": "worker", "mountPoints": [{"name": "seeded", "path": "/data"}]}}
+DONE = ["envcheck", "limits", "nochown", "noseccomp", "rorootfs", "semantics", "lookup", "sockets", "notifier",
+        "docker"]
 
 FINISH_SCRIPT = """#!/bin/sh
 # kvmpod e2e (boot C): wait for the apps, record how systemd saw them, power off.
@@ -114,6 +146,7 @@ i=0
 while :; do
   missing=""
   for d in @DONE@; do [ -e $r/$d.done ] || missing="$missing $d"; done
+  [ -e $r/semantics.post ] || missing="$missing semantics.post"
   state=$(systemctl show memhog.service -p ActiveState --value)
   [ -z "$missing" ] && [ "$state" != active ] && [ "$state" != activating ] && break
   [ $i -ge 120 ] && break
@@ -123,6 +156,7 @@ log "apps finished after ${i}s; missing:${missing:- none}"
 for app in @APPS@; do
   systemctl show $app.service -p ActiveState -p Result -p ExecMainStatus > $r/$app.show
 done
+systemctl show sockets.socket -p Listen -p ActiveState > $r/sockets.socket.show
 sync
 log done
 """
@@ -136,25 +170,31 @@ FailureAction=poweroff
 [Service]
 Type=oneshot
 ExecStart=/usr/local/sbin/kvmpod-e2e-finish
-TimeoutStartSec=280
+TimeoutStartSec=480
 """
 
 
 def manifest(results: Path) -> dict:
     apps = []
     for name, spec in APPS.items():
+        if spec.get("image_app"):
+            apps.append({"name": name, "image": {"name": DOCKER_IMAGE["name"]},
+                         "mounts": [{"volume": "results", "path": "/results"}]})
+            continue
         app = {"exec": spec.get("exec") or ["/bin/busybox", "sh", "-c", spec["script"]],
                "user": spec.get("user", "0"), "group": spec.get("group", "0"),
                "isolators": spec.get("isolators", [])}
-        if "supplementaryGIDs" in spec:
-            app["supplementaryGIDs"] = spec["supplementaryGIDs"]
+        for key in ("supplementaryGIDs", "environment", "eventHandlers", "ports"):
+            if key in spec:
+                app[key] = spec[key]
         entry = {"name": name, "image": {"name": f"example.com/kvmpod-e2e-{name}"}, "app": app,
-                 "mounts": [{"volume": "results", "path": "/results"}]}
+                 "mounts": [{"volume": "results", "path": spec.get("results_path", "/results")}]}
         if spec.get("readOnlyRootFS"):
             entry["readOnlyRootFS"] = True
         apps.append(entry)
     return {"acKind": "PodManifest", "acVersion": "0.8.11", "apps": apps,
-            "volumes": [{"name": "results", "kind": "host", "source": str(results)}]}
+            "volumes": [{"name": "results", "kind": "host", "source": str(results)}],
+            "ports": [{"name": "echo", "hostPort": SOCKET_HOST_PORT}]}
 
 
 def copy_dynamic(binary: str, rootfs: Path) -> None:
@@ -215,6 +255,25 @@ def _run_boot(state: BootC, tmp: Path) -> Iterator[None]:
         for name in APPS:
             if name != "envcheck":
                 make_app_rootfs(root, name)
+        install_guest_script(root, "/opt/stage2/semantics/rootfs/bin/run$x", SEMANTICS_SCRIPT)
+        install_guest_script(root, "/opt/stage2/lookup/rootfs/usr/lib/hello/real", HELLO_SCRIPT)
+        (root / "opt/stage2/lookup/rootfs/opt/bin").mkdir(parents=True)
+        (root / "opt/stage2/lookup/rootfs/opt/bin/hello").symlink_to("/usr/lib/hello/real")
+        if not (root / "bin/busybox").exists():
+            # The guest's static busybox passes variables systemd cannot (busybox-static in a stage1).
+            shutil.copy2(BUSYBOX, root / "bin/busybox")
+        notifier = root / "opt/stage2/notifier"
+        copy_dynamic("/bin/systemd-notify", notifier / "rootfs")
+        write_json(notifier / "manifest", {"acKind": "ImageManifest", "acVersion": "0.8.11",
+                                           "name": "example.com/kvmpod-e2e-notifier", "annotations": [
+                                               {"name": "appc.io/executor/supports-systemd-notify", "value": "true"}]})
+        docker = root / "opt/stage2/docker"
+        write_json(docker / "manifest", DOCKER_IMAGE)
+        (docker / "rootfs/etc").mkdir()
+        (docker / "rootfs/etc/passwd").write_text("root:x:0:0::/:/bin/sh\nworker:x:1234:1234::/:/bin/sh\n")
+        (docker / "rootfs/etc/group").write_text("root:x:0:\n")  # no group "worker": gid = uid
+        (docker / "rootfs/data").mkdir()
+        (docker / "rootfs/data/seed.txt").write_text("from the image\n")
         limits_etc = root / "opt/stage2/limits/rootfs/etc"
         limits_etc.mkdir()
         (limits_etc / "hosts").write_text(IMAGE_HOSTS)
@@ -329,3 +388,58 @@ def test_read_only_rootfs_refuses_writes_but_not_to_volumes_or_tmp(boot_c: BootC
 def test_unknown_isolator_is_a_warning_on_the_kernel_log(boot_c: BootC) -> None:
     boot_c.require()
     assert "unknown isolator 'example.com/unknown-isolator'; ignored" in boot_c.journal(), boot_c.where()
+
+
+# ---------------------------------------------------------------- app semantics
+
+def test_program_path_keeps_its_dollar_and_arguments_arrive_as_written(boot_c: BootC) -> None:
+    boot_c.require()
+    assert boot_c.read("semantics.argv").splitlines() == ["/bin/run$x", "$HOME", "a b"], boot_c.where()
+
+
+def test_environment_names_with_dot_and_dash_reach_the_app_exactly(boot_c: BootC) -> None:
+    boot_c.require()
+    env = dict(line.split("=", 1) for line in boot_c.read("semantics.env").splitlines() if "=" in line)
+    assert {n: env.get(n) for n in SEMANTICS_ENV} == SEMANTICS_ENV, (env, boot_c.where())
+    assert env.get("AC_APP_NAME") == "semantics"
+    assert "Invalid environment assignment" not in boot_c.journal()
+
+
+def test_root_means_zero_without_passwd_and_relative_mount_path_is_in_the_app(boot_c: BootC) -> None:
+    boot_c.require()
+    assert boot_c.read("semantics.id") == "0:0\n"  # written through the mount at "results", i.e. /results
+
+
+def test_event_handlers_run_before_and_after_the_app(boot_c: BootC) -> None:
+    boot_c.require()
+    assert boot_c.read("semantics.pre") == "pre-start\n", boot_c.where()
+    assert boot_c.read("semantics.post") == "post-stop\n", boot_c.where()
+
+
+def test_bare_program_name_is_found_on_the_apps_path(boot_c: BootC) -> None:
+    boot_c.require()
+    assert boot_c.read("lookup.argv").splitlines() == ["/opt/bin/hello", "world"], boot_c.where()
+
+
+# ---------------------------------------------------------------- ports, notify, Docker images
+
+def test_socket_activated_port_listens_on_the_host_port_and_hands_the_app_its_socket(boot_c: BootC) -> None:
+    boot_c.require()
+    show = boot_c.values("sockets.socket.show")
+    assert show["ActiveState"] == "active" and show["Listen"] == f"[::]:{SOCKET_HOST_PORT} (Stream)", show
+    lines = boot_c.read("sockets.txt").splitlines()
+    assert lines[0] == "fds=1 pid_ok=yes" and lines[1].startswith("socket:["), (lines, boot_c.where())
+
+
+def test_notify_image_is_started_when_it_says_ready(boot_c: BootC) -> None:
+    boot_c.require()
+    show = boot_c.values("notifier.show")
+    assert show["Result"] == "success", (show, boot_c.where())  # Type=notify without READY=1: "protocol"
+    assert "Started notifier.service - kvmpod app notifier." in boot_c.journal()
+    assert (boot_c.results / "notifier.done").exists()
+
+
+def test_docker_image_group_falls_back_to_the_uid_and_its_implicit_volume_is_seeded(boot_c: BootC) -> None:
+    boot_c.require()
+    assert boot_c.read("docker.id") == "1234:1234\n", boot_c.where()
+    assert boot_c.read("docker.seed") == "from the image\n", boot_c.where()

@@ -5,7 +5,7 @@ at the app's rootfs for the files its image ships).
 import os
 from collections.abc import Callable
 
-from ..pod.image_annotations import NOTIFY, image_annotations
+from ..pod.image_annotations import NOTIFY
 from ..pod.isolators import read_isolators
 from ..pod.mounts import ResolvedApp
 from ..pod.problems import Problem
@@ -15,8 +15,8 @@ from .app_services import Identity
 from .environment_helper import BUSYBOX, HELPER_IN_APP, is_static_executable, systemd_accepts
 
 
-def app_settings(app: ResolvedApp, identity: Identity, root: str, has_networks: bool, problems: list[Problem],
-                 warn: Callable[[str], None]) -> list[tuple[str, str]]:
+def app_settings(app: ResolvedApp, identity: Identity, root: str, has_networks: bool, annotations: dict[str, str],
+                 problems: list[Problem], warn: Callable[[str], None]) -> list[tuple[str, str]]:
     """Settings for `app`, whose guest tree is at `root`; bad isolators are added to `problems`."""
     section = app.section
     assert section is not None
@@ -25,10 +25,12 @@ def app_settings(app: ResolvedApp, identity: Identity, root: str, has_networks: 
     for warning in warnings:
         warn(f"app {app.name!r}: {warning}")
     settings = _environment_helper(app, root, problems)
-    if image_annotations(root, app.name).get(NOTIFY) == "true":
+    if annotations.get(NOTIFY) == "true":
         # rkt's supportsNotify: the app tells systemd it is ready over $NOTIFY_SOCKET, which must
         # exist inside its root (systemd sets the variable; the socket is bound in at its path).
-        settings += [("Type", "notify"), ("BindPaths", "/run/systemd/notify")]
+        # NotifyAccess=all: an app is often a shell script whose child says READY=1; every process
+        # of the app's own cgroup may, nothing outside it can.
+        settings += [("Type", "notify"), ("NotifyAccess", "all"), ("BindPaths", "/run/systemd/notify")]
     shipped = frozenset(p for p in NAME_SERVICE_FILES if os.path.lexists(root + app.rootfs + p))
     writable = tuple(m.target for m in app.mounts if not m.read_only)
     return (settings + environment_settings(app.rootfs, shipped, has_networks, app.read_only_rootfs, writable)

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from .app_identity import known_ids, resolve_identity
 from .app_services import Identity, app_service, plan_app_ids, plan_app_service
 from .app_settings import app_settings
+from .docker_compat import converted_from_docker, docker_identity, plan_volume_seeds
+from ..pod.image_annotations import image_annotations
 from ..pod.guest_paths import DEFAULT_MANIFEST, NETWORKS_PATH
 from .mount_units import GuestSettings, plan_guest_units
 from ..pod.inside_root import readlink_on_disk
@@ -178,7 +180,10 @@ def _plan_app_services(pod: ResolvedPod, root: str, manifest: str,
             problems.append(Problem(f"{app.section_field}.exec", f"is empty and the guest has no {app.name}.service; "
                                                                  "give the app's command"))
             continue
+        annotations = image_annotations(root, app.name)
         identity = resolve_identity(root + app.rootfs, app.section.user, app.section.group, app.section_field)
+        if isinstance(identity, list) and converted_from_docker(annotations):
+            identity = docker_identity(root + app.rootfs, app.section) or identity
         if isinstance(identity, list):
             problems.extend(identity)
             continue
@@ -186,8 +191,10 @@ def _plan_app_services(pod: ResolvedPod, root: str, manifest: str,
         if program is None:
             continue
         identities[app.name] = identity
-        settings = app_settings(app, identity, root, has_networks, problems, warn)
+        settings = app_settings(app, identity, root, has_networks, annotations, problems, warn)
         outputs += plan_app_service(app, identity, manifest, settings, program)
+        if converted_from_docker(annotations) and manifest_pod is not None:
+            outputs += plan_volume_seeds(app, manifest_pod, manifest)
         if any(p.socket_activated for p in app.section.ports):
             from .app_sockets import plan_app_socket  # only pods with socket-activated ports pay
 
