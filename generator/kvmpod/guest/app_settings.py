@@ -16,7 +16,8 @@ from .environment_helper import BUSYBOX, HELPER_IN_APP, is_static_executable, sy
 
 
 def app_settings(app: ResolvedApp, identity: Identity, root: str, has_networks: bool, annotations: dict[str, str],
-                 problems: list[Problem], warn: Callable[[str], None]) -> list[tuple[str, str]]:
+                 problems: list[Problem], warn: Callable[[str], None],
+                 override_name_service: bool = False) -> list[tuple[str, str]]:
     """Settings for `app`, whose guest tree is at `root`; bad isolators are added to `problems`."""
     section = app.section
     assert section is not None
@@ -31,7 +32,8 @@ def app_settings(app: ResolvedApp, identity: Identity, root: str, has_networks: 
         # NotifyAccess=all: an app is often a shell script whose child says READY=1; every process
         # of the app's own cgroup may, nothing outside it can.
         settings += [("Type", "notify"), ("NotifyAccess", "all"), ("BindPaths", "/run/systemd/notify")]
-    shipped = frozenset(p for p in NAME_SERVICE_FILES if os.path.lexists(root + app.rootfs + p))
+    shipped = frozenset() if override_name_service else \
+        frozenset(p for p in NAME_SERVICE_FILES if os.path.lexists(root + app.rootfs + p))
     writable = tuple(m.target for m in app.mounts if not m.read_only)
     return (settings + environment_settings(app.rootfs, shipped, has_networks, app.read_only_rootfs, writable)
             + isolator_settings(isolators, section.supplementary_gids))

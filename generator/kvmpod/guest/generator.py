@@ -20,7 +20,7 @@ from ..pod.inside_root import readlink_on_disk
 from .kernel_cmdline import debug_requested, kvmpod_settings
 from .kmsg import Log
 from ..pod.image_manifests import load_image_apps
-from ..pod.manifest import load_json, parse_pod_manifest
+from ..pod.manifest import NAME_SERVICE_FILES, load_json, parse_pod_manifest
 from ..pod.model import Pod
 from ..pod.mounts import STAGE2_DIR, ResolvedApp, ResolvedPod, resolve_pod
 from ..pod.names import is_ac_name
@@ -173,6 +173,7 @@ def _plan_app_services(pod: ResolvedPod, root: str, manifest: str,
     problems: list[Problem] = []
     identities: dict[str, Identity] = {}
     has_networks = os.path.lexists(root + NETWORKS_PATH)
+    override_name_service = manifest_pod is not None and manifest_pod.annotation(NAME_SERVICE_FILES) == "guest"
     for app in pod.apps:
         if any(os.path.lexists(f"{root}{d}/{app_service(app.name)}") for d in UNIT_DIRS):
             continue
@@ -191,7 +192,7 @@ def _plan_app_services(pod: ResolvedPod, root: str, manifest: str,
         if program is None:
             continue
         identities[app.name] = identity
-        settings = app_settings(app, identity, root, has_networks, annotations, problems, warn)
+        settings = app_settings(app, identity, root, has_networks, annotations, problems, warn, override_name_service)
         outputs += plan_app_service(app, identity, manifest, settings, program)
         if converted_from_docker(annotations) and manifest_pod is not None:
             outputs += plan_volume_seeds(app, manifest_pod, manifest)

@@ -138,9 +138,32 @@ def parse_pod_manifest(document: object) -> Pod:
     _refuse_duplicates(check, [a.name for a in apps], "apps", "app")
     isolators = _isolators(check, root, "isolators")
     ports = _exposed_ports(check, root, "ports")
+    annotations = _annotations(check, root, "annotations")
     if check.problems:
         raise InvalidInput(check.problems)
-    return Pod(apps=tuple(apps), volumes=tuple(volumes), isolators=isolators, ports=ports)
+    return Pod(apps=tuple(apps), volumes=tuple(volumes), isolators=isolators, ports=ports, annotations=annotations)
+
+
+# kvmpod's own pod annotation: "guest" binds the guest's /etc/hosts and /etc/resolv.conf into every
+# app of a pod with networks even over the image's own (rkt's --dns=host, --hosts-entry=host);
+# "image" (the default) only into apps whose image ships none.
+NAME_SERVICE_FILES = "kvmpod.io/name-service-files"
+
+
+def _annotations(check: _Checker, obj: dict, field: str) -> tuple[tuple[str, str], ...]:
+    found = []
+    for k, raw in enumerate(check.array(obj, "annotations", field)):
+        annotation = check.obj(raw, f"{field}[{k}]")
+        if annotation is None:
+            continue
+        name = check.string(annotation, "name", f"{field}[{k}].name", required=True)
+        value = check.string(annotation, "value", f"{field}[{k}].value", required=True)
+        if name == NAME_SERVICE_FILES and value not in (None, "guest", "image"):
+            check.report(f"{field}[{k}].value", f'is {value!r}; use "guest" (the guest\'s files over the image\'s) '
+                                                'or "image" (the default)')
+        elif name is not None and value is not None:
+            found.append((name, value))
+    return tuple(found)
 
 
 def parse_image_app(document: object, source: str) -> AppSection | None:

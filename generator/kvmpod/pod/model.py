@@ -127,6 +127,10 @@ class Pod:
     volumes: tuple[Volume, ...] = ()
     isolators: tuple[Isolator, ...] = ()
     ports: tuple[ExposedPort, ...] = ()
+    annotations: tuple[tuple[str, str], ...] = ()  # (name, value) as in the manifest
+
+    def annotation(self, name: str) -> str | None:
+        return next((value for key, value in self.annotations if key == name), None)
 
     def volume(self, name: str) -> Volume | None:
         for volume in self.volumes:
