@@ -1,4 +1,5 @@
-"""What rkt 1.30 did for images converted from Docker (annotation appc.io/docker/repository):
+"""What rkt 1.30 did for images converted from Docker (annotation appc.io/docker/repository;
+imported only for such images):
 
 - Group fallback (ParseUserGroup): Docker runs a user without a group as gid = uid; docker2aci
   writes the user's name as the group too, which the image's /etc/group then lacks. When the group
@@ -15,13 +16,6 @@ from .app_identity import lookup_id
 from .mount_units import staging_unit
 from .unitfile import DOCUMENTATION, GeneratedFile, Output, render_unit, requires_link
 from .unitname import mount_unit_name
-
-DOCKER_REPOSITORY = "appc.io/docker/repository"
-
-
-def converted_from_docker(annotations: dict[str, str]) -> bool:
-    return DOCKER_REPOSITORY in annotations
-
 
 def docker_identity(rootfs_on_disk: str, section: AppSection) -> Identity | None:
     """gid = uid for a Docker user whose group docker2aci named after it; None when that does not apply."""

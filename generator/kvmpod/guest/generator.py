@@ -12,8 +12,7 @@ from dataclasses import dataclass
 from .app_identity import known_ids, resolve_identity
 from .app_services import Identity, app_service, plan_app_ids, plan_app_service
 from .app_settings import app_settings
-from .docker_compat import converted_from_docker, docker_identity, plan_volume_seeds
-from ..pod.image_annotations import image_annotations
+from ..pod.image_annotations import DOCKER_REPOSITORY, image_annotations
 from ..pod.guest_paths import DEFAULT_MANIFEST, NETWORKS_PATH
 from .mount_units import GuestSettings, plan_guest_units
 from ..pod.inside_root import readlink_on_disk
@@ -182,8 +181,11 @@ def _plan_app_services(pod: ResolvedPod, root: str, manifest: str,
                                                                  "give the app's command"))
             continue
         annotations = image_annotations(root, app.name)
+        docker = DOCKER_REPOSITORY in annotations
+        if docker:
+            from .docker_compat import docker_identity, plan_volume_seeds  # only Docker-converted images pay
         identity = resolve_identity(root + app.rootfs, app.section.user, app.section.group, app.section_field)
-        if isinstance(identity, list) and converted_from_docker(annotations):
+        if isinstance(identity, list) and docker:
             identity = docker_identity(root + app.rootfs, app.section) or identity
         if isinstance(identity, list):
             problems.extend(identity)
@@ -194,7 +196,7 @@ def _plan_app_services(pod: ResolvedPod, root: str, manifest: str,
         identities[app.name] = identity
         settings = app_settings(app, identity, root, has_networks, annotations, problems, warn, override_name_service)
         outputs += plan_app_service(app, identity, manifest, settings, program)
-        if converted_from_docker(annotations) and manifest_pod is not None:
+        if docker and manifest_pod is not None:
             outputs += plan_volume_seeds(app, manifest_pod, manifest)
         if any(p.socket_activated for p in app.section.ports):
             from .app_sockets import plan_app_socket  # only pods with socket-activated ports pay

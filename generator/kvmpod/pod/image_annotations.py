@@ -10,6 +10,7 @@ import json
 from .mounts import image_manifest_path
 
 NOTIFY = "appc.io/executor/supports-systemd-notify"
+DOCKER_REPOSITORY = "appc.io/docker/repository"  # the image was converted from Docker (docker2aci)
 
 
 def image_annotations(root: str, app_name: str) -> dict[str, str]:
