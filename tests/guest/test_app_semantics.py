@@ -79,3 +79,13 @@ def test_static_executable_check_on_real_binaries():
     assert not is_static_executable(os.path.realpath("/bin/ls"))  # dynamically linked
     assert not is_static_executable("/etc/hostname")
     assert not is_static_executable("/nonexistent")
+
+
+def test_static_executable_check_survives_malformed_headers(tmp_path: Path):
+    import struct
+
+    header = b"\x7fELF" + bytes([2, 1, 1, 0]) + bytes(8)
+    for phentsize, phnum in ((0, 5), (56, 1000), (2, 1)):
+        elf = tmp_path / f"elf-{phentsize}-{phnum}"
+        elf.write_bytes(header + struct.pack("<HHIQQQIHHHHHH", 2, 0x3e, 1, 0, 64, 0, 0, 64, phentsize, phnum, 0, 0, 0))
+        assert not is_static_executable(str(elf))

@@ -69,6 +69,7 @@ def test_seccomp_wildcards_expand_as_rkt_did():
 @pytest.mark.parametrize("isolators,field,words", [
     ([("resource/memory", {"limit": "lots"})], "[0].value.limit", "not a quantity"),
     ([("resource/memory", {"limit": "0"})], "[0].value.limit", "positive limit"),
+    ([("resource/memory", {"limit": "500m"})], "[0].value.limit", "less than a byte"),
     ([("resource/cpu", "1")], "[0].value", "must be an object"),
     ([("os/linux/cpu-shares", 1)], "[0].value", "from 2 to 262144"),
     ([("os/linux/cpu-shares", True)], "[0].value", "from 2 to 262144"),

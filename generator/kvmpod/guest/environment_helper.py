@@ -36,6 +36,6 @@ def is_static_executable(path: str) -> bool:
             table = f.read(phentsize * phnum)
     except OSError:
         return False
-    if len(table) < phentsize * phnum:
-        return False
+    if phentsize < 4 or len(table) < phentsize * phnum:
+        return False  # truncated, or not a program header table anything could run
     return all(struct.unpack_from("<I", table, i * phentsize)[0] != 3 for i in range(phnum))

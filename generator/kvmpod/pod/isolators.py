@@ -60,7 +60,10 @@ def read_isolators(isolators: tuple[Isolator, ...], field: str, uid: int) -> tup
         name, value = isolator.name, isolator.value
         if name == "resource/memory":
             limit = _limit(value, here, problems)
-            if limit is not None:
+            if limit is not None and int(limit) == 0:
+                problems.append(Problem(f"{here}.value.limit", f"{value['limit']!r} is less than a byte; give a "
+                                                               "limit like \"64Mi\""))
+            elif limit is not None:
                 values["memory_max"] = int(limit)
         elif name == "resource/cpu":
             limit = _limit(value, here, problems)

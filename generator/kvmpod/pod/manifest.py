@@ -341,8 +341,9 @@ def _app_section(check: _Checker, raw: object, field: str) -> AppSection | None:
     ports = _ports(check, obj, f"{field}.ports")
     supplementary_gids = []
     for k, gid in enumerate(check.array(obj, "supplementaryGIDs", f"{field}.supplementaryGIDs")):
-        if isinstance(gid, bool) or not isinstance(gid, int) or gid < 0:
-            check.report(f"{field}.supplementaryGIDs[{k}]", f"must be a non-negative integer gid, not {gid!r}")
+        if isinstance(gid, bool) or not isinstance(gid, int) or not 0 <= gid < 4294967295:
+            check.report(f"{field}.supplementaryGIDs[{k}]", f"must be a non-negative integer gid below 4294967295, "
+                                                             f"not {gid!r}")
         else:
             supplementary_gids.append(gid)
     if len(check.problems) != problems_before:
