@@ -303,7 +303,8 @@ def _app_section(check: _Checker, raw: object, field: str) -> AppSection | None:
         if not isinstance(arg, str):
             check.report(f"{field}.exec[{k}]", f"must be a string, not {_json_type(arg)}")
     if exec_ and exec_[0] == "":
-        check.report(f"{field}.exec[0]", "is empty; give the program's path in the image, or its name on the app's PATH")
+        check.report(f"{field}.exec[0]", "is empty; give the program's path in the image, or its name on the "
+                                         "app's PATH")
     user = check.string(obj, "user", f"{field}.user", required=True, hint='a uid or user name, "0" for root')
     group = check.string(obj, "group", f"{field}.group", required=True, hint='a gid or group name, "0" for root')
     working_directory = check.absolute_path(obj, "workingDirectory", f"{field}.workingDirectory", required=False)
