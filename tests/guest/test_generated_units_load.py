@@ -30,8 +30,9 @@ def complaints(stderr: str, units: Path) -> list[str]:
     missing_here = set()
     for service in units.glob("*.service"):
         for line in service.read_text().splitlines():
-            if line.startswith("ExecStart=") and "RootDirectory=" in service.read_text():
-                binary = line.removeprefix("ExecStart=").split()[0]
+            key, _, command = line.partition("=")
+            if key in ("ExecStart", "ExecStartPre", "ExecStopPost") and "RootDirectory=" in service.read_text():
+                binary = command.split()[0].lstrip("@").strip('"')
                 if not Path(binary).exists():
                     missing_here.add(f"{service.name}: Command {binary} is not executable: No such file or directory")
     return [line for line in stderr.splitlines() if line not in missing_here]

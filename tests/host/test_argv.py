@@ -174,4 +174,4 @@ def test_bad_quantity_names_the_isolator():
 
 @pytest.mark.parametrize("text, value", [("1G", 10**9), ("1Gi", 2**30), ("500m", 0.5), ("2", 2), (3, 3)])
 def test_quantities(text, value):
-    assert parse_quantity(text) == pytest.approx(value)
+    assert float(parse_quantity(text)) == pytest.approx(value)

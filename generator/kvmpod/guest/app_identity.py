@@ -36,7 +36,9 @@ def lookup_id(rootfs_on_disk: str, value: str, database: str) -> int | None:
             return None
         number = st.st_uid if database == "passwd" else st.st_gid
         return number if is_valid_id(number) else None
-    return _database_ids(f"{rootfs_on_disk}/etc/{database}", f"the app's /etc/{database}").get(value)
+    found = _database_ids(f"{rootfs_on_disk}/etc/{database}", f"the app's /etc/{database}").get(value)
+    # rkt and appc: "root" is 0 even in an image with no /etc/passwd or /etc/group.
+    return 0 if found is None and value == "root" else found
 
 
 def known_ids(root_on_disk: str, database: str) -> set[int]:

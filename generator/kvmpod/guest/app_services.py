@@ -7,6 +7,7 @@ does not already ship a unit of that name.
 from ..pod.frozen import frozen
 
 from ..pod.mounts import ResolvedApp
+from .environment_helper import HELPER_IN_APP, systemd_accepts
 from .unitfile import (DOCUMENTATION, GeneratedFile, Output, Section, quote_word, render_unit, requires_link,
                        wants_link)
 
@@ -22,17 +23,34 @@ class Identity:
     gid: int
 
 
-def exec_word(word: str) -> str:
-    """One argv word as ExecStart= reads it back: quoted and C-escaped when needed, `$` doubled.
+def exec_word(word: str, *, program: bool = False) -> str:
+    """One argv word as ExecStart= reads it back: quoted and C-escaped when needed, `$` doubled
+    in arguments (systemd expands $VAR there, never in the program's path: rkt's quoteExec).
 
     (`%` is doubled by render_unit, which runs before systemd's own specifier pass is undone.)
     """
-    word = word.replace("$", "$$")  # ExecStart= expands $VAR at run time
+    if not program:
+        word = word.replace("$", "$$")  # ExecStart= expands $VAR at run time
     if word and _PLAIN.issuperset(word):
         return word
     if word == ";":
         return "\\;"  # a lone ";" separates commands
     return quote_word(word)
+
+
+def exec_command(argv: tuple[str, ...] | list[str]) -> str:
+    """A whole command line for ExecStart=, ExecStartPre=, ExecStopPost=."""
+    return " ".join([exec_word(argv[0], program=True), *(exec_word(w) for w in argv[1:])])
+
+
+def _exec_start(program: str, section) -> str:
+    """ExecStart=; through the env helper when a variable's name is one systemd would drop."""
+    argv = [program, *section.exec[1:]]
+    passed = [f"{e.name}={e.value}" for e in section.environment if not systemd_accepts(e.name)]
+    if not passed:
+        return exec_command(argv)
+    # "@": argv[0] is "env", the applet busybox runs; the program is env's argument now.
+    return " ".join([f"@{HELPER_IN_APP}", "env", *(exec_word(w) for w in passed + argv)])
 
 
 def environment_assignment(name: str, value: str) -> str:
@@ -76,20 +94,33 @@ def plan_app_ids(identities: dict[str, Identity], guest_uids: set[int], guest_gi
     return [GeneratedFile(IDS_UNIT, render_unit(sections))] + [requires_link(app_service(app), IDS_UNIT) for app in apps]
 
 
-def plan_app_service(app: ResolvedApp, identity: Identity, manifest_path: str) -> list[Output]:
+def plan_app_service(app: ResolvedApp, identity: Identity, manifest_path: str,
+                     settings: list[tuple[str, str]] = (), program: str | None = None) -> list[Output]:
+    """The app's unit; `settings` are its environment's and isolators' [Service] settings
+    (app_environment.py, app_isolators.py); `program` is exec[0] as found in the app's rootfs."""
     section = app.section
     assert section is not None and section.exec, "the edge only asks for apps with a command"
     service: list[tuple[str, str]] = [
         ("Type", "simple"),
         ("RootDirectory", app.rootfs),
-        ("ExecStart", " ".join(exec_word(w) for w in section.exec)),
+        ("ExecStart", _exec_start(program or section.exec[0], section)),
         ("User", str(identity.uid)),
         ("Group", str(identity.gid)),
         ("WorkingDirectory", section.working_directory or "/"),
         # rkt gave every app its name; appc says AC_APP_NAME is always set.
         ("Environment", environment_assignment("AC_APP_NAME", app.name)),
     ]
-    service += [("Environment", environment_assignment(e.name, e.value)) for e in section.environment]
+    service += [("Environment", environment_assignment(e.name, e.value)) for e in section.environment
+                if systemd_accepts(e.name)]
+    # rkt's default output: the journal, tagged with the app's name, and the console.
+    service += [("SyslogIdentifier", app.name), ("StandardOutput", "journal+console"),
+                ("StandardError", "journal+console")]
+    if any(key == "Type" for key, _ in settings):
+        service = [(key, value) for key, value in service if key != "Type"]  # e.g. Type=notify
+    service += settings
+    # appc's event handlers run in the app's root, as the app's user (rkt: ExecStartPre=/ExecStopPost=).
+    service += [("ExecStartPre" if h.name == "pre-start" else "ExecStopPost", exec_command(h.exec))
+                for h in section.event_handlers]
     sections: list[Section] = [
         ("Unit", [("Description", f"kvmpod app {app.name}"), ("Documentation", DOCUMENTATION),
                   ("SourcePath", manifest_path),

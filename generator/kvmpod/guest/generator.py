@@ -11,6 +11,8 @@ from ..pod.frozen import frozen
 
 from .app_identity import known_ids, resolve_identity
 from .app_services import Identity, app_service, plan_app_ids, plan_app_service
+from .app_settings import app_settings
+from ..pod.image_annotations import DOCKER_REPOSITORY, image_annotations
 from ..pod.guest_paths import DEFAULT_MANIFEST, NETWORKS_PATH
 from .mount_units import GuestSettings, plan_guest_units
 from ..pod.inside_root import readlink_on_disk
@@ -18,9 +20,9 @@ from .kernel_cmdline import debug_requested, kvmpod_settings
 from .kmsg import Log
 from ..pod.files import read_text
 from ..pod.image_manifests import load_image_apps
-from ..pod.manifest import load_json, parse_pod_manifest
+from ..pod.manifest import NAME_SERVICE_FILES, load_json, parse_pod_manifest
 from ..pod.model import Pod
-from ..pod.mounts import STAGE2_DIR, ResolvedPod, resolve_pod
+from ..pod.mounts import STAGE2_DIR, ResolvedApp, ResolvedPod, resolve_pod
 from ..pod.names import is_ac_name
 from .output import print_outputs, write_outputs
 from ..pod.problems import InvalidInput, Problem
@@ -220,7 +222,7 @@ def plan_pod(pod: Pod, root: str, guest: GuestSettings, warn: Callable[[str], No
     Shared with `kvmpod explain` and `kvmpod status`, so they show exactly what the generator writes.
     """
     resolved = resolve_pod(pod, staged_volumes(pod), load_image_apps(pod, root), root, readlink_on_disk, warn)
-    return plan_guest_units(resolved, guest) + _plan_app_services(resolved, root, guest.manifest_path)
+    return plan_guest_units(resolved, guest) + _plan_app_services(resolved, root, guest.manifest_path, warn, pod)
 
 
 def _plan_networks(root: str) -> list[Output]:
@@ -233,11 +235,14 @@ def _plan_networks(root: str) -> list[Output]:
     return plan_network_units(parse_guest_networks(load_json(text, NETWORKS_PATH)), NETWORKS_PATH)
 
 
-def _plan_app_services(pod: ResolvedPod, root: str, manifest: str) -> list[Output]:
+def _plan_app_services(pod: ResolvedPod, root: str, manifest: str,
+                       warn: Callable[[str], None] = lambda _: None, manifest_pod: Pod | None = None) -> list[Output]:
     """A unit for every app the guest ships none for; an app it does ship only gets its mounts wired."""
     outputs: list[Output] = []
     problems: list[Problem] = []
     identities: dict[str, Identity] = {}
+    has_networks = os.path.lexists(root + NETWORKS_PATH)
+    override_name_service = manifest_pod is not None and manifest_pod.annotation(NAME_SERVICE_FILES) == "guest"
     for app in pod.apps:
         if any(os.path.lexists(f"{root}{d}/{app_service(app.name)}") for d in UNIT_DIRS):
             continue
@@ -245,15 +250,49 @@ def _plan_app_services(pod: ResolvedPod, root: str, manifest: str) -> list[Outpu
             problems.append(Problem(f"{app.section_field}.exec", f"is empty and the guest has no {app.name}.service; "
                                                                  "give the app's command"))
             continue
+        annotations = image_annotations(root, app.name)
+        docker = DOCKER_REPOSITORY in annotations
+        if docker:
+            from .docker_compat import docker_identity, plan_volume_seeds  # only Docker-converted images pay
         identity = resolve_identity(root + app.rootfs, app.section.user, app.section.group, app.section_field)
+        if isinstance(identity, list) and docker:
+            identity = docker_identity(root + app.rootfs, app.section) or identity
         if isinstance(identity, list):
             problems.extend(identity)
             continue
+        program = _program(app, root, problems)
+        if program is None:
+            continue
         identities[app.name] = identity
-        outputs += plan_app_service(app, identity, manifest)
+        settings = app_settings(app, identity, root, has_networks, annotations, problems, warn, override_name_service)
+        outputs += plan_app_service(app, identity, manifest, settings, program)
+        if docker and manifest_pod is not None:
+            outputs += plan_volume_seeds(app, manifest_pod, manifest)
+        if any(p.socket_activated for p in app.section.ports):
+            from .app_sockets import plan_app_socket  # only pods with socket-activated ports pay
+
+            exposed = manifest_pod.ports if manifest_pod is not None else ()
+            outputs += plan_app_socket(app.name, app.section.ports, exposed, manifest, warn)
     if problems:
         raise InvalidInput(problems)
     return outputs + plan_app_ids(identities, known_ids(root, "passwd"), known_ids(root, "group"), manifest)
+
+
+def _program(app: ResolvedApp, root: str, problems: list[Problem]) -> str | None:
+    """exec[0] as a path inside the app (rkt's FindBinPath); a problem when it names nothing there."""
+    assert app.section is not None
+    program = app.section.exec[0]
+    if program.startswith("/"):
+        return program
+    from .exec_path import find_program  # only apps with a relative exec[0] pay
+
+    path = next((e.value for e in app.section.environment if e.name == "PATH"), None)
+    found = find_program(root + app.rootfs, program, app.section.working_directory or "/", path)
+    if found is None:
+        where = f"the app's PATH {path!r}" if path is not None else "its working directory, /bin and /usr/bin"
+        problems.append(Problem(f"{app.section_field}.exec[0]", f"{program!r} is not an executable file in {where} "
+                                                                "inside the app's rootfs; give its absolute path"))
+    return found
 
 
 def _refuse_apps(root: str, manifest: str | None, log: Log) -> list[Output]:

@@ -15,6 +15,9 @@ class UnsafeValue(ValueError):
 
 # Keys whose values systemd does not expand specifiers in: a "%" there would be literal.
 _NO_SPECIFIERS = frozenset(("Type", "RemainAfterExit", "DefaultDependencies"))
+# Keys whose "%" is literal and meant: CPUQuota=25% ("25%%" is "Invalid CPU quota"); the generator
+# computes these values itself.
+_LITERAL_PERCENT = frozenset(("CPUQuota",))
 
 
 def unit_value(key: str, value: str) -> str:
@@ -31,6 +34,8 @@ def unit_value(key: str, value: str) -> str:
     problem = _unwritable(value)
     if problem is not None:
         raise UnsafeValue(f"{key}={value!r:.300} {problem} and cannot be written into a unit file")
+    if key in _LITERAL_PERCENT:
+        return value
     if key in _NO_SPECIFIERS:
         if "%" in value:
             raise UnsafeValue(f"{key}={value!r} contains '%' and cannot be written into a unit file")

@@ -8,21 +8,14 @@ sum is larger. Pod-level isolators are not counted, as in rkt.
 
 import os
 from dataclasses import dataclass
-from decimal import ROUND_CEILING, Decimal, InvalidOperation
 
 from ..pod.model import AppSection, Isolator, Pod
 from ..pod.problems import InvalidInput, Problem
+from ..pod.quantity import Quantity, parse_quantity  # noqa: F401  (also this module's API)
 
 SYSTEM_MEMORY_OVERHEAD_MIB = 128
 MIN_MEMORY_MIB = 512
 MIB = 1024 * 1024
-
-# Kubernetes resource.Quantity suffixes, which appc uses.
-_SUFFIXES = {
-    "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50, "Ei": 2**60,
-    "k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12, "P": 10**15, "E": 10**18,
-    "m": Decimal("0.001"), "": 1,
-}
 
 
 @dataclass(frozen=True)
@@ -31,29 +24,7 @@ class Resources:
     memory_mib: int
 
 
-def parse_quantity(value: object) -> Decimal:
-    """"1G", "512Mi", "500m", "2", 2 as a Decimal; ValueError when it is none of those."""
-    if isinstance(value, bool) or not isinstance(value, (str, int)):
-        raise ValueError
-    text = str(value)
-    for suffix in sorted(_SUFFIXES, key=len, reverse=True):
-        if suffix and text.endswith(suffix):
-            number, scale = text[: -len(suffix)], _SUFFIXES[suffix]
-            break
-    else:
-        number, scale = text, 1
-    if not number or not all(c in "0123456789." for c in number):
-        raise ValueError
-    try:
-        quantity = Decimal(number) * scale
-    except InvalidOperation:
-        raise ValueError from None
-    if quantity < 0:
-        raise ValueError
-    return quantity
-
-
-def _limit(isolator: Isolator, field: str, problems: list[Problem]) -> Decimal | None:
+def _limit(isolator: Isolator, field: str, problems: list[Problem]) -> Quantity | None:
     value = isolator.value
     if not isinstance(value, dict) or "limit" not in value:
         return None  # only a request: rkt sized the VM by limits alone
@@ -82,12 +53,12 @@ def app_resources(pod: Pod, sections: dict[str, AppSection | None], host_cpus: i
             if isolator.name == "resource/memory":
                 limit = _limit(isolator, field, problems)
                 if limit is not None:
-                    total_memory += int(limit) // MIB
+                    total_memory += limit.floor() // MIB
             elif isolator.name == "resource/cpu":
                 limit = _limit(isolator, field, problems)
                 if limit is not None:
                     cpus_given = True
-                    total_cpus += int(limit.to_integral_value(rounding=ROUND_CEILING))
+                    total_cpus += limit.ceil()
     if problems:
         raise InvalidInput(problems)
     if not cpus_given or total_cpus > host_cpus or total_cpus < 1:

@@ -11,10 +11,13 @@ from .model import (
     App,
     AppSection,
     EnvironmentVariable,
+    EventHandler,
+    ExposedPort,
     Isolator,
     Mount,
     MountPoint,
     Pod,
+    Port,
     Volume,
 )
 from .ids import ID_HINT, is_valid_id, parse_id
@@ -224,9 +227,33 @@ def parse_pod_manifest(document: object) -> Pod:
     ]
     _refuse_duplicates(check, [a.name for a in apps], "apps", "app")
     isolators = _isolators(check, root, "isolators")
+    ports = _exposed_ports(check, root, "ports")
+    annotations = _annotations(check, root, "annotations")
     if check.problems:
         raise InvalidInput(check.problems)
-    return Pod(apps=tuple(apps), volumes=tuple(volumes), isolators=isolators)
+    return Pod(apps=tuple(apps), volumes=tuple(volumes), isolators=isolators, ports=ports, annotations=annotations)
+
+
+# kvmpod's own pod annotation: "guest" binds the guest's /etc/hosts and /etc/resolv.conf into every
+# app of a pod with networks even over the image's own (rkt's --dns=host, --hosts-entry=host);
+# "image" (the default) only into apps whose image ships none.
+NAME_SERVICE_FILES = "kvmpod.io/name-service-files"
+
+
+def _annotations(check: _Checker, obj: dict, field: str) -> tuple[tuple[str, str], ...]:
+    found = []
+    for k, raw in enumerate(check.array(obj, "annotations", field)):
+        annotation = check.obj(raw, f"{field}[{k}]")
+        if annotation is None:
+            continue
+        name = check.string(annotation, "name", f"{field}[{k}].name", required=True)
+        value = check.string(annotation, "value", f"{field}[{k}].value", required=True)
+        if name == NAME_SERVICE_FILES and value not in (None, "guest", "image"):
+            check.report(f"{field}[{k}].value", f'is {value!r}; use "guest" (the guest\'s files over the image\'s) '
+                                                'or "image" (the default)')
+        elif name is not None and value is not None:
+            found.append((name, value))
+    return tuple(found)
 
 
 def parse_image_app(document: object, source: str) -> AppSection | None:
@@ -323,9 +350,10 @@ def _app(check: _Checker, raw: object, field: str, declared_volumes: set) -> App
             if app_volumes.setdefault(mount.volume, mount.app_volume) != mount.app_volume:
                 check.report(f"{field}.mounts[{j}].appVolume", f"differs from an earlier appVolume named "
                                                                f"{mount.volume!r} in this app; make them identical")
+    read_only_rootfs = check.boolean(obj, "readOnlyRootFS", f"{field}.readOnlyRootFS")
     if len(check.problems) != problems_before or name is None:
         return None
-    return App(name=name, image_name=image_name, app=section, mounts=mounts)
+    return App(name=name, image_name=image_name, app=section, mounts=mounts, read_only_rootfs=bool(read_only_rootfs))
 
 
 def _mount(check: _Checker, raw: object, field: str, declared_volumes: set) -> Mount | None:
@@ -333,6 +361,9 @@ def _mount(check: _Checker, raw: object, field: str, declared_volumes: set) -> M
     if obj is None:
         return None
     volume = check.ac_name(obj, "volume", f"{field}.volume")
+    if isinstance(obj.get("path"), str) and obj["path"] and not obj["path"].startswith("/"):
+        # `rkt run --mount volume=v,target=dir1` writes "dir1": relative to the app's root.
+        obj = dict(obj, path="/" + obj["path"])
     path = check.absolute_path(obj, "path", f"{field}.path", required=True)
     app_volume = None
     if obj.get("appVolume") is not None:
@@ -363,8 +394,9 @@ def _app_section(check: _Checker, raw: object, field: str) -> AppSection | None:
             check.report(f"{field}.exec[{k}]", f"must be a string, not {_json_type(arg)}")
         elif "\0" in arg:
             check.report(f"{field}.exec[{k}]", "contains NUL, which no program argument can hold; remove it")
-    if exec_ and isinstance(exec_[0], str) and not exec_[0].startswith("/"):
-        check.report(f"{field}.exec[0]", f"{exec_[0]!r} is not absolute; give the program's full path in the image")
+    if exec_ and exec_[0] == "":
+        check.report(f"{field}.exec[0]", "is empty; give the program's path in the image, or its name on the "
+                                         "app's PATH")
     user = check.user_or_group(obj, "user", f"{field}.user", 'a uid or user name, "0" for root')
     group = check.user_or_group(obj, "group", f"{field}.group", 'a gid or group name, "0" for root')
     working_directory = check.absolute_path(obj, "workingDirectory", f"{field}.workingDirectory", required=False)
@@ -375,15 +407,15 @@ def _app_section(check: _Checker, raw: object, field: str) -> AppSection | None:
             continue
         env_name = check.string(env, "name", f"{field}.environment[{k}].name", required=True)
         env_value = check.string(env, "value", f"{field}.environment[{k}].value", required=True)
-        if env_name is not None and not _is_env_name(env_name):
-            # systemd drops any other name with a warning ("Invalid environment assignment"): the app
-            # would silently run without the variable.
-            check.report(f"{field}.environment[{k}].name", f"{env_name!r:.100} is not a variable name; use "
-                                                           "letters, digits and underscores, not starting with a digit")
-        elif env_value is not None and "\0" in env_value:
-            check.report(f"{field}.environment[{k}].value", "contains NUL, which no environment variable can hold; "
-                                                            "remove it")
+        if env_name is not None and not _is_environment_name(env_name):
+            # appc's rule (schema/types/environment.go): ^[A-Za-z_][A-Za-z_0-9.-]*$
+            check.report(f"{field}.environment[{k}].name", f"{env_name!r} is not a variable name; start with a "
+                                                           "letter or underscore, then letters, digits, _ . or -")
+        elif env_name is not None and any(e.name == env_name for e in environment):
+            check.report(f"{field}.environment[{k}].name", f"{env_name!r} is set twice; keep one")
         elif env_name is not None and env_value is not None:
+            if "\0" in env_value:
+                check.report(f"{field}.environment[{k}].value", "contains a NUL, which no environment can carry")
             environment.append(EnvironmentVariable(env_name, env_value))
     mount_points = []
     for k, raw_mp in enumerate(check.array(obj, "mountPoints", f"{field}.mountPoints")):
@@ -398,6 +430,15 @@ def _app_section(check: _Checker, raw: object, field: str) -> AppSection | None:
             mount_points.append(MountPoint(mp_name, mp_path, bool(mp_read_only)))
     _refuse_duplicates(check, [mp.name for mp in mount_points], f"{field}.mountPoints", "mount point")
     isolators = _isolators(check, obj, f"{field}.isolators")
+    event_handlers = _event_handlers(check, obj, f"{field}.eventHandlers")
+    ports = _ports(check, obj, f"{field}.ports")
+    supplementary_gids = []
+    for k, gid in enumerate(check.array(obj, "supplementaryGIDs", f"{field}.supplementaryGIDs")):
+        if isinstance(gid, bool) or not isinstance(gid, int) or not 0 <= gid < 4294967295:
+            check.report(f"{field}.supplementaryGIDs[{k}]", f"must be a non-negative integer gid below 4294967295, "
+                                                             f"not {gid!r}")
+        else:
+            supplementary_gids.append(gid)
     if len(check.problems) != problems_before:
         return None
     return AppSection(
@@ -408,15 +449,88 @@ def _app_section(check: _Checker, raw: object, field: str) -> AppSection | None:
         environment=tuple(environment),
         mount_points=tuple(mount_points),
         isolators=isolators,
+        supplementary_gids=tuple(supplementary_gids),
+        event_handlers=event_handlers,
+        ports=ports,
     )
 
 
-_ENV_NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_")
+def _port_number(check: _Checker, obj: dict, key: str, field: str) -> int | None:
+    value = obj.get(key)
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 65535:
+        check.report(field, f"must be a port number from 1 to 65535, not {value!r}")
+        return None
+    return value
 
 
-def _is_env_name(name: str) -> bool:
-    """systemd's env_name_is_valid (bash's rule): [A-Za-z_][A-Za-z0-9_]*."""
-    return bool(name) and not name[0].isdigit() and _ENV_NAME_CHARS.issuperset(name)
+def _ports(check: _Checker, obj: dict, field: str) -> tuple[Port, ...]:
+    """An app's ports[] (appc Port: name, protocol, port, count, socketActivated)."""
+    ports = []
+    for k, raw in enumerate(check.array(obj, "ports", field)):
+        port = check.obj(raw, f"{field}[{k}]")
+        if port is None:
+            continue
+        problems_before = len(check.problems)
+        name = check.ac_name(port, "name", f"{field}[{k}].name")
+        protocol = check.string(port, "protocol", f"{field}[{k}].protocol", required=True, hint='"tcp" or "udp"')
+        if protocol is not None and protocol not in ("tcp", "udp"):
+            check.report(f"{field}[{k}].protocol", f'is {protocol!r}; kvmpod serves "tcp" and "udp"')
+        number = _port_number(check, port, "port", f"{field}[{k}].port")
+        count = check.unsigned(port, "count", f"{field}[{k}].count", 1) or 1
+        if number is not None and number + count > 65536:
+            check.report(f"{field}[{k}].count", f"ports {number}..{number + count - 1} end past 65535; lower the count")
+        activated = check.boolean(port, "socketActivated", f"{field}[{k}].socketActivated")
+        if len(check.problems) == problems_before and name and protocol and number:
+            ports.append(Port(name, protocol, number, count, bool(activated)))
+    _refuse_duplicates(check, [p.name for p in ports], field, "port")
+    return tuple(ports)
+
+
+def _exposed_ports(check: _Checker, obj: dict, field: str) -> tuple[ExposedPort, ...]:
+    """The pod's ports[]: which host port an app port is reached on."""
+    exposed = []
+    for k, raw in enumerate(check.array(obj, "ports", field)):
+        port = check.obj(raw, f"{field}[{k}]")
+        if port is None:
+            continue
+        name = check.ac_name(port, "name", f"{field}[{k}].name")
+        host_port = _port_number(check, port, "hostPort", f"{field}[{k}].hostPort")
+        if name and host_port:
+            exposed.append(ExposedPort(name, host_port))
+    _refuse_duplicates(check, [p.name for p in exposed], field, "port")
+    return tuple(exposed)
+
+
+_ENV_FIRST = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz_")
+_ENV_REST = _ENV_FIRST | frozenset("0123456789.-")
+
+
+def _is_environment_name(name: str) -> bool:
+    return bool(name) and name[0] in _ENV_FIRST and _ENV_REST.issuperset(name)
+
+
+def _event_handlers(check: _Checker, obj: dict, field: str) -> tuple[EventHandler, ...]:
+    """appc's pre-start and post-stop handlers, at most one of each (TestAppEventHandlersInvalid)."""
+    handlers: list[EventHandler] = []
+    for k, raw in enumerate(check.array(obj, "eventHandlers", field)):
+        handler = check.obj(raw, f"{field}[{k}]")
+        if handler is None:
+            continue
+        name = check.string(handler, "name", f"{field}[{k}].name", required=True, hint='"pre-start" or "post-stop"')
+        if name is not None and name not in ("pre-start", "post-stop"):
+            check.report(f"{field}[{k}].name", f'is {name!r}; use "pre-start" or "post-stop"')
+            name = None
+        elif name is not None and any(h.name == name for h in handlers):
+            check.report(f"{field}[{k}].name", f"a second {name!r} handler; give one and put both commands in it")
+            name = None
+        exec_ = check.array(handler, "exec", f"{field}[{k}].exec")
+        if not exec_ or not all(isinstance(w, str) for w in exec_) or not exec_[0].startswith("/"):
+            check.report(f"{field}[{k}].exec", 'must be a command as an array of strings starting with an absolute '
+                                               'path, e.g. ["/bin/migrate", "--up"]')
+            continue
+        if name is not None:
+            handlers.append(EventHandler(name, tuple(exec_)))
+    return tuple(handlers)
 
 
 def _isolators(check: _Checker, obj: dict, field: str) -> tuple[Isolator, ...]:

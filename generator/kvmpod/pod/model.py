@@ -54,6 +54,33 @@ class EnvironmentVariable:
 
 
 @frozen
+class Port:
+    """An app's ports[] entry (appc ImageManifest)."""
+
+    name: str
+    protocol: str  # "tcp" or "udp"
+    port: int
+    count: int = 1
+    socket_activated: bool = False
+
+
+@frozen
+class ExposedPort:
+    """The pod manifest's ports[]: an app port by name, on a host port."""
+
+    name: str
+    host_port: int
+
+
+@frozen
+class EventHandler:
+    """eventHandlers[]: "pre-start" runs before the app, "post-stop" after it, in its root."""
+
+    name: str
+    exec: tuple[str, ...]
+
+
+@frozen
 class AppSection:
     """The `app` object of an image manifest (or of apps[] in the pod manifest, which overrides it)."""
 
@@ -64,6 +91,9 @@ class AppSection:
     environment: tuple[EnvironmentVariable, ...] = ()
     mount_points: tuple[MountPoint, ...] = ()
     isolators: tuple[Isolator, ...] = ()
+    supplementary_gids: tuple[int, ...] = ()  # supplementaryGIDs
+    event_handlers: tuple[EventHandler, ...] = ()
+    ports: tuple[Port, ...] = ()
 
 
 @frozen
@@ -72,6 +102,23 @@ class App:
     image_name: str | None
     app: AppSection | None  # None: not in the pod manifest, read the image manifest
     mounts: tuple[Mount, ...] = ()
+    read_only_rootfs: bool = False  # readOnlyRootFS
+
+
+@frozen
+class AppIsolators:
+    """An app's isolators as systemd settings take them (pod/isolators.py reads them; rkt's
+    appSystemdUnit and getAppCapabilities decided the defaults)."""
+
+    memory_max: int | None = None  # bytes: resource/memory limit
+    cpu_quota_percent: int | None = None  # resource/cpu limit in millicores / 10
+    cpu_weight: int | None = None  # os/linux/cpu-shares, as systemd converts shares to a weight
+    oom_score_adjust: int | None = None  # os/linux/oom-score-adj
+    capabilities: tuple[str, ...] = ()  # the bounding set
+    no_new_privileges: bool = False
+    seccomp_mode: str = "deny"  # "deny" (a remove set), "allow" (a retain set) or "off" (@appc.io/all)
+    seccomp_set: tuple[str, ...] = ()  # syscall names and systemd @groups
+    seccomp_errno: str = ""  # "": a blocked call kills the app with SIGSYS
 
 
 @frozen
@@ -79,6 +126,11 @@ class Pod:
     apps: tuple[App, ...]
     volumes: tuple[Volume, ...] = ()
     isolators: tuple[Isolator, ...] = ()
+    ports: tuple[ExposedPort, ...] = ()
+    annotations: tuple[tuple[str, str], ...] = ()  # (name, value) as in the manifest
+
+    def annotation(self, name: str) -> str | None:
+        return next((value for key, value in self.annotations if key == name), None)
 
     def volume(self, name: str) -> Volume | None:
         for volume in self.volumes:

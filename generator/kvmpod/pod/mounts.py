@@ -41,6 +41,7 @@ class ResolvedApp:
     section: AppSection | None  # the pod manifest's app, else the image manifest's
     section_field: str  # where that section is, for messages: "apps[0].app" or "<image manifest>: app"
     mounts: tuple[AppMount, ...]
+    read_only_rootfs: bool = False  # the pod manifest's readOnlyRootFS
 
     @property
     def rootfs(self) -> str:
@@ -89,7 +90,7 @@ def resolve_pod(
         mounts = _app_mounts(app, i, section, f"{section_field}.mountPoints", by_stage_name, implicit,
                              problems, warn)
         resolved = _resolve_targets(app, mounts, disk_root, readlink, problems)
-        apps.append(ResolvedApp(app.name, section, section_field, tuple(resolved)))
+        apps.append(ResolvedApp(app.name, section, section_field, tuple(resolved), app.read_only_rootfs))
     if problems:
         raise InvalidInput(problems)
     return ResolvedPod(tuple(apps), staged + tuple(implicit))
