@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 from ..guest.mount_units import ninep_mount_options
 from .network import Network, kernel_ip_param, lkvm_network_args, qemu_network_args
+from .pods import lkvm_pod_args, pod_kernel_params, qemu_pod_args
 from .resources import Resources
 from .volumes import (DEFAULT_SECURITY_MODEL, SECURITY_MODELS, lkvm_9p_args, qemu_9p_args, qemu_value,
                            qemu_volume_args)
@@ -47,6 +48,7 @@ class HostSettings:
     accel: str = "auto"
     extra_kernel_params: str = ""
     lkvm_binary: str = "lkvm"
+    pod_dir: str | None = None  # kvmpod run's pod directory: its share, apps' output port, QMP (host.pods)
     qemu_binary: str = "qemu-system-x86_64"
 
 
@@ -84,6 +86,8 @@ def kernel_params(settings: HostSettings, networks: tuple[Network, ...]) -> str:
         # Keep eth<i> names: the guest's network units and the kernel's ip= address NICs by them.
         params.append("net.ifnames=0")
         params.append(kernel_ip_param(networks[0], 0))  # the kernel honours one ip=; units do the rest
+    if settings.pod_dir is not None:
+        params += pod_kernel_params(settings.pod_dir)
     if settings.extra_kernel_params.strip():
         params.append(settings.extra_kernel_params.strip())
     return " ".join(params)
@@ -167,6 +171,8 @@ def lkvm_argv(pod: Pod, staged: tuple[StagedVolume, ...], networks: tuple[Networ
     argv += ["--params", params]
     argv += lkvm_9p_args(pod, staged)
     argv += lkvm_network_args(networks, settings.pod_uuid)
+    if settings.pod_dir is not None:
+        argv += lkvm_pod_args(settings.pod_dir)
     return argv
 
 
@@ -203,6 +209,8 @@ def qemu_argv(pod: Pod, staged: tuple[StagedVolume, ...], networks: tuple[Networ
                          read_only=False)
     argv += qemu_volume_args(staged, settings.security_model)
     argv += qemu_network_args(networks, settings.pod_uuid)
+    if settings.pod_dir is not None:
+        argv += qemu_pod_args(settings.pod_dir, settings.security_model)
     return argv
 
 
