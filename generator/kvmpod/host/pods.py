@@ -9,7 +9,9 @@
       share/apps/<app>      the pod share (9p tag kvmpod_pod): each app's end, written by the guest
       console.log           the guest console
       apps.log              the apps' output as the guest sent it ("[  12.3] app[42]: line")
-      qmp.sock              QEMU's QMP socket (kvmpod stop, Ctrl-C: the ACPI power button)
+      hypervisor.log        the hypervisor's own stdout and stderr
+    /run/kvmpod/<uuid>.qmp  QEMU's QMP socket (kvmpod stop, Ctrl-C: the ACPI power button); not in the
+                            pod directory because a socket path must fit 108 bytes
 
 Everything the host reads from the share was written by the guest: it is opened without following
 symlinks, size-capped and parsed as data.
@@ -24,6 +26,7 @@ from dataclasses import dataclass
 
 PODS_ENV = "KVMPOD_PODS_DIR"
 DEFAULT_PODS_DIR = "/var/lib/kvmpod/pods"
+QMP_DIR = "/run/kvmpod"
 POD_SHARE_TAG = "kvmpod_pod"  # "_" is not allowed in an AC Name: no volume's tag can be this
 MAX_RECORD_BYTES = 4096
 
@@ -46,9 +49,11 @@ class PodDir:
     def __getattr__(self, name: str) -> str:
         files = {"manifest": "pod.json", "state_file": "state.json", "lock": "lock", "stage1": "stage1",
                  "rootfs": "stage1/rootfs", "share": "share", "exits": "share/apps", "console": "console.log",
-                 "apps_log": "apps.log", "qmp": "qmp.sock"}
+                 "apps_log": "apps.log", "hypervisor_log": "hypervisor.log"}
         if name in files:
             return os.path.join(self.path, files[name])
+        if name == "qmp":
+            return os.path.join(QMP_DIR, f"{self.uuid}.qmp")
         raise AttributeError(name)
 
 
@@ -221,6 +226,10 @@ def gc(older_than: float, now: float | None = None, base: str | None = None) -> 
             continue
         try:
             shutil.rmtree(pod.path)
+            try:
+                os.unlink(pod.qmp)
+            except FileNotFoundError:
+                pass
         finally:
             os.close(fd)
         removed.append(pod.uuid)
@@ -251,6 +260,7 @@ def qemu_pod_args(pod_path: str, security_model: str) -> list[str]:
     from .volumes import qemu_9p_args, qemu_value
 
     pod = PodDir(os.path.abspath(pod_path))
+    os.makedirs(QMP_DIR, mode=0o700, exist_ok=True)
     return [
         "-chardev", f"file,id=apps,path={qemu_value(pod.apps_log)}",
         "-serial", "chardev:apps",

@@ -161,7 +161,7 @@ def boot_and_follow(pod: PodDir, argv: list[str], lock_fd: int, apps: list[str],
     console = Follower(pod.console)
     started = time.monotonic()
     first_line_at = None
-    with open(os.path.join(pod.path, "hypervisor.log"), "wb") as log, _Signals() as signals:
+    with open(pod.hypervisor_log, "wb") as log, _Signals() as signals:
         proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True,
                                 pass_fds=(lock_fd,), preexec_fn=_die_with_parent)
         write_state(pod, state="running", hypervisor_pid=proc.pid, started=time.time())
@@ -216,6 +216,15 @@ def boot_and_follow(pod: PodDir, argv: list[str], lock_fd: int, apps: list[str],
 
 # ---------------------------------------------------------------- the whole run
 
+def _tail(path: str, limit: int = 400) -> str:
+    try:
+        with open(path, "rb") as f:
+            text = f.read()[-limit:].decode("utf-8", "replace")
+    except OSError:
+        return ""
+    return " ".join(text.split())
+
+
 def run_pod(*, pod_model: Pod, manifest_bytes: bytes, images: dict[str, str], networks: list[dict] | None,
             pod_uuid: str, stage1: Stage1, keep: bool, argv_for: Callable[[PodDir], list[str]],
             out=sys.stdout, err=sys.stderr) -> int:
@@ -254,8 +263,8 @@ def run_pod(*, pod_model: Pod, manifest_bytes: bytes, images: dict[str, str], ne
         summary = ", ".join(f"{a} {e.describe()}" if e else f"{a}: no record" for a, e in exits.items())
         say(f"pod {pod_uuid} ended after {seconds:.1f} s: {summary}")
         if missing and first is None:
-            how = (f"the VM ended (hypervisor exit {rc}) before the guest recorded {', '.join(missing)}; "
-                   f"see {pod.console}")
+            how = (f"the VM ended (hypervisor exit {rc}) before the guest recorded {', '.join(missing)}"
+                   + (f": {_tail(pod.hypervisor_log)}" if rc else "") + f"; see {pod.console}")
             say(how)
             status = EXIT_POD_BROKEN
         elif first is not None:
@@ -271,4 +280,8 @@ def run_pod(*, pod_model: Pod, manifest_bytes: bytes, images: dict[str, str], ne
     finally:
         if not keep:
             shutil.rmtree(pod.stage1, ignore_errors=True)
+        try:
+            os.unlink(pod.qmp)
+        except OSError:
+            pass
         os.close(lock_fd)
