@@ -59,8 +59,10 @@ def parse_app_images(words: list[str], pod: Pod) -> dict[str, str]:
     images: dict[str, str] = {}
     problems: list[Problem] = []
     names = [a.name for a in pod.apps]
+    mentioned = set()
     for word in words:
         name, eq, path = word.partition("=")
+        mentioned.add(name)
         if not eq or not name or not path:
             problems.append(Problem("--app", f"{word!r}: give NAME=DIR or NAME=FILE.aci"))
         elif name not in names:
@@ -72,7 +74,7 @@ def parse_app_images(words: list[str], pod: Pod) -> dict[str, str]:
         else:
             images[name] = os.path.abspath(path)
     for i, name in enumerate(names):
-        if name not in images and not any(p.message.startswith(f"{name!r}") for p in problems):
+        if name not in mentioned:
             problems.append(Problem(f"apps[{i}]", f"app {name!r} has no image; add --app {name}=DIR (its rootfs, "
                                                   f"or an unpacked image with manifest and rootfs/) or "
                                                   f"--app {name}=FILE.aci"))
