@@ -241,3 +241,28 @@ def test_boot_status_is_systemds_last_status_line():
     assert boot_status(console) == "Reached target Local File Systems."
     assert boot_status(console[:1]) == "Linux version 6.1.0"
     assert boot_status([]) is None
+
+
+# ---------------------------------------------------------------- systemd-machined
+
+def test_a_pod_is_registered_with_machined_with_its_hypervisor_as_leader():
+    from kvmpod.host.machined import register_machine
+
+    calls = []
+
+    class FakeManager:  # pystemd.machine1.Manager: a context manager whose .Manager has the bus methods
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+        class Manager:
+            @staticmethod
+            def CreateMachine(*args):
+                calls.append(args)
+
+    assert register_machine(UUID, 4242, manager=FakeManager) == f"kvmpod-{UUID}"
+    import uuid
+
+    assert calls == [(f"kvmpod-{UUID}".encode(), uuid.UUID(UUID).bytes, b"kvmpod", b"vm", 4242, b"", [])]

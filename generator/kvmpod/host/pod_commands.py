@@ -10,6 +10,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ..pod.problems import InvalidInput, Problem
+from .launch import host_runs_systemd
+from .machined import register_machine
 from .network import guest_description, parse_uuid
 from .pods import (first_failure, gc, list_pods, manifest_apps, parse_duration, pod_dir, pod_exit_status, pod_state,
                    read_exits, read_state, is_running)
@@ -53,8 +55,13 @@ def run_command(opts: argparse.Namespace, load: Callable, host_argv: Callable) -
             boot.console, boot.pod_dir, boot.uuid = f"file:{pod.console}", pod.path, pod_uuid
             return host_argv(boot, type(inputs)(inputs.manifest_bytes, inputs.pod, inputs.networks, pod_uuid))
 
+        register = None
+        if host_runs_systemd() and not opts.no_systemd:
+            def register(pid: int) -> str:
+                return register_machine(pod_uuid, pid)
+
         return run_pod(pod_model=inputs.pod, manifest_bytes=inputs.manifest_bytes, images=images, networks=networks,
-                       pod_uuid=pod_uuid, stage1=stage1, keep=opts.keep, argv_for=argv_for)
+                       pod_uuid=pod_uuid, stage1=stage1, keep=opts.keep, argv_for=argv_for, register=register)
     except KeyboardInterrupt:
         sys.stderr.write("kvmpod: interrupted before the pod started\n")
         return 130

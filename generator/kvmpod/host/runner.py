@@ -8,7 +8,8 @@
 3. Boots it with the argv `kvmpod args --pod-dir` prints (the caller passes that function in), as a
    child process in its own session (a Ctrl-C on the terminal reaches kvmpod, not QEMU) that dies
    with kvmpod (PR_SET_PDEATHSIG) and inherits the pod's lock, so the pod counts as running exactly
-   while kvmpod or its hypervisor lives.
+   while kvmpod or its hypervisor lives. On a systemd host it is registered with systemd-machined
+   (host.machined), which moves it into a scope in machine.slice.
 4. Shows the apps' lines and the boot's progress (host.app_output) until the VM is gone; SIGINT,
    SIGTERM or SIGHUP press the VM's ACPI power button (QMP), the guest stops its apps with SIGTERM
    and powers off; a second Ctrl-C, or no poweroff within STOP_SECONDS, kills the VM.
@@ -156,7 +157,8 @@ def press_power_button(pod: PodDir) -> str | None:
         return str(error)
 
 
-def boot_and_follow(pod: PodDir, argv: list[str], lock_fd: int, apps: list[str], out, err) -> tuple[int | None, bool]:
+def boot_and_follow(pod: PodDir, argv: list[str], lock_fd: int, register: Callable[[int], str] | None, out,
+                    err) -> tuple[int | None, bool]:
     """Run the VM to its end; (hypervisor's exit status or None when killed by kvmpod, interrupted)."""
     progress = Progress(err)
     app_output = Follower(pod.apps_log)
@@ -167,6 +169,11 @@ def boot_and_follow(pod: PodDir, argv: list[str], lock_fd: int, apps: list[str],
         proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True,
                                 pass_fds=(lock_fd,), preexec_fn=_die_with_parent)
         write_state(pod, state="running", hypervisor_pid=proc.pid, started=time.time())
+        if register is not None:
+            try:
+                write_state(pod, machine=register(proc.pid))
+            except Exception as error:  # the pod runs on; only machinectl will not show it
+                err.write(f"kvmpod: warning: cannot register the pod with systemd-machined: {error}\n")
         stop_at = pressed_at = None
         interrupted = killed = False
         last_status = "starting the VM"
@@ -229,7 +236,7 @@ def _tail(path: str, limit: int = 400) -> str:
 
 def run_pod(*, pod_model: Pod, manifest_bytes: bytes, images: dict[str, str], networks: list[dict] | None,
             pod_uuid: str, stage1: Stage1, keep: bool, argv_for: Callable[[PodDir], list[str]],
-            out=sys.stdout, err=sys.stderr) -> int:
+            register: Callable[[int], str] | None = None, out=sys.stdout, err=sys.stderr) -> int:
     apps = [a.name for a in pod_model.apps]
     base = pods_dir()
     os.makedirs(base, mode=0o700, exist_ok=True)
@@ -256,7 +263,7 @@ def run_pod(*, pod_model: Pod, manifest_bytes: bytes, images: dict[str, str], ne
             json.dump(argv, f)
         say(f"pod {pod_uuid}: booting {argv[0]} (console: {pod.console})")
         started = time.monotonic()
-        rc, interrupted = boot_and_follow(pod, argv, lock_fd, apps, out, err)
+        rc, interrupted = boot_and_follow(pod, argv, lock_fd, register, out, err)
         seconds = time.monotonic() - started
         exits = read_exits(pod, apps)
         status = pod_exit_status(exits)
