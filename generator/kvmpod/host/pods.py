@@ -40,21 +40,28 @@ def pods_dir() -> str:
 
 @dataclass(frozen=True)
 class PodDir:
+    """The paths of one pod directory (see the module's docstring)."""
+
     path: str
 
     @property
     def uuid(self) -> str:
         return os.path.basename(self.path)
 
-    def __getattr__(self, name: str) -> str:
-        files = {"manifest": "pod.json", "state_file": "state.json", "lock": "lock", "stage1": "stage1",
-                 "rootfs": "stage1/rootfs", "share": "share", "exits": "share/apps", "console": "console.log",
-                 "apps_log": "apps.log", "hypervisor_log": "hypervisor.log"}
-        if name in files:
-            return os.path.join(self.path, files[name])
-        if name == "qmp":
-            return os.path.join(QMP_DIR, f"{self.uuid}.qmp")
-        raise AttributeError(name)
+    def _in(self, name: str) -> str:
+        return os.path.join(self.path, name)
+
+    manifest = property(lambda self: self._in("pod.json"))
+    state_file = property(lambda self: self._in("state.json"))
+    lock = property(lambda self: self._in("lock"))
+    stage1 = property(lambda self: self._in("stage1"))
+    rootfs = property(lambda self: self._in("stage1/rootfs"))
+    share = property(lambda self: self._in("share"))
+    exits = property(lambda self: self._in("share/apps"))
+    console = property(lambda self: self._in("console.log"))
+    apps_log = property(lambda self: self._in("apps.log"))
+    hypervisor_log = property(lambda self: self._in("hypervisor.log"))
+    qmp = property(lambda self: os.path.join(QMP_DIR, f"{self.uuid}.qmp"))
 
 
 def pod_dir(uuid: str, base: str | None = None) -> PodDir:
