@@ -75,6 +75,7 @@ class RunState(BootState):
 def _start(state: RunState, manifest: dict, apps: dict[str, Path], *extra: str) -> subprocess.Popen:
     state.pods = state.logs / "pods"
     state.uuid = pod_uuid()
+    state.install = "the stage1 of kvmpod run (this checkout's .deb)"
     pod_file = write_json(state.logs / "pod.json", manifest)
     args = ["run", "--manifest", str(pod_file), "--uuid", state.uuid, *extra]
     for name, image in apps.items():

@@ -52,7 +52,9 @@ def run_command(opts: argparse.Namespace, load: Callable, host_argv: Callable) -
         def argv_for(pod) -> list[str]:
             boot = argparse.Namespace(**vars(opts))
             boot.rootfs, boot.kernel, boot.initrd = pod.rootfs, stage1.vmlinuz, stage1.initrd
-            boot.console, boot.pod_dir, boot.uuid = f"file:{pod.console}", pod.path, pod_uuid
+            # lkvm has no file console: its console is its stdout, which kvmpod keeps in hypervisor.log
+            boot.console = f"file:{pod.console}" if opts.hypervisor == "qemu" else "stdio"
+            boot.pod_dir, boot.uuid = pod.path, pod_uuid
             return host_argv(boot, type(inputs)(inputs.manifest_bytes, inputs.pod, inputs.networks, pod_uuid))
 
         register = None
