@@ -266,3 +266,35 @@ def test_a_pod_is_registered_with_machined_with_its_hypervisor_as_leader():
     import uuid
 
     assert calls == [(f"kvmpod-{UUID}".encode(), uuid.UUID(UUID).bytes, b"kvmpod", b"vm", 4242, b"", [])]
+
+
+def test_boot_progress_is_one_rewritten_line_on_a_terminal_and_nothing_elsewhere():
+    import io
+
+    from kvmpod.host.app_output import Progress
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    tty = Terminal()
+    progress = Progress(tty)
+    progress.show("kvmpod: booting pod 12345678   1.0 s  Reached target Local File Systems.")
+    progress.show("kvmpod: booting pod 12345678   2.0 s  Started hello.service.")
+    progress.clear()
+    assert tty.getvalue().count("\r\x1b[K") == 3 and "\n" not in tty.getvalue()
+    pipe = io.StringIO()
+    Progress(pipe).show("anything")
+    assert pipe.getvalue() == ""
+
+
+def test_stage1_layer_is_addressed_by_the_base_and_the_deb(tmp_path: Path):
+    from kvmpod.host import stage1
+
+    deb = tmp_path / "kvmpod.deb"
+    deb.write_bytes(b"one")
+    first = stage1.stage1_hash("base1", deb)
+    assert stage1.stage1_hash("base1", deb) == first
+    assert stage1.stage1_hash("base2", deb) != first
+    deb.write_bytes(b"two")
+    assert stage1.stage1_hash("base1", deb) != first
