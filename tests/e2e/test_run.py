@@ -320,3 +320,41 @@ def test_sigkill_leaves_no_vm_and_no_mount_and_gc_cleans_it(tmp_path: Path) -> N
     import shutil
 
     shutil.rmtree(state.logs, ignore_errors=True)
+
+
+# ---------------------------------------------------------------- kvmpod stop (its own boot)
+
+def test_kvmpod_stop_ends_a_running_pod_like_ctrl_c() -> None:
+    state = RunState(logs=kept_dir("run-stop"))
+    manifest = {"acKind": "PodManifest", "acVersion": "0.8.11", "apps": [
+        sh_app("server", "echo serving; trap 'echo stopping cleanly; exit 0' TERM; while :; do sleep 1; done")]}
+    proc = _start(state, manifest, {"server": busybox_rootfs(state.logs / "images/server")})
+    lines: list[str] = []
+    serving = threading.Event()
+
+    def read() -> None:
+        for line in proc.stdout:
+            lines.append(line)
+            if line.rstrip("\n").endswith("server: serving") or re.search(r"server\[\d+\]: serving$", line.rstrip()):
+                serving.set()
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    try:
+        assert serving.wait(RUN_TIMEOUT), f"the app never started: {''.join(lines)}"
+        listed = host_kvmpod("list", env=state.env).stdout
+        assert re.search(rf"^{state.uuid}\s+running\s", listed, re.M), listed
+        stop = host_kvmpod("stop", state.uuid, "--timeout", str(RUN_TIMEOUT), check=False, env=state.env)
+        assert (stop.returncode, stop.stderr) == (0, ""), stop
+        assert proc.wait(60) == 0, proc.stderr.read()  # stopped, no app failed: the pod's status is 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        reader.join(10)
+    assert any(re.search(r"server\[\d+\]: stopping cleanly$", ln.rstrip()) for ln in lines), lines
+    status = json.loads(host_kvmpod("status", state.uuid, "--json", env=state.env).stdout)
+    assert (status["state"], status["exit_status"]) == ("exited", 0), status
+    assert [a["ended"] for a in status["apps"]] == ["exited 0"], status
+    import shutil
+
+    shutil.rmtree(state.logs, ignore_errors=True)
