@@ -282,7 +282,8 @@ def run_pod(*, pod_model: Pod, manifest_bytes: bytes, images: dict[str, str], ne
             how = "interrupted"
             status = EXIT_INTERRUPTED
         else:
-            how = "every app exited successfully" if rc is not None else "stopped"
+            clean = all(e is not None and e.exit_status == 0 for e in exits.values())
+            how = "every app exited successfully" if clean else "stopped; no app failed"
         write_state(pod, state="exited", finished=time.time(), exit_status=status, how=how,
                     hypervisor_exit=rc, seconds=round(seconds, 3))
         return status
