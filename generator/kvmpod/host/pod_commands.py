@@ -16,6 +16,7 @@ from .network import guest_description, parse_uuid
 from .pods import (first_failure, gc, list_pods, manifest_apps, parse_duration, pod_dir, pod_exit_status, pod_state,
                    read_exits, read_state, is_running)
 from .qmp import QMPError, qmp_command
+from . import runner
 from .runner import Stage1, new_pod_uuid, parse_app_images, run_pod
 
 
@@ -120,18 +121,21 @@ def _stop(uuid: str, timeout: float) -> int:
     if not is_running(pod):
         raise InvalidInput([Problem("UUID", f"pod {uuid} is not running ({pod_state(pod)})")])
     deadline = time.monotonic() + timeout
-    pressed = 0.0
+    pressed_at, pressed, error = 0.0, False, None
     while is_running(pod):
-        if time.monotonic() - pressed > 15.0:  # again, in case the guest was not listening yet
+        # Again every 15 s: the guest may not have listened yet. Until one press got through, retry
+        # each second (QEMU may not have made its socket yet); once one did, a failure is only the
+        # VM going away (QEMU removes its socket as it exits) while kvmpod run records the end.
+        if time.monotonic() - pressed_at > (runner.PRESS_AGAIN_SECONDS if pressed else 1.0):
             try:
                 qmp_command(pod.qmp, "system_powerdown")
-            except QMPError as error:
-                if not is_running(pod):
-                    break
-                raise RuntimeError(f"cannot stop pod {uuid}: {error}") from None
-            pressed = time.monotonic()
+                pressed, error = True, None
+            except QMPError as failure:
+                error = failure
+            pressed_at = time.monotonic()
         if time.monotonic() > deadline:
-            raise RuntimeError(f"pod {uuid} did not stop within {timeout:.0f} s; its kvmpod run kills it "
+            why = f": {error}" if error is not None and not pressed else ""
+            raise RuntimeError(f"pod {uuid} did not stop within {timeout:.0f} s{why}; its kvmpod run kills it "
                                f"after a second Ctrl-C, or kill its hypervisor")
         time.sleep(0.2)
     return 0
