@@ -175,7 +175,7 @@ def boot_and_follow(pod: PodDir, argv: list[str], lock_fd: int, register: Callab
             except Exception as error:  # the pod runs on; only machinectl will not show it
                 err.write(f"kvmpod: warning: cannot register the pod with systemd-machined: {error}\n")
         stop_at = pressed_at = None
-        interrupted = killed = False
+        interrupted = killed = pressed = False
         last_status = "starting the VM"
         while True:
             rc = proc.poll()
@@ -209,8 +209,9 @@ def boot_and_follow(pod: PodDir, argv: list[str], lock_fd: int, register: Callab
                               f"(Ctrl-C again to kill it)\n")
                     stop_at = now
             if stop_at is not None and not killed:
-                if pressed_at is None or now - pressed_at > PRESS_AGAIN_SECONDS:
-                    press_power_button(pod)
+                # until a press gets through, retry each second (QEMU may not have made its socket yet)
+                if pressed_at is None or now - pressed_at > (PRESS_AGAIN_SECONDS if pressed else 1.0):
+                    pressed = pressed or press_power_button(pod) is None
                     pressed_at = now
                 if now - stop_at > STOP_SECONDS:
                     err.write(f"kvmpod: the VM did not power off within {STOP_SECONDS:.0f} s: killing it\n")
