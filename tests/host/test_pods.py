@@ -305,3 +305,16 @@ def test_stage1_layer_is_addressed_by_the_base_and_the_deb(tmp_path: Path):
     assert stage1.stage1_hash("base2", deb) != first
     deb.write_bytes(b"two")
     assert stage1.stage1_hash("base1", deb) != first
+
+
+def test_run_with_a_stage1_directory_missing_its_kernel_is_refused(tmp_path: Path):
+    (tmp_path / "pod.json").write_text(json.dumps(POD))
+    (tmp_path / "img").mkdir()
+    (tmp_path / "stage1/root").mkdir(parents=True)
+    env = {"KVMPOD_PODS_DIR": str(tmp_path / "pods")}
+    proc = _cli("run", "--manifest", str(tmp_path / "pod.json"), "--app", f"web={tmp_path}/img", "--app",
+                f"db={tmp_path}/img", "--stage1", str(tmp_path / "stage1"), env=env)
+    assert (proc.returncode, proc.stdout) == (2, "")
+    assert proc.stderr == (f"kvmpod: --stage1: {tmp_path}/stage1/vmlinuz is missing; give a directory made by "
+                           f"kvmpod stage1 build --out\n")
+    assert not (tmp_path / "pods").exists()
