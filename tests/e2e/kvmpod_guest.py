@@ -81,9 +81,9 @@ def install_kvmpod(root: Path, workdir: Path) -> str:
 
 # ---------------------------------------------------------------- the host helper
 
-def host_kvmpod(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+def host_kvmpod(*args: str, check: bool = True, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     """`kvmpod ARGS` from this checkout's generator/ tree."""
-    env = dict(os.environ, PYTHONPATH=str(GENERATOR_SRC))
+    env = dict(os.environ, PYTHONPATH=str(GENERATOR_SRC), **(env or {}))
     proc = subprocess.run([sys.executable, "-m", "kvmpod.host.cli", *args], env=env, capture_output=True, text=True)
     if check and proc.returncode != 0:
         raise HarnessError(f"kvmpod {' '.join(args)} exited {proc.returncode}: {proc.stderr.strip()}")
@@ -117,6 +117,25 @@ def make_app_rootfs(root: Path, app: str) -> Path:
     for d in ("tmp", "root", "proc", "dev"):
         (rootfs / d).mkdir()
     return rootfs
+
+
+def busybox_rootfs(dest: Path, applets: tuple[str, ...] = APPLETS) -> Path:
+    """An app rootfs at `dest` (outside any guest root): busybox, its applet links, /tmp /proc /dev."""
+    if not BUSYBOX.is_file():
+        raise HarnessError(f"{BUSYBOX} not found: apt-get install busybox-static")
+    (dest / "bin").mkdir(parents=True)
+    shutil.copy2(BUSYBOX, dest / "bin/busybox")
+    for applet in applets:
+        (dest / "bin" / applet).symlink_to("busybox")
+    for d in ("tmp", "root", "proc", "dev"):
+        (dest / d).mkdir()
+    return dest
+
+
+def kvmpod_cli(*args: str, env: dict[str, str] | None = None, **popen: object) -> subprocess.Popen:
+    """`kvmpod ARGS` from this checkout as a running process (for kvmpod run)."""
+    full_env = dict(os.environ, PYTHONPATH=str(GENERATOR_SRC), **(env or {}))
+    return subprocess.Popen([sys.executable, "-m", "kvmpod.host.cli", *args], env=full_env, **popen)
 
 
 def install_guest_unit(root: Path, name: str, text: str, *, wanted_by: str = "multi-user.target") -> None:

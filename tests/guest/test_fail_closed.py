@@ -146,8 +146,8 @@ CRASHERS = {
                                                                           "group": "0"}},
                                              {"name": "web", "app": {"exec": ["/bin/x"], "user": "1000", "group": "0"}}]),
                                         "apps[0].name: kvmpod would write kvmpod-app-ids.service twice"),
-    "long-app-name": (pod(apps=[{"name": "a" * 239, "app": {"exec": ["/bin/x"], "user": "0", "group": "0"}}]),
-                      "apps[0].name: is 239 characters long; kvmpod takes at most 238"),
+    "long-app-name": (pod(apps=[{"name": "a" * 234, "app": {"exec": ["/bin/x"], "user": "0", "group": "0"}}]),
+                      "apps[0].name: is 234 characters long; kvmpod takes at most 233"),
 }
 
 

@@ -52,7 +52,7 @@ HOSTILE = ["a", "b", "/", "-", ".", " ", "\t", "\n", "\r", "\x00", "\x07", "\x7f
 words = st.lists(st.sampled_from(HOSTILE), max_size=8).map("".join)
 segments = st.one_of(st.sampled_from(["data", "srv", "..", ".", "a b", "x\\", "lnk", "deep", "é"]), words)
 paths = st.one_of(st.lists(segments, min_size=1, max_size=4).map(lambda s: "/" + "/".join(s)), words)
-names = st.one_of(st.sampled_from(["web", "db", "a", "x-1", "data", "cache", "Bad", "", "a--b", "a" * 239,
+names = st.one_of(st.sampled_from(["web", "db", "a", "x-1", "data", "cache", "Bad", "", "a--b", "a" * 234,
                                    "v" * 240, "kvmpod-app-ids", "kvmpod-empty-volume-data"]), words)
 ids = st.one_of(st.integers(0, 70000), st.sampled_from([65535, 4294967294, 4294967295, 2 ** 63, -1]),
                 st.integers())

@@ -98,3 +98,22 @@ def test_real_qemu_rejects_what_kvmpod_must_never_emit(tmp_path):
             "-fsdev", f"local,id=vol0,path={db},security_model=none",
             "-device", "virtio-9p-pci,fsdev=vol0,mount_tag=db"]
     assert run_paused(argv).returncode != 0
+
+
+def test_real_qemu_accepts_kvmpod_runs_pod_devices(tmp_path, monkeypatch):
+    """--pod-dir: the pod share, the apps' serial port (a file) and the QMP socket, with a comma in the path."""
+    from kvmpod.host import pods
+
+    monkeypatch.setattr(pods, "QMP_DIR", str(tmp_path / "run"))
+    pod_dir = tmp_path / "pods, here" / UUID
+    (pod_dir / "share/apps").mkdir(parents=True)
+    root, _, _ = hostile_tree(tmp_path)
+    p = pod([])
+    settings = HostSettings(hypervisor="qemu", pod_uuid=UUID, rootfs=root, kernel="/nonexistent/vmlinuz",
+                            console=f"file:{tmp_path}/console.log", accel="tcg", pod_dir=str(pod_dir))
+    argv = build_argv(p, staged_host_volumes(p), (), settings, Resources(cpus=1, memory_mib=512))
+    assert "kvmpod.pod_share=kvmpod_pod" in argv[argv.index("-append") + 1]
+    result = run_paused(argv)
+    assert result.returncode == 0, f"QEMU refused the argv {argv}:\n{result.stderr}"
+    assert result.stderr == ""
+    assert (pod_dir / "apps.log").exists()  # QEMU opened the apps' port file

@@ -171,6 +171,11 @@ def generate(args: Arguments, cmdline: str, log: Log) -> tuple[list[Output] | No
         guest = GuestSettings(manifest_path=manifest, ninep_options=settings.get("9p_options"),
                               share=settings.get("share"))
         outputs = plan_pod(pod, args.root, guest, log.warning) + _plan_networks(args.root)
+        if settings.get("pod_share") is not None:  # booted by kvmpod run: rkt's pod lifecycle
+            from .lifecycle import plan_lifecycle, pod_share_tag
+
+            outputs += plan_lifecycle([a.name for a in pod.apps], pod_share_tag(settings) or "", manifest,
+                                      settings.get("9p_options"))
         _refuse_collisions(pod, outputs)
         return sorted(outputs, key=lambda o: o.path), 0
     except (InvalidInput, UnsafeValue) as error:

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 from ..guest.mount_units import ninep_mount_options
 from .network import Network, kernel_ip_param, lkvm_network_args, qemu_network_args
+from .pods import lkvm_pod_args, pod_kernel_params, qemu_pod_args
 from .resources import Resources
 from .supervisor import supervisor_argv
 from .virtiofs import VIRTIOFSD, MEMORY_BACKEND_ID, qemu_memory_args, qemu_virtiofs_args
@@ -67,6 +68,7 @@ class HostSettings:
     accel: str = "auto"
     extra_kernel_params: str = ""
     lkvm_binary: str = "lkvm"
+    pod_dir: str | None = None  # kvmpod run's pod directory: its share, apps' output port, QMP (host.pods)
     qemu_binary: str = "qemu-system-x86_64"
     virtiofsd_binary: str = VIRTIOFSD
     python: str = sys.executable  # runs kvmpod.host.supervisor when the volumes need it
@@ -108,6 +110,8 @@ def kernel_params(settings: HostSettings, networks: tuple[Network, ...]) -> str:
         params.append(kernel_ip_param(networks[0], 0))  # the kernel honours one ip=; units do the rest
     if settings.share == "virtiofs":
         params.append("kvmpod.share=virtiofs")  # the generator writes Type=virtiofs mount units
+    if settings.pod_dir is not None:
+        params += pod_kernel_params(settings.pod_dir)
     if settings.extra_kernel_params.strip():
         params.append(settings.extra_kernel_params.strip())
     return " ".join(params)
@@ -238,6 +242,8 @@ def lkvm_argv(pod: Pod, staged: tuple[StagedVolume, ...], networks: tuple[Networ
     # Without --network lkvm adds a user-mode NIC with NAT and DHCP (kvmtool virtio/net.c);
     # mode=none adds none, as QEMU's -nodefaults does.
     argv += lkvm_network_args(networks, settings.pod_uuid) or ["--network", "mode=none"]
+    if settings.pod_dir is not None:
+        argv += lkvm_pod_args(settings.pod_dir)
     # Always supervised: lkvm needs a HOME for its control socket, and read-only or non-recursive
     # volumes need their staged binds (lkvm's 9p has no read-only option at all).
     return supervisor_argv(settings.python, exports, argv, home=LKVM_HOME)
@@ -285,6 +291,9 @@ def qemu_argv(pod: Pod, staged: tuple[StagedVolume, ...], networks: tuple[Networ
     else:
         argv += qemu_volume_args(staged, volume_security_model(settings), exports)
     argv += qemu_network_args(networks, settings.pod_uuid)
+    if settings.pod_dir is not None:
+        # The pod share is kvmpod's own directory inside the 0700 pod directory, like the root share.
+        argv += qemu_pod_args(settings.pod_dir, ROOT_SECURITY_MODEL)
     if virtiofs:
         return supervisor_argv(settings.python, exports, argv, virtiofsd=settings.virtiofsd_binary)
     if needs_namespace(exports):

@@ -4,8 +4,11 @@ stage1 rootfs, and explains what host and guest will do with one manifest.
     kvmpod args    --hypervisor lkvm|qemu --manifest POD --rootfs DIR --uuid UUID [...]
     kvmpod stage   --manifest POD --rootfs DIR [--uuid UUID --networks FILE | --cni-result FILE]
     kvmpod explain --hypervisor lkvm|qemu --manifest POD --rootfs DIR [...]
+    kvmpod run     --manifest POD --app NAME=DIR|FILE.aci ... [--hypervisor qemu|lkvm] [--uuid UUID] [--keep]
     kvmpod run     --hypervisor lkvm|qemu --manifest POD --rootfs DIR --uuid UUID [...] [--no-systemd]
-    kvmpod status  [--json] [--manifest PATH] [--root DIR]        (in the guest)
+    kvmpod list | status UUID | stop UUID | gc [--older-than AGE]   (pods of kvmpod run, on the host)
+    kvmpod stage1 build [--out DIR] [--mirror URL] [--deb FILE]
+    kvmpod status  [--json] [--generator-dir DIR]                  (in the guest: no UUID)
 
 Every failure is one line per problem on stderr, naming the field, exit status 2, nothing on stdout.
 """
@@ -31,6 +34,7 @@ from .stage import stage_pod
 from .volumes import SECURITY_MODEL_HELP, SECURITY_MODELS, check_xattr_support, checked_host_volumes
 from ..pod.image_manifests import load_image_apps
 from .launch import exec_hypervisor, host_runs_systemd, launch_environment, start_transient_service
+from .pod_commands import pods_command, run_command, stage1_command
 from ..pod.manifest import load_json, parse_pod_manifest
 from ..pod.model import AppSection, Pod
 from ..guest.output import print_outputs
@@ -54,16 +58,21 @@ def _parser() -> argparse.ArgumentParser:
     parser = _Parser(prog=PROGRAM, description="Host helper for kvmpod pods.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
-    def common(p: argparse.ArgumentParser, *, hypervisor: bool) -> None:
+    def common(p: argparse.ArgumentParser, *, hypervisor: bool, rootfs_required: bool = True) -> None:
         p.add_argument("--manifest", required=True, help="the pod manifest (JSON)")
-        p.add_argument("--rootfs", required=True, help="the stage1 rootfs directory (the guest's root)")
+        p.add_argument("--rootfs", required=rootfs_required, help="the stage1 rootfs directory (the guest's root)")
         nets = p.add_mutually_exclusive_group()
         nets.add_argument("--networks", help="kvmpod's JSON network description (see kvmpod.host.network)")
         nets.add_argument("--cni-result", help="a CNI plugin result, cniVersion 0.4.0 or 1.0.0")
         if not hypervisor:
             p.add_argument("--uuid", help="the pod UUID (needed with networks: MACs derive from it)")
             return
-        p.add_argument("--hypervisor", required=True, choices=HYPERVISORS)
+        if rootfs_required:
+            p.add_argument("--hypervisor", required=True, choices=HYPERVISORS)
+        else:
+            p.add_argument("--hypervisor", default="qemu", choices=HYPERVISORS)
+        p.add_argument("--pod-dir", help="a kvmpod run pod directory: adds its share, the apps' output "
+                                         "port and the QMP socket (kvmpod.host.pods)")
         p.add_argument("--kernel", help="guest kernel (default: ROOTFS/vmlinuz)")
         p.add_argument("--initrd", help="initrd (default: ROOTFS/initrd.img when present)")
         p.add_argument("--cpus", type=int, help="override the CPU count computed from the isolators")
@@ -84,12 +93,30 @@ def _parser() -> argparse.ArgumentParser:
     explain = sub.add_parser("explain", help="show the guest's units and the host's argv side by side")
     common(explain, hypervisor=True)
     explain.add_argument("--uuid", default=EXPLAIN_UUID, help="the pod UUID (default: the nil UUID)")
-    run = sub.add_parser("run", help="start the hypervisor: a transient unit in machine.slice under "
-                                     "systemd, else exec")
-    common(run, hypervisor=True)
-    run.add_argument("--uuid", required=True, help="the pod UUID")
+    run = sub.add_parser("run", help="run a pod to its end: --app NAME=IMAGE for each app (with --rootfs: "
+                                     "only start the hypervisor on a prepared stage1 tree)")
+    common(run, hypervisor=True, rootfs_required=False)
+    run.add_argument("--uuid", help="the pod UUID (default: a new one)")
+    run.add_argument("--app", action="append", default=[], metavar="NAME=DIR|FILE.aci",
+                     help="an app's image: its rootfs directory, an unpacked image (manifest, rootfs/) or an .aci")
+    run.add_argument("--keep", action="store_true", help="keep the pod's stage1 root copy after it ends")
+    run.add_argument("--stage1", help="a stage1 image directory (root/, vmlinuz, initrd.img); default: "
+                                      "kvmpod stage1 build's, built on first use")
     run.add_argument("--no-systemd", action="store_true", help="exec the hypervisor even on a systemd host")
-    status = sub.add_parser("status", help="in the guest: the state of every kvmpod mount and app unit")
+    sub.add_parser("list", help="the pods of kvmpod run on this host")
+    stop = sub.add_parser("stop", help="stop a running pod cleanly (the ACPI power button)")
+    stop.add_argument("uuid")
+    stop.add_argument("--timeout", type=float, default=180.0, help="seconds to wait for the pod to end")
+    gc_parser = sub.add_parser("gc", help="remove ended pods' directories (never a running pod's)")
+    gc_parser.add_argument("--older-than", default="0s", help="only pods that ended this long ago (90s, 30m, 2h)")
+    stage1 = sub.add_parser("stage1", help="the stage1 image every pod boots")
+    stage1.add_argument("action", choices=("build",))
+    stage1.add_argument("--out", help="also copy the image to DIR (root/, vmlinuz, initrd.img)")
+    stage1.add_argument("--mirror", help="the Debian mirror (default: this host's apt configuration's)")
+    stage1.add_argument("--deb", help="install this kvmpod .deb (default: build this checkout's)")
+    status = sub.add_parser("status", help="with UUID: a pod of kvmpod run (host); without: in the guest, "
+                                           "the state of every kvmpod mount and app unit")
+    status.add_argument("uuid", nargs="?", help="the pod (on the host); none: this guest's units")
     status.add_argument("--generator-dir", default=GENERATOR_DIR,
                         help=f"where kvmpod-generator wrote this boot's units (default {GENERATOR_DIR})")
     status.add_argument("--json", action="store_true", help="JSON instead of a table")
@@ -166,6 +193,7 @@ def _settings(opts: argparse.Namespace, pod_uuid: str) -> HostSettings:
         unsafe_volume_writes=opts.unsafe_volume_writes,
         accel=opts.accel,
         extra_kernel_params=os.environ.get(EXTRA_KERNEL_PARAMS_ENV, ""),
+        pod_dir=getattr(opts, "pod_dir", None),
     )
 
 
@@ -240,7 +268,14 @@ def _cmd_explain(opts: argparse.Namespace) -> str:
     return text + out.getvalue()
 
 
-def _cmd_run(opts: argparse.Namespace) -> str:
+def _cmd_run(opts: argparse.Namespace) -> str | int:
+    if opts.rootfs is None:
+        return run_command(opts, _load, host_argv)
+    if opts.app:
+        raise InvalidInput([Problem("--app", "cannot be given with --rootfs (a prepared stage1 tree); "
+                                             "give the apps' images, or the tree, not both")])
+    if opts.uuid is None:
+        raise InvalidInput([Problem("--uuid", "is required with --rootfs")])
     inputs = _load(opts)
     argv = host_argv(opts, inputs)
     if opts.no_systemd or not host_runs_systemd():
@@ -264,12 +299,16 @@ def _cmd_status(opts: argparse.Namespace) -> tuple[str, int]:
 def main(argv: list[str] | None = None) -> int:
     try:
         opts = _parser().parse_args(sys.argv[1:] if argv is None else argv)
-        if opts.command == "status":
+        if opts.command == "status" and opts.uuid is None:
             text, status = _cmd_status(opts)
             sys.stdout.write(text)
             return status
-        command = {"args": _cmd_args, "stage": _cmd_stage, "explain": _cmd_explain, "run": _cmd_run}[opts.command]
+        command = {"args": _cmd_args, "stage": _cmd_stage, "explain": _cmd_explain, "run": _cmd_run,
+                   "list": pods_command, "status": pods_command, "stop": pods_command, "gc": pods_command,
+                   "stage1": stage1_command}[opts.command]
         text = command(opts)
+        if isinstance(text, int):  # commands that printed as they went and end with a status
+            return text
     except InvalidInput as error:
         for problem in error.problems:
             sys.stderr.write(f"{PROGRAM}: {problem}\n")

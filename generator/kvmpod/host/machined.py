@@ -1,0 +1,34 @@
+"""Register a running pod with systemd-machined, as systemd-nspawn and systemd-vmspawn do, so that
+`machinectl list` shows it and `machinectl terminate` ends it.
+
+CreateMachine (org.freedesktop.machine1.Manager, sd-machine(3)) with the hypervisor's pid as the
+leader: machined moves it into the transient scope `machine-kvmpod-<uuid>.scope` in machine.slice, so
+the VM is accounted and supervised like any machine while staying kvmpod run's child (the pod's
+lock, PR_SET_PDEATHSIG and the output following work unchanged). The machine is gone when the
+hypervisor exits.
+"""
+
+import uuid as uuidlib
+
+SERVICE = b"kvmpod"
+CLASS = b"vm"
+
+
+def machine_name(pod_uuid: str) -> str:
+    return f"kvmpod-{pod_uuid}"
+
+
+def register_machine(pod_uuid: str, leader_pid: int, root_directory: str = "", manager=None) -> str:
+    """CreateMachine for the pod; returns the machine's name. `manager` is pystemd's
+    machine1.Manager class (a stand-in in tests)."""
+    if manager is None:
+        try:
+            from pystemd.machine1 import Manager as manager
+        except ImportError:
+            raise RuntimeError("this host runs systemd but pystemd is not installed; install kvmpod[systemd] "
+                               "(pip) or python3-pystemd (apt), or pass --no-systemd") from None
+    name = machine_name(pod_uuid)
+    with manager() as m:
+        m.Manager.CreateMachine(name.encode(), uuidlib.UUID(pod_uuid).bytes, SERVICE, CLASS, leader_pid,
+                                root_directory.encode(), [])
+    return name

@@ -1,0 +1,181 @@
+"""The CLI's pod commands on the host: run (a whole pod), list, status UUID, stop, gc, stage1 build.
+Each returns text for stdout or, for commands that print as they go, an exit status."""
+
+import argparse
+import json
+import os
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from ..pod.problems import InvalidInput, Problem
+from .launch import host_runs_systemd
+from .machined import register_machine
+from .network import guest_description, parse_uuid
+from .pods import (first_failure, gc, list_pods, manifest_apps, parse_duration, pod_dir, pod_exit_status, pod_state,
+                   read_exits, read_state, is_running)
+from .qmp import QMPError, qmp_command
+from . import runner
+from .runner import Stage1, new_pod_uuid, parse_app_images, run_pod
+
+
+def _stage1(opts: argparse.Namespace) -> Stage1:
+    if opts.stage1:
+        root = Path(opts.stage1)
+        problems = [Problem("--stage1", f"{root / name} is missing; give a directory made by kvmpod stage1 build "
+                                        f"--out") for name in ("root", "vmlinuz") if not (root / name).exists()]
+        if problems:
+            raise InvalidInput(problems)
+        initrd = root / "initrd.img"
+        return Stage1(str(root / "root"), str(root / "vmlinuz"), str(initrd) if initrd.exists() else None)
+    from . import stage1
+
+    try:
+        image = stage1.ensure_stage1()
+    except stage1.ImageBuildError as error:
+        raise RuntimeError(f"cannot build the stage1 image: {error}") from None
+    return Stage1(str(image.root), str(image.vmlinuz), str(image.initrd))
+
+
+def run_command(opts: argparse.Namespace, load: Callable, host_argv: Callable) -> int:
+    """kvmpod run --manifest POD --app NAME=IMAGE ...: the pod from start to end; its exit status."""
+    inputs = load(opts)
+    images = parse_app_images(opts.app, inputs.pod)
+    pod_uuid = inputs.pod_uuid or new_pod_uuid()
+    for option in ("kernel", "initrd"):
+        if getattr(opts, option):
+            raise InvalidInput([Problem(f"--{option}", "comes from the stage1 with --app; use --stage1 DIR")])
+    networks = guest_description(inputs.networks, pod_uuid) if inputs.networks else None
+    try:
+        stage1 = _stage1(opts)
+
+        def argv_for(pod) -> list[str]:
+            boot = argparse.Namespace(**vars(opts))
+            boot.rootfs, boot.kernel, boot.initrd = pod.rootfs, stage1.vmlinuz, stage1.initrd
+            # lkvm has no file console: its console is its stdout, which kvmpod keeps in hypervisor.log
+            boot.console = f"file:{pod.console}" if opts.hypervisor == "qemu" else "stdio"
+            boot.pod_dir, boot.uuid = pod.path, pod_uuid
+            return host_argv(boot, type(inputs)(inputs.manifest_bytes, inputs.pod, inputs.networks, pod_uuid))
+
+        register = None
+        if host_runs_systemd() and not opts.no_systemd:
+            def register(pid: int) -> str:
+                return register_machine(pod_uuid, pid)
+
+        return run_pod(pod_model=inputs.pod, manifest_bytes=inputs.manifest_bytes, images=images, networks=networks,
+                       pod_uuid=pod_uuid, stage1=stage1, keep=opts.keep, argv_for=argv_for, register=register)
+    except KeyboardInterrupt:
+        sys.stderr.write("kvmpod: interrupted before the pod started\n")
+        return 130
+
+
+# ---------------------------------------------------------------- list, status, stop, gc
+
+def _when(stamp: object) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(stamp)) if isinstance(stamp, (int, float)) else "-"
+
+
+def pod_report(uuid: str) -> dict:
+    pod = pod_dir(parse_uuid(uuid, "UUID"))
+    if not os.path.isdir(pod.path):
+        raise InvalidInput([Problem("UUID", f"no pod {uuid} in {os.path.dirname(pod.path)}; see kvmpod list")])
+    state = read_state(pod)
+    apps = state.get("apps") or manifest_apps(pod)
+    exits = read_exits(pod, apps)
+    report = {"uuid": pod.uuid, "state": pod_state(pod), "created": state.get("created"),
+              "finished": state.get("finished"), "exit_status": state.get("exit_status"), "how": state.get("how"),
+              "apps": [{"name": a, "exit_status": e.exit_status if e else None, "result": e.result if e else None,
+                        "ended": e.describe() if e else "running or no record"} for a, e in exits.items()]}
+    if report["state"] == "aborted":
+        report["how"] = "kvmpod run and its VM were killed before the pod's end was recorded"
+        report["exit_status"] = pod_exit_status(exits) if first_failure(exits) else None
+    return report
+
+
+def _status_text(report: dict) -> str:
+    lines = [f"pod {report['uuid']}", f"state: {report['state']}"
+             + (f" (exit status {report['exit_status']}: {report['how']})" if report["state"] != "running" else ""),
+             f"created: {_when(report['created'])}", f"finished: {_when(report['finished'])}", "apps:"]
+    width = max([len(a["name"]) for a in report["apps"]] + [3])
+    lines += [f"  {a['name']:<{width}}  {a['ended']}" for a in report["apps"]]
+    return "\n".join(lines) + "\n"
+
+
+def _list_text() -> str:
+    rows = [("UUID", "STATE", "EXIT", "CREATED", "APPS")]
+    for pod in list_pods():
+        state = read_state(pod)
+        exit_status = state.get("exit_status")
+        rows.append((pod.uuid, pod_state(pod), "-" if exit_status is None else str(exit_status),
+                     _when(state.get("created")), ",".join(state.get("apps") or manifest_apps(pod))))
+    widths = [max(len(r[i]) for r in rows) for i in range(4)]
+    return "".join(f"{r[0]:<{widths[0]}}  {r[1]:<{widths[1]}}  {r[2]:<{widths[2]}}  {r[3]:<{widths[3]}}  {r[4]}\n"
+                   for r in rows)
+
+
+def _stop(uuid: str, timeout: float) -> int:
+    pod = pod_dir(parse_uuid(uuid, "UUID"))
+    if not os.path.isdir(pod.path):
+        raise InvalidInput([Problem("UUID", f"no pod {uuid}; see kvmpod list")])
+    if not is_running(pod):
+        raise InvalidInput([Problem("UUID", f"pod {uuid} is not running ({pod_state(pod)})")])
+    deadline = time.monotonic() + timeout
+    pressed_at, pressed, error = 0.0, False, None
+    while is_running(pod):
+        # Again every 15 s: the guest may not have listened yet. Until one press got through, retry
+        # each second (QEMU may not have made its socket yet); once one did, a failure is only the
+        # VM going away (QEMU removes its socket as it exits) while kvmpod run records the end.
+        if time.monotonic() - pressed_at > (runner.PRESS_AGAIN_SECONDS if pressed else 1.0):
+            try:
+                qmp_command(pod.qmp, "system_powerdown")
+                pressed, error = True, None
+            except QMPError as failure:
+                error = failure
+            pressed_at = time.monotonic()
+        if time.monotonic() > deadline:
+            why = f": {error}" if error is not None and not pressed else ""
+            raise RuntimeError(f"pod {uuid} did not stop within {timeout:.0f} s{why}; its kvmpod run kills it "
+                               f"after a second Ctrl-C, or kill its hypervisor")
+        time.sleep(0.2)
+    return 0
+
+
+def pods_command(opts: argparse.Namespace) -> str | int:
+    if opts.command == "list":
+        return _list_text()
+    if opts.command == "status":
+        report = pod_report(opts.uuid)
+        text = json.dumps(report, indent=2) + "\n" if opts.json else _status_text(report)
+        sys.stdout.write(text)
+        return 0
+    if opts.command == "stop":
+        return _stop(opts.uuid, opts.timeout)
+    try:
+        older = parse_duration(opts.older_than)
+    except ValueError:
+        raise InvalidInput([Problem("--older-than", f"{opts.older_than!r} is not an age; give e.g. 90s, 30m, 2h"
+                                    )]) from None
+    removed, running = gc(older)
+    return "".join(f"removed {u}\n" for u in removed) + "".join(f"kept {u} (running)\n" for u in running)
+
+
+def stage1_command(opts: argparse.Namespace) -> str:
+    from . import stage1
+
+    try:
+        image = stage1.ensure_stage1(Path(opts.deb) if opts.deb else None, opts.mirror)
+        if opts.out:
+            out = Path(opts.out)
+            out.mkdir(parents=True, exist_ok=True)
+            if (out / "root").exists():
+                raise InvalidInput([Problem("--out", f"{out / 'root'} exists; give an empty directory")])
+            from .runner import _copy_tree
+
+            _copy_tree(str(image.root), str(out / "root"))
+            for name in ("vmlinuz", "initrd.img"):
+                _copy_tree(str(image.root.parent / name), str(out / name))
+            return f"{out}\n"
+    except stage1.ImageBuildError as error:
+        raise RuntimeError(f"cannot build the stage1 image: {error}") from None
+    return f"{image.root.parent}\n"

@@ -1,0 +1,281 @@
+"""Pod directories on the host, one per pod UUID, as rkt kept /var/lib/rkt/pods/run/<uuid>.
+
+    <pods>/<uuid>/          <pods> is /var/lib/kvmpod/pods, or $KVMPOD_PODS_DIR
+      pod.json              the pod manifest as given
+      state.json            what kvmpod run last recorded: state, times, the pod's exit status
+      lock                  flock()ed by kvmpod run and inherited by its hypervisor: held = running
+      stage1/rootfs/        this pod's copy of the stage1 root (the guest's 9p root); removed when
+                            the pod ends unless kvmpod run --keep
+      share/apps/<app>      the pod share (9p tag kvmpod_pod): each app's end, written by the guest
+      console.log           the guest console
+      apps.log              the apps' output as the guest sent it ("[  12.3] app[42]: line")
+      hypervisor.log        the hypervisor's own stdout and stderr
+    /run/kvmpod/<uuid>.qmp  QEMU's QMP socket (kvmpod stop, Ctrl-C: the ACPI power button); not in the
+                            pod directory because a socket path must fit 108 bytes
+
+Everything the host reads from the share was written by the guest: it is opened without following
+symlinks, size-capped and parsed as data.
+"""
+
+import fcntl
+import json
+import os
+import shutil
+import time
+from dataclasses import dataclass
+
+PODS_ENV = "KVMPOD_PODS_DIR"
+DEFAULT_PODS_DIR = "/var/lib/kvmpod/pods"
+QMP_DIR = "/run/kvmpod"
+POD_SHARE_TAG = "kvmpod_pod"  # "_" is not allowed in an AC Name: no volume's tag can be this
+MAX_RECORD_BYTES = 4096
+
+# systemd's ExecMainCode is a waitid() si_code: CLD_EXITED, CLD_KILLED, CLD_DUMPED.
+_CODES = {"1": "exited", "2": "killed", "3": "dumped"}
+
+
+def pods_dir() -> str:
+    return os.environ.get(PODS_ENV) or DEFAULT_PODS_DIR
+
+
+@dataclass(frozen=True)
+class PodDir:
+    """The paths of one pod directory (see the module's docstring)."""
+
+    path: str
+
+    @property
+    def uuid(self) -> str:
+        return os.path.basename(self.path)
+
+    def _in(self, name: str) -> str:
+        return os.path.join(self.path, name)
+
+    manifest = property(lambda self: self._in("pod.json"))
+    state_file = property(lambda self: self._in("state.json"))
+    lock = property(lambda self: self._in("lock"))
+    stage1 = property(lambda self: self._in("stage1"))
+    rootfs = property(lambda self: self._in("stage1/rootfs"))
+    share = property(lambda self: self._in("share"))
+    exits = property(lambda self: self._in("share/apps"))
+    console = property(lambda self: self._in("console.log"))
+    apps_log = property(lambda self: self._in("apps.log"))
+    hypervisor_log = property(lambda self: self._in("hypervisor.log"))
+    qmp = property(lambda self: os.path.join(QMP_DIR, f"{self.uuid}.qmp"))
+
+
+def pod_dir(uuid: str, base: str | None = None) -> PodDir:
+    return PodDir(os.path.join(base or pods_dir(), uuid))
+
+
+# ---------------------------------------------------------------- state
+
+def write_state(pod: PodDir, **changes: object) -> dict:
+    """Merge `changes` into state.json (written under a temporary name, then renamed)."""
+    state = read_state(pod)
+    state.update(changes)
+    tmp = pod.state_file + ".tmp"
+    with open(tmp, "w") as f:
+        f.write(json.dumps(state, indent=2, sort_keys=True) + "\n")
+    os.replace(tmp, pod.state_file)
+    return state
+
+
+def read_state(pod: PodDir) -> dict:
+    try:
+        with open(pod.state_file) as f:
+            data = json.load(f)
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def hold_lock(pod: PodDir) -> int:
+    """Take the pod's lock for this process (and the hypervisor it starts); return the fd."""
+    fd = os.open(pod.lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    return fd
+
+
+def is_running(pod: PodDir) -> bool:
+    """True while kvmpod run or the pod's hypervisor holds the lock."""
+    try:
+        fd = os.open(pod.lock, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+    return False
+
+
+def pod_state(pod: PodDir) -> str:
+    """running, exited, or aborted (kvmpod run and its hypervisor died before recording an end)."""
+    if is_running(pod):
+        return "running"
+    recorded = read_state(pod).get("state")
+    return "exited" if recorded == "exited" else "aborted"
+
+
+# ---------------------------------------------------------------- apps' ends, from the guest
+
+@dataclass(frozen=True)
+class AppExit:
+    app: str
+    result: str  # systemd's Result=: success, exit-code, signal, core-dump, ...
+    code: str  # exited, killed, dumped; "" when it never started
+    status: int  # the exit status, or the signal number when killed
+    started: bool
+    exited_at_us: int  # guest monotonic time of the exit (0: unknown)
+
+    @property
+    def failed(self) -> bool:
+        return not self.started or self.result != "success"
+
+    @property
+    def exit_status(self) -> int:
+        """As a shell reports it: the status, 128+N for a signal, 1 for an app that never started."""
+        if not self.started:
+            return 1
+        return self.status if self.code == "exited" else 128 + self.status
+
+    def describe(self) -> str:
+        if not self.started:
+            return "did not start (a unit it requires failed)"
+        if self.code == "exited":
+            return f"exited {self.status}" + ("" if self.result == "success" else " (failed)")
+        return f"killed by signal {self.status}" + ("" if self.result == "success" else " (failed)")
+
+
+def parse_exit(app: str, text: str) -> AppExit | None:
+    fields = dict(line.split("=", 1) for line in text.splitlines() if "=" in line)
+    try:
+        started = int(fields.get("ExecMainStartTimestampMonotonic") or 0) > 0
+        return AppExit(app=app, result=fields.get("Result", ""), code=_CODES.get(fields.get("ExecMainCode", ""), ""),
+                       status=int(fields.get("ExecMainStatus") or 0), started=started,
+                       exited_at_us=int(fields.get("ExecMainExitTimestampMonotonic") or 0))
+    except ValueError:
+        return None
+
+
+def read_exits(pod: PodDir, apps: list[str]) -> dict[str, AppExit | None]:
+    """Each app's end as the guest recorded it; None for an app with no (readable) record."""
+    out: dict[str, AppExit | None] = {}
+    for app in apps:
+        try:
+            fd = os.open(os.path.join(pod.exits, app), os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except OSError:
+            out[app] = None
+            continue
+        with os.fdopen(fd, "rb") as f:
+            data = f.read(MAX_RECORD_BYTES)
+        out[app] = parse_exit(app, data.decode("utf-8", "replace"))
+    return out
+
+
+def first_failure(exits: dict[str, AppExit | None]) -> AppExit | None:
+    """The app that failed first (by its exit time in the guest; never-started ones last)."""
+    failed = [e for e in exits.values() if e is not None and e.failed]
+    failed.sort(key=lambda e: (not e.started, e.exited_at_us or 2**63, e.app))
+    return failed[0] if failed else None
+
+
+def pod_exit_status(exits: dict[str, AppExit | None]) -> int:
+    """rkt's rule: the status of the first app that failed, else 0."""
+    first = first_failure(exits)
+    return 0 if first is None else (first.exit_status or 1)
+
+
+# ---------------------------------------------------------------- listing and garbage collection
+
+def list_pods(base: str | None = None) -> list[PodDir]:
+    base = base or pods_dir()
+    try:
+        names = sorted(os.listdir(base))
+    except FileNotFoundError:
+        return []
+    return [PodDir(os.path.join(base, n)) for n in names
+            if os.path.isdir(os.path.join(base, n)) and not os.path.islink(os.path.join(base, n))]
+
+
+def manifest_apps(pod: PodDir) -> list[str]:
+    try:
+        with open(pod.manifest) as f:
+            data = json.load(f)
+        return [a["name"] for a in data.get("apps", []) if isinstance(a, dict) and isinstance(a.get("name"), str)]
+    except (OSError, ValueError, AttributeError, KeyError):
+        return []
+
+
+def gc(older_than: float, now: float | None = None, base: str | None = None) -> tuple[list[str], list[str]]:
+    """Remove pods that are not running and ended (or were last touched) over `older_than` seconds ago.
+    Returns (removed, kept running)."""
+    now = time.time() if now is None else now
+    removed, running = [], []
+    for pod in list_pods(base):
+        if is_running(pod):
+            running.append(pod.uuid)
+            continue
+        state = read_state(pod)
+        ended = state.get("finished") or state.get("created")
+        if not isinstance(ended, (int, float)):
+            ended = os.stat(pod.path).st_mtime
+        if now - ended < older_than:
+            continue
+        # Take the lock ourselves so a kvmpod run starting on this UUID right now cannot race us.
+        try:
+            fd = hold_lock(pod)
+        except BlockingIOError:
+            running.append(pod.uuid)
+            continue
+        try:
+            shutil.rmtree(pod.path)
+            try:
+                os.unlink(pod.qmp)
+            except FileNotFoundError:
+                pass
+        finally:
+            os.close(fd)
+        removed.append(pod.uuid)
+    return removed, running
+
+
+def parse_duration(text: str) -> float:
+    """`90`, `90s`, `30m`, `2h`, `7d` as seconds; ValueError otherwise."""
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    text = text.strip()
+    number, unit = (text[:-1], text[-1]) if text and text[-1] in units else (text, "s")
+    value = float(number)
+    if value < 0 or value != value:
+        raise ValueError(text)
+    return value * units[unit]
+
+
+# ---------------------------------------------------------------- the pod's own devices (kvmpod args --pod-dir)
+
+def pod_kernel_params(pod_path: str) -> list[str]:
+    """Turns on the guest's pod lifecycle (kvmpod.guest.lifecycle) with the pod share's tag."""
+    return [f"kvmpod.pod_share={POD_SHARE_TAG}"]
+
+
+def qemu_pod_args(pod_path: str, security_model: str) -> list[str]:
+    """The pod share, the apps' output port (the VM's second serial port, /dev/ttyS1, a file here)
+    and the QMP socket kvmpod stop presses the power button through."""
+    from .volumes import qemu_9p_args, qemu_value
+
+    pod = PodDir(os.path.abspath(pod_path))
+    os.makedirs(QMP_DIR, mode=0o700, exist_ok=True)
+    return [
+        "-chardev", f"file,id=apps,path={qemu_value(pod.apps_log)}",
+        "-serial", "chardev:apps",
+        "-qmp", f"unix:{qemu_value(pod.qmp)},server=on,wait=off",
+        *qemu_9p_args("pod", pod.share, POD_SHARE_TAG, security_model, read_only=False),
+    ]
+
+
+def lkvm_pod_args(pod_path: str) -> list[str]:
+    """lkvm: the pod share only (its one console carries the apps' output with the rest)."""
+    return [f"--9p={os.path.abspath(PodDir(pod_path).share)},{POD_SHARE_TAG}"]

@@ -1,0 +1,298 @@
+"""`kvmpod run`: from a pod manifest and app images to a finished pod, in one process.
+
+1. Checks everything it can before writing anything (manifest, one image per app, networks).
+2. Makes the pod directory (host.pods): a copy of the stage1 root (a plain copy, not an overlay: a
+   killed kvmpod leaves no mount behind, and the cached image is never written), each app's rootfs at
+   /opt/stage2/<app>/rootfs from a directory or an .aci, the image manifests, the pod manifest and
+   the networks (staged as `kvmpod stage` does), and the pod share for the apps' exit records.
+3. Boots it with the argv `kvmpod args --pod-dir` prints (the caller passes that function in), as a
+   child process in its own session (a Ctrl-C on the terminal reaches kvmpod, not QEMU) that dies
+   with kvmpod (PR_SET_PDEATHSIG) and inherits the pod's lock, so the pod counts as running exactly
+   while kvmpod or its hypervisor lives. On a systemd host it is registered with systemd-machined
+   (host.machined), which moves it into a scope in machine.slice.
+4. Shows the apps' lines and the boot's progress (host.app_output) until the VM is gone; SIGINT,
+   SIGTERM or SIGHUP press the VM's ACPI power button (QMP), the guest stops its apps with SIGTERM
+   and powers off; a second Ctrl-C, or no poweroff within STOP_SECONDS, kills the VM.
+5. Reads each app's end from the pod share, records the pod's end in state.json, and returns the
+   status of the first app that failed, else 0 (130 after a Ctrl-C when no app failed).
+"""
+
+import ctypes
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import uuid as uuidlib
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from ..pod.model import Pod
+from ..pod.mounts import STAGE2_DIR
+from ..pod.problems import InvalidInput, Problem
+from .aci import extract_aci
+from .app_output import Follower, Progress, app_line_name, boot_status
+from .pods import (PodDir, first_failure, hold_lock, pod_dir, pod_exit_status, pods_dir, read_exits,
+                   write_state)
+from .qmp import QMPError, qmp_command
+from .stage import stage_pod
+
+STOP_SECONDS = 180.0  # TCG guests take a while to stop their units and power off
+PRESS_AGAIN_SECONDS = 15.0  # the power button again: the first press may come before logind listens
+POLL_SECONDS = 0.1
+EXIT_INTERRUPTED = 130
+EXIT_POD_BROKEN = 1
+
+
+@dataclass(frozen=True)
+class Stage1:
+    root: str
+    vmlinuz: str
+    initrd: str | None
+
+
+# ---------------------------------------------------------------- checks before anything is written
+
+def parse_app_images(words: list[str], pod: Pod) -> dict[str, str]:
+    """`--app NAME=DIR|FILE.aci` for every app of the pod, each once."""
+    images: dict[str, str] = {}
+    problems: list[Problem] = []
+    names = [a.name for a in pod.apps]
+    mentioned = set()
+    for word in words:
+        name, eq, path = word.partition("=")
+        mentioned.add(name)
+        if not eq or not name or not path:
+            problems.append(Problem("--app", f"{word!r}: give NAME=DIR or NAME=FILE.aci"))
+        elif name not in names:
+            problems.append(Problem("--app", f"{name!r} is not an app of the pod (its apps: {', '.join(names)})"))
+        elif name in images:
+            problems.append(Problem("--app", f"{name!r} is given twice"))
+        elif not (os.path.isdir(path) or (os.path.isfile(path) and path.endswith(".aci"))):
+            problems.append(Problem("--app", f"{name}={path}: not a directory nor an .aci file"))
+        else:
+            images[name] = os.path.abspath(path)
+    for i, name in enumerate(names):
+        if name not in mentioned:
+            problems.append(Problem(f"apps[{i}]", f"app {name!r} has no image; add --app {name}=DIR (its rootfs, "
+                                                  f"or an unpacked image with manifest and rootfs/) or "
+                                                  f"--app {name}=FILE.aci"))
+    if problems:
+        raise InvalidInput(problems)
+    return images
+
+
+def new_pod_uuid() -> str:
+    return str(uuidlib.uuid4())
+
+
+# ---------------------------------------------------------------- the pod directory
+
+def _copy_tree(source: str, dest: str) -> None:
+    # cp -a keeps owners, modes, links, devices and xattrs; --reflink=auto is near-free on btrfs/xfs.
+    proc = subprocess.run(["cp", "-a", "--reflink=auto", "--no-target-directory", source, dest],
+                          capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise OSError(f"cp -a {source} {dest}: {proc.stderr.strip()}")
+
+
+def install_app(root: str, app: str, image: str, field: str) -> None:
+    """/opt/stage2/<app>/rootfs (and manifest) in the stage1 root, from a directory or an .aci."""
+    app_dir = os.path.join(root, STAGE2_DIR.lstrip("/"), app)
+    os.makedirs(app_dir, exist_ok=False)
+    if os.path.isfile(image):
+        extract_aci(image, app_dir, field)
+        return
+    if os.path.isfile(os.path.join(image, "manifest")) and os.path.isdir(os.path.join(image, "rootfs")):
+        _copy_tree(os.path.join(image, "rootfs"), os.path.join(app_dir, "rootfs"))  # an unpacked image
+        shutil.copyfile(os.path.join(image, "manifest"), os.path.join(app_dir, "manifest"))
+    else:
+        _copy_tree(image, os.path.join(app_dir, "rootfs"))  # the rootfs itself
+
+
+def prepare(pod: PodDir, stage1: Stage1, manifest_bytes: bytes, images: dict[str, str],
+            networks: list[dict] | None, say: Callable[[str], None]) -> None:
+    started = time.monotonic()
+    with open(pod.manifest, "wb") as f:
+        f.write(manifest_bytes)
+    os.makedirs(pod.stage1)
+    _copy_tree(stage1.root, pod.rootfs)
+    say(f"stage1 root copied in {time.monotonic() - started:.1f} s")
+    for app, image in images.items():
+        install_app(pod.rootfs, app, image, f"--app {app}")
+    stage_pod(pod.rootfs, manifest_bytes, networks)
+    os.makedirs(pod.exits, mode=0o755)
+
+
+# ---------------------------------------------------------------- boot and follow
+
+def _die_with_parent() -> None:
+    # PR_SET_PDEATHSIG = 1: the VM must not outlive a kvmpod that was killed (nothing runs unwatched).
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL, 0, 0, 0)
+
+
+class _Signals:
+    def __init__(self) -> None:
+        self.received: list[int] = []
+        self.previous = {}
+
+    def __enter__(self) -> "_Signals":
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            self.previous[sig] = signal.signal(sig, lambda signum, frame: self.received.append(signum))
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
+
+
+def press_power_button(pod: PodDir) -> str | None:
+    """QMP system_powerdown; None when done, else why not."""
+    try:
+        qmp_command(pod.qmp, "system_powerdown")
+        return None
+    except QMPError as error:
+        return str(error)
+
+
+def boot_and_follow(pod: PodDir, argv: list[str], lock_fd: int, register: Callable[[int], str] | None, out,
+                    err) -> tuple[int | None, bool]:
+    """Run the VM to its end; (hypervisor's exit status or None when killed by kvmpod, interrupted)."""
+    progress = Progress(err)
+    app_output = Follower(pod.apps_log)
+    console = Follower(pod.console)
+    started = time.monotonic()
+    first_line_at = None
+    with open(pod.hypervisor_log, "wb") as log, _Signals() as signals:
+        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True,
+                                pass_fds=(lock_fd,), preexec_fn=_die_with_parent)
+        write_state(pod, state="running", hypervisor_pid=proc.pid, started=time.time())
+        if register is not None:
+            try:
+                write_state(pod, machine=register(proc.pid))
+            except Exception as error:  # the pod runs on; only machinectl will not show it
+                err.write(f"kvmpod: warning: cannot register the pod with systemd-machined: {error}\n")
+        stop_at = pressed_at = None
+        interrupted = killed = pressed = False
+        last_status = "starting the VM"
+        while True:
+            rc = proc.poll()
+            lines = app_output.lines(final=rc is not None)
+            if lines:
+                progress.clear()
+                for line in lines:
+                    if first_line_at is None:
+                        first_line_at = time.monotonic() - started
+                        write_state(pod, first_output_seconds=round(first_line_at, 3))
+                    out.write(line + "\n")
+                out.flush()
+            status = boot_status(console.lines())
+            if status:
+                last_status = status
+            if rc is not None:
+                break
+            now = time.monotonic()
+            if signals.received:
+                sig = signals.received.pop(0)
+                if sig == signal.SIGINT:
+                    interrupted = True
+                if stop_at is not None and sig == signal.SIGINT:
+                    progress.clear()
+                    err.write("kvmpod: second interrupt: killing the VM\n")
+                    proc.kill()
+                    killed = True
+                elif stop_at is None:
+                    progress.clear()
+                    err.write(f"kvmpod: stopping pod {pod.uuid}: the apps get SIGTERM, then the VM powers off "
+                              f"(Ctrl-C again to kill it)\n")
+                    stop_at = now
+            if stop_at is not None and not killed:
+                # until a press gets through, retry each second (QEMU may not have made its socket yet)
+                if pressed_at is None or now - pressed_at > (PRESS_AGAIN_SECONDS if pressed else 1.0):
+                    pressed = pressed or press_power_button(pod) is None
+                    pressed_at = now
+                if now - stop_at > STOP_SECONDS:
+                    err.write(f"kvmpod: the VM did not power off within {STOP_SECONDS:.0f} s: killing it\n")
+                    proc.kill()
+                    killed = True
+            if first_line_at is None and stop_at is None:
+                progress.show(f"kvmpod: booting pod {pod.uuid[:8]} {now - started:5.1f} s  {last_status}")
+            time.sleep(POLL_SECONDS)
+        progress.clear()
+    return (None if killed else rc), interrupted
+
+
+# ---------------------------------------------------------------- the whole run
+
+def _tail(path: str, limit: int = 400) -> str:
+    try:
+        with open(path, "rb") as f:
+            text = f.read()[-limit:].decode("utf-8", "replace")
+    except OSError:
+        return ""
+    return " ".join(text.split())
+
+
+def run_pod(*, pod_model: Pod, manifest_bytes: bytes, images: dict[str, str], networks: list[dict] | None,
+            pod_uuid: str, stage1: Stage1, keep: bool, argv_for: Callable[[PodDir], list[str]],
+            register: Callable[[int], str] | None = None, out=sys.stdout, err=sys.stderr) -> int:
+    apps = [a.name for a in pod_model.apps]
+    base = pods_dir()
+    os.makedirs(base, mode=0o700, exist_ok=True)
+    pod = pod_dir(pod_uuid, base)
+    try:
+        os.mkdir(pod.path, 0o700)
+    except FileExistsError:
+        raise InvalidInput([Problem("--uuid", f"pod {pod_uuid} already exists in {base}; give another UUID "
+                                              f"or remove it (kvmpod gc)")]) from None
+    lock_fd = hold_lock(pod)
+    try:
+        write_state(pod, uuid=pod_uuid, state="preparing", created=time.time(), apps=apps, kvmpod_pid=os.getpid())
+
+        def say(text: str) -> None:
+            err.write(f"kvmpod: {text}\n")
+
+        try:
+            prepare(pod, stage1, manifest_bytes, images, networks, say)
+            argv = argv_for(pod)
+        except BaseException:
+            shutil.rmtree(pod.path, ignore_errors=True)  # nothing half-made stays behind
+            raise
+        with open(os.path.join(pod.path, "argv.json"), "w") as f:
+            json.dump(argv, f)
+        say(f"pod {pod_uuid}: booting {argv[0]} (console: {pod.console})")
+        started = time.monotonic()
+        rc, interrupted = boot_and_follow(pod, argv, lock_fd, register, out, err)
+        seconds = time.monotonic() - started
+        exits = read_exits(pod, apps)
+        status = pod_exit_status(exits)
+        first = first_failure(exits)
+        missing = [a for a, e in exits.items() if e is None]
+        summary = ", ".join(f"{a} {e.describe()}" if e else f"{a}: no record" for a, e in exits.items())
+        say(f"pod {pod_uuid} ended after {seconds:.1f} s: {summary}")
+        if missing and first is None:
+            how = (f"the VM ended (hypervisor exit {rc}) before the guest recorded {', '.join(missing)}"
+                   + (f": {_tail(pod.hypervisor_log)}" if rc else "") + f"; see {pod.console}")
+            say(how)
+            status = EXIT_POD_BROKEN
+        elif first is not None:
+            how = f"app {first.app} failed first: {first.describe()}"
+        elif interrupted:
+            how = "interrupted"
+            status = EXIT_INTERRUPTED
+        else:
+            clean = all(e is not None and e.exit_status == 0 for e in exits.values())
+            how = "every app exited successfully" if clean else "stopped; no app failed"
+        write_state(pod, state="exited", finished=time.time(), exit_status=status, how=how,
+                    hypervisor_exit=rc, seconds=round(seconds, 3))
+        return status
+    finally:
+        if not keep:
+            shutil.rmtree(pod.stage1, ignore_errors=True)
+        try:
+            os.unlink(pod.qmp)
+        except OSError:
+            pass
+        os.close(lock_fd)

@@ -1,0 +1,360 @@
+"""`kvmpod run` end to end: real pods under QEMU, driven as a user drives them.
+
+Three boots, each shared by the tests of one scenario, plus one that is killed before it boots:
+- "run-fail": an app fails while another still runs: the pod shuts down, the failing app's status is
+  `kvmpod run`'s exit status, the running app got SIGTERM, every app's output reached the terminal
+  prefixed with its name, and the host reads every app's end afterwards (`kvmpod status`, `list`);
+- "run-ok": every app exits 0 (one of them from an .aci whose image manifest gives its command): the
+  pod powers off by itself and `kvmpod run` exits 0;
+- "run-sigint": an app that never exits keeps the pod up until the test sends SIGINT to `kvmpod run`
+  (a Ctrl-C): the apps get SIGTERM, the VM powers off, and the ends are still reported (exit 130);
+- SIGKILL of `kvmpod run` while the VM starts: the VM dies with it (nothing runs unwatched), nothing
+  is mounted on the host, the pod shows as aborted, and `kvmpod gc` removes it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import tarfile
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import ClassVar
+
+import pytest
+
+from .conftest import BootState, module_boot
+from .kvmpod_guest import busybox_rootfs, host_kvmpod, kept_dir, kvmpod_cli, pod_uuid, write_json
+
+pytestmark = pytest.mark.e2e
+
+RUN_TIMEOUT = 900.0  # a TCG boot on a loaded 2-core machine was seen at 5 minutes, shutdown included
+LINE = re.compile(r"^\[\s*\d+\.\d+\] (?P<app>[a-z0-9-]+)\[\d+\]: (?P<text>.*)$")
+
+
+def sh_app(name: str, script: str, mounts: list[tuple[str, str]] = ()) -> dict:
+    return {"name": name, "app": {"exec": ["/bin/sh", "-c", script], "user": "0", "group": "0"},
+            "mounts": [{"volume": v, "path": p} for v, p in mounts]}
+
+
+@dataclass
+class RunState(BootState):
+    LABEL: ClassVar[str] = "run"
+    uuid: str = ""
+    pods: Path | None = None
+    rc: int | None = None
+    stdout: str = ""
+    stderr: str = ""
+    vols: dict[str, Path] = field(default_factory=dict)
+
+    def output_dir(self) -> Path | None:
+        return self.logs
+
+    @property
+    def env(self) -> dict[str, str]:
+        return {"KVMPOD_PODS_DIR": str(self.pods)}
+
+    def app_lines(self) -> list[tuple[str, str]]:
+        return [(m["app"], m["text"]) for m in map(LINE.match, self.stdout.splitlines()) if m]
+
+    def status(self) -> dict:
+        proc = host_kvmpod("status", self.uuid, "--json", env=self.env)
+        return json.loads(proc.stdout)
+
+    def where(self) -> str:
+        return (f"(kvmpod run exited {self.rc}; stderr:\n{self.stderr}\nlogs and the pod directory kept in "
+                f"{self.logs})")
+
+
+def _start(state: RunState, manifest: dict, apps: dict[str, Path], *extra: str) -> subprocess.Popen:
+    state.pods = state.logs / "pods"
+    state.uuid = pod_uuid()
+    state.install = "the stage1 of kvmpod run (this checkout's .deb)"
+    pod_file = write_json(state.logs / "pod.json", manifest)
+    args = ["run", "--manifest", str(pod_file), "--uuid", state.uuid, *extra]
+    for name, image in apps.items():
+        args += ["--app", f"{name}={image}"]
+    return kvmpod_cli(*args, env=state.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _finish(state: RunState, proc: subprocess.Popen, timeout: float = RUN_TIMEOUT) -> None:
+    try:
+        state.stdout, state.stderr = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGINT)
+        proc.send_signal(signal.SIGINT)  # the second one kills the VM
+        state.stdout, state.stderr = proc.communicate()
+        raise
+    finally:
+        state.rc = proc.returncode
+        (state.logs / "run.stdout").write_text(state.stdout or "")
+        (state.logs / "run.stderr").write_text(state.stderr or "")
+    state.accelerator = "tcg" if "-accel\ntcg" in _argv_text(state) else "kvm"
+
+
+def _argv_text(state: RunState) -> str:
+    path = state.pods / state.uuid / "argv.json" if state.pods else None
+    return "\n".join(json.loads(path.read_text())) if path and path.is_file() else ""
+
+
+# ---------------------------------------------------------------- run-fail
+
+def _run_fail(state: RunState, tmp: Path) -> Iterator[None]:
+    out = state.logs / "out"
+    out.mkdir(parents=True)
+    state.vols["out"] = out
+    manifest = {"acKind": "PodManifest", "acVersion": "0.8.11", "apps": [
+        sh_app("hello", "echo hello from hello; echo to stderr >&2; echo hi > /out/hello.txt", [("out", "/out")]),
+        sh_app("fail", "i=0; while [ ! -e /out/hello.txt ] && [ $i -lt 120 ]; do sleep 1; i=$((i+1)); done; "
+                       "echo failing now; exit 3", [("out", "/out")]),
+        sh_app("sleeper", "echo sleeping; exec sleep 100000"),
+    ], "volumes": [{"name": "out", "kind": "host", "source": str(out)}]}
+    apps = {name: busybox_rootfs(state.logs / "images" / name) for name in ("hello", "fail", "sleeper")}
+    started = time.monotonic()
+    _finish(state, _start(state, manifest, apps))
+    state.seconds = time.monotonic() - started
+    yield
+
+
+@pytest.fixture(scope="module")
+def run_fail(request: pytest.FixtureRequest):
+    yield from module_boot(request, type("RunFail", (RunState,), {"LABEL": "run-fail"})(logs=kept_dir("run-fail")),
+                           _run_fail)
+
+
+def test_failing_app_status_is_the_exit_status_of_kvmpod_run(run_fail: RunState) -> None:
+    run_fail.require()
+    assert run_fail.rc == 3, run_fail.where()
+    assert "app fail failed first: exited 3" in (run_fail.pods / run_fail.uuid / "state.json").read_text()
+
+
+def test_app_output_reaches_the_terminal_prefixed_with_the_app(run_fail: RunState) -> None:
+    run_fail.require()
+    lines = run_fail.app_lines()
+    for expected in [("hello", "hello from hello"), ("hello", "to stderr"), ("fail", "failing now"),
+                     ("sleeper", "sleeping")]:
+        assert expected in lines, (expected, run_fail.stdout, run_fail.where())
+    assert not [ln for ln in run_fail.stdout.splitlines() if not LINE.match(ln)], run_fail.stdout
+
+
+def test_host_reads_every_app_end_after_the_vm_is_gone(run_fail: RunState) -> None:
+    run_fail.require()
+    status = run_fail.status()
+    assert (status["state"], status["exit_status"]) == ("exited", 3), status
+    apps = {a["name"]: a for a in status["apps"]}
+    assert apps["hello"]["exit_status"] == 0 and apps["hello"]["result"] == "success", apps
+    assert apps["fail"]["exit_status"] == 3 and apps["fail"]["result"] == "exit-code", apps
+    # The pod shut down while sleeper ran: it was stopped with SIGTERM, which is no failure of its own.
+    assert apps["sleeper"]["ended"] == "killed by signal 15", apps
+    assert f"pod {run_fail.uuid} ended after" in run_fail.stderr
+    listed = host_kvmpod("list", env=run_fail.env).stdout
+    assert re.search(rf"^{run_fail.uuid}\s+exited\s+3\s", listed, re.M), listed
+
+
+def test_volume_writes_reach_the_host_and_the_pod_leaves_no_mount(run_fail: RunState) -> None:
+    run_fail.require()
+    assert (run_fail.vols["out"] / "hello.txt").read_text() == "hi\n", run_fail.where()
+    pod = run_fail.pods / run_fail.uuid
+    assert not (pod / "stage1").exists(), "the pod's stage1 root copy stays only with --keep"
+    assert sorted(p.name for p in (pod / "share/apps").iterdir()) == ["fail", "hello", "sleeper"]
+    mounts = Path("/proc/self/mounts").read_text()
+    assert str(run_fail.pods) not in mounts
+
+
+# ---------------------------------------------------------------- run-ok (.aci app included)
+
+def _aci(path: Path, rootfs: Path, image_manifest: dict) -> Path:
+    manifest = path.with_suffix(".manifest")
+    manifest.write_text(json.dumps(image_manifest))
+    with tarfile.open(path, "w:gz") as tar:
+        tar.add(manifest, arcname="manifest")
+        tar.add(rootfs, arcname="rootfs")
+    return path
+
+
+def _run_ok(state: RunState, tmp: Path) -> Iterator[None]:
+    out = state.logs / "out"
+    out.mkdir(parents=True)
+    state.vols["out"] = out
+    images = state.logs / "images"
+    aci = _aci(images / "two.aci", busybox_rootfs(images / "two-rootfs"), {
+        "acKind": "ImageManifest", "acVersion": "0.8.11", "name": "example.com/two",
+        "app": {"exec": ["/bin/sh", "-c", "echo two from an aci; echo two > /out/two.txt"], "user": "0", "group": "0",
+                "mountPoints": [{"name": "out", "path": "/out"}]}})
+    manifest = {"acKind": "PodManifest", "acVersion": "0.8.11", "apps": [
+        sh_app("one", "echo one here; echo one > /out/one.txt", [("out", "/out")]),
+        {"name": "two", "image": {"name": "example.com/two"}},
+    ], "volumes": [{"name": "out", "kind": "host", "source": str(out)}]}
+    started = time.monotonic()
+    _finish(state, _start(state, manifest, {"one": busybox_rootfs(images / "one"), "two": aci}))
+    state.seconds = time.monotonic() - started
+    yield
+
+
+@pytest.fixture(scope="module")
+def run_ok(request: pytest.FixtureRequest):
+    yield from module_boot(request, type("RunOk", (RunState,), {"LABEL": "run-ok"})(logs=kept_dir("run-ok")), _run_ok)
+
+
+def test_pod_whose_apps_all_succeed_powers_off_by_itself(run_ok: RunState) -> None:
+    run_ok.require()
+    assert run_ok.rc == 0, run_ok.where()
+    status = run_ok.status()
+    assert (status["state"], status["exit_status"], status["how"]) == ("exited", 0, "every app exited successfully")
+    assert {a["name"]: a["exit_status"] for a in status["apps"]} == {"one": 0, "two": 0}
+
+
+def test_aci_app_runs_with_its_image_manifest(run_ok: RunState) -> None:
+    run_ok.require()
+    assert ("two", "two from an aci") in run_ok.app_lines(), run_ok.where()
+    assert (run_ok.vols["out"] / "two.txt").read_text() == "two\n"
+    assert (run_ok.vols["out"] / "one.txt").read_text() == "one\n"
+
+
+# ---------------------------------------------------------------- run-sigint
+
+def _run_sigint(state: RunState, tmp: Path) -> Iterator[None]:
+    manifest = {"acKind": "PodManifest", "acVersion": "0.8.11", "apps": [
+        sh_app("forever", "echo up; trap 'echo got TERM; exit 0' TERM; while :; do sleep 1; done"),
+        sh_app("quick", "echo quick done"),
+    ]}
+    images = state.logs / "images"
+    apps = {name: busybox_rootfs(images / name) for name in ("forever", "quick")}
+    started = time.monotonic()
+    proc = _start(state, manifest, apps)
+    lines: list[str] = []
+    up = threading.Event()
+
+    def read() -> None:
+        for line in proc.stdout:
+            lines.append(line)
+            if re.match(r"^\[\s*[\d.]+\] forever\[\d+\]: up$", line.rstrip("\n")):
+                up.set()
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    try:
+        if not up.wait(RUN_TIMEOUT):
+            raise AssertionError("the app 'forever' never printed 'up'")
+        # The pod stays up with an app running: give it a moment to prove it does not end by itself.
+        time.sleep(5)
+        state.stderr = f"still running 5 s after 'up': {proc.poll() is None}\n"
+        proc.send_signal(signal.SIGINT)
+        state.rc = proc.wait(RUN_TIMEOUT)
+    except BaseException:
+        proc.kill()
+        raise
+    finally:
+        reader.join(10)
+        state.stdout = "".join(lines)
+        state.stderr += proc.stderr.read() if proc.stderr else ""
+        (state.logs / "run.stdout").write_text(state.stdout)
+        (state.logs / "run.stderr").write_text(state.stderr)
+        state.rc = proc.returncode
+    state.seconds = time.monotonic() - started
+    state.accelerator = "tcg" if "-accel\ntcg" in _argv_text(state) else "kvm"
+    yield
+
+
+@pytest.fixture(scope="module")
+def run_sigint(request: pytest.FixtureRequest):
+    yield from module_boot(request, type("RunSigint", (RunState,), {"LABEL": "run-sigint"})(
+        logs=kept_dir("run-sigint")), _run_sigint)
+
+
+def test_app_that_never_exits_keeps_the_pod_up_until_ctrl_c(run_sigint: RunState) -> None:
+    run_sigint.require()
+    assert run_sigint.stderr.startswith("still running 5 s after 'up': True"), run_sigint.where()
+    assert run_sigint.rc == 130, run_sigint.where()
+    assert "kvmpod: stopping pod" in run_sigint.stderr
+
+
+def test_ctrl_c_gives_apps_sigterm_then_powers_off_and_still_reports(run_sigint: RunState) -> None:
+    run_sigint.require()
+    assert ("forever", "got TERM") in run_sigint.app_lines(), run_sigint.where()
+    status = run_sigint.status()
+    assert (status["state"], status["exit_status"], status["how"]) == ("exited", 130, "interrupted"), status
+    assert {a["name"]: a["ended"] for a in status["apps"]} == {"forever": "exited 0", "quick": "exited 0"}
+
+
+def test_gc_removes_an_ended_pod(run_sigint: RunState) -> None:
+    run_sigint.require()
+    proc = host_kvmpod("gc", "--older-than", "0s", env=run_sigint.env)
+    assert proc.stdout == f"removed {run_sigint.uuid}\n"
+    assert not (run_sigint.pods / run_sigint.uuid).exists()
+
+
+# ---------------------------------------------------------------- SIGKILL (no full boot)
+
+def test_sigkill_leaves_no_vm_and_no_mount_and_gc_cleans_it(tmp_path: Path) -> None:
+    state = RunState(logs=kept_dir("run-sigkill"))
+    manifest = {"acKind": "PodManifest", "acVersion": "0.8.11", "apps": [sh_app("forever", "exec sleep 100000")]}
+    proc = _start(state, manifest, {"forever": busybox_rootfs(state.logs / "images/forever")})
+    state_file = state.pods / state.uuid / "state.json"
+    deadline = time.monotonic() + 300
+    hypervisor = None
+    while time.monotonic() < deadline and proc.poll() is None:
+        if state_file.is_file() and (hypervisor := json.loads(state_file.read_text()).get("hypervisor_pid")):
+            break
+        time.sleep(0.2)
+    assert hypervisor, f"kvmpod run never started its VM: {proc.communicate()}"
+    time.sleep(2)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and Path(f"/proc/{hypervisor}").exists():
+        time.sleep(0.2)
+    assert not Path(f"/proc/{hypervisor}").exists(), "the VM outlived its kvmpod run"
+    assert str(state.pods) not in Path("/proc/self/mounts").read_text()
+    status = json.loads(host_kvmpod("status", state.uuid, "--json", env=state.env).stdout)
+    assert status["state"] == "aborted", status
+    assert host_kvmpod("gc", env=state.env).stdout == f"removed {state.uuid}\n"
+    assert not (state.pods / state.uuid).exists()
+    assert host_kvmpod("list", env=state.env).stdout.splitlines()[1:] == []
+    import shutil
+
+    shutil.rmtree(state.logs, ignore_errors=True)
+
+
+# ---------------------------------------------------------------- kvmpod stop (its own boot)
+
+def test_kvmpod_stop_ends_a_running_pod_like_ctrl_c() -> None:
+    state = RunState(logs=kept_dir("run-stop"))
+    manifest = {"acKind": "PodManifest", "acVersion": "0.8.11", "apps": [
+        sh_app("server", "echo serving; trap 'echo stopping cleanly; exit 0' TERM; while :; do sleep 1; done")]}
+    proc = _start(state, manifest, {"server": busybox_rootfs(state.logs / "images/server")})
+    lines: list[str] = []
+    serving = threading.Event()
+
+    def read() -> None:
+        for line in proc.stdout:
+            lines.append(line)
+            if line.rstrip("\n").endswith("server: serving") or re.search(r"server\[\d+\]: serving$", line.rstrip()):
+                serving.set()
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    try:
+        assert serving.wait(RUN_TIMEOUT), f"the app never started: {''.join(lines)}"
+        listed = host_kvmpod("list", env=state.env).stdout
+        assert re.search(rf"^{state.uuid}\s+running\s", listed, re.M), listed
+        stop = host_kvmpod("stop", state.uuid, "--timeout", str(RUN_TIMEOUT), check=False, env=state.env)
+        assert (stop.returncode, stop.stderr) == (0, ""), stop
+        assert proc.wait(60) == 0, proc.stderr.read()  # stopped, no app failed: the pod's status is 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        reader.join(10)
+    assert any(re.search(r"server\[\d+\]: stopping cleanly$", ln.rstrip()) for ln in lines), lines
+    status = json.loads(host_kvmpod("status", state.uuid, "--json", env=state.env).stdout)
+    assert (status["state"], status["exit_status"]) == ("exited", 0), status
+    assert [a["ended"] for a in status["apps"]] == ["exited 0"], status
+    import shutil
+
+    shutil.rmtree(state.logs, ignore_errors=True)
