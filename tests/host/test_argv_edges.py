@@ -164,3 +164,23 @@ def test_an_app_volume_is_named_by_its_mount_field():
         lkvm_9p_args(p, staged_host_volumes(p))
     assert str(error.value) == ("apps[0].mounts[1].appVolume.source: '/srv/w,2' contains a comma, which lkvm's "
                                 "--9p cannot carry (it splits the path there); rename the directory or use QEMU")
+
+
+def test_an_x_is_an_ordinary_character_in_tags_parameters_and_paths():
+    args = argv(root_tag="rootX", extra_kernel_params="X=1", kernel="/boot/vmlinuzX", initrd="/boot/initrdX")
+    assert "virtio-9p-pci,fsdev=root,mount_tag=rootX" in args
+    assert args[args.index("-append") + 1].endswith(" X=1")
+    assert args[args.index("-kernel") + 1] == "/boot/vmlinuzX"
+
+
+def test_networks_count_towards_the_pci_devices_too():
+    from kvmpod.host.network import parse_networks
+
+    volumes = [host(f"v{i}", f"/srv/v{i}") for i in range(20)]
+    nets = parse_networks([{"tap": f"kvmpod{i}", "hostIP": f"10.{i}.0.1", "guestIP": f"10.{i}.0.2", "prefix": 24}
+                           for i in range(9)])
+    p = pod(volumes)
+    with pytest.raises(InvalidInput, match="20 host volumes and 9 networks need 29 PCI devices; kvmpod supports at "
+                                           "most 28"):
+        build_argv(p, staged_host_volumes(p), nets, settings(), RES, lambda: "tcg")
+    assert build_argv(p, staged_host_volumes(p), nets[:8], settings(), RES, lambda: "tcg")

@@ -78,3 +78,21 @@ def test_the_disk_root_is_joined_with_one_slash(root: str):
 def test_dot_components_are_skipped_wherever_they_are():
     assert resolve_inside_root("/r", "/./a/./b/.", lambda _: None) == "/a/b"
     assert resolve_inside_root("/r", "./a/../../b", lambda _: None) == "/b"
+
+
+def test_a_path_of_4095_bytes_resolves_and_4096_is_refused():
+    """PATH_MAX (4096) counts the terminating NUL: 4095 bytes is the longest path the kernel takes."""
+    longest = "/" + "a" * 4094
+    assert resolve_inside_root("/r", longest, lambda _: None) == longest
+    with pytest.raises(UnsafePath, match="resolves to a path longer than PATH_MAX \\(4096\\)"):
+        resolve_inside_root("/r", longest + "a", lambda _: None)
+
+
+@pytest.mark.parametrize("components, error", [
+    (4096, "resolves to a path longer than PATH_MAX"),   # pending reaches 4096: still walked
+    (4097, "through symlinks grows without bound"),      # more: refused before walking it
+])
+def test_a_link_target_that_grows_the_walk_beyond_path_max_is_refused(components: int, error: str):
+    target = "/" + "/".join(["c"] * components)
+    with pytest.raises(UnsafePath, match=error):
+        resolve_inside_root("/r", "/big", lambda p: target if p == "/r/big" else None)
