@@ -146,6 +146,15 @@ def install_guest_unit(root: Path, name: str, text: str, *, wanted_by: str = "mu
     (wants / name).symlink_to(f"/etc/systemd/system/{name}")
 
 
+def finish_unit(description: str, after: str, timeout_s: int, requires: str | None = None) -> str:
+    """The guest unit that runs /usr/local/sbin/kvmpod-e2e-finish (a boot's checks) after `after`,
+    then powers the guest off whatever happened (install it with install_guest_unit)."""
+    return (f"[Unit]\nDescription=kvmpod e2e: {description}, then power off\nAfter={after}\n"
+            + (f"Requires={requires}\n" if requires else "")
+            + "SuccessAction=poweroff\nFailureAction=poweroff\n\n[Service]\nType=oneshot\n"
+              f"ExecStart=/usr/local/sbin/kvmpod-e2e-finish\nTimeoutStartSec={timeout_s}\n")
+
+
 def install_guest_script(root: Path, path: str, text: str) -> None:
     script = root / path.lstrip("/")
     script.parent.mkdir(parents=True, exist_ok=True)

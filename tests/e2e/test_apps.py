@@ -28,8 +28,8 @@ import pytest
 
 from . import boot, guestimage
 from .conftest import BootState, module_boot
-from .kvmpod_guest import (BUSYBOX, Netns, argv_value, host_kvmpod, install_guest_script, install_guest_unit, install_kvmpod,
-                           kept_dir, make_app_rootfs, pod_uuid, write_json)
+from .kvmpod_guest import (BUSYBOX, Netns, argv_value, finish_unit, host_kvmpod, install_guest_script,
+                           install_guest_unit, install_kvmpod, kept_dir, make_app_rootfs, pod_uuid, write_json)
 
 pytestmark = pytest.mark.e2e
 
@@ -161,17 +161,7 @@ sync
 log done
 """
 
-FINISH_UNIT = """[Unit]
-Description=kvmpod e2e: collect results, then power off
-After=mnt-results.mount network.target
-SuccessAction=poweroff
-FailureAction=poweroff
-
-[Service]
-Type=oneshot
-ExecStart=/usr/local/sbin/kvmpod-e2e-finish
-TimeoutStartSec=480
-"""
+FINISH_UNIT = finish_unit('collect results', 'mnt-results.mount network.target', 480)
 
 
 def manifest(results: Path) -> dict:

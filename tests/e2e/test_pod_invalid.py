@@ -20,7 +20,7 @@ import pytest
 
 from . import boot, guestimage
 from .conftest import BootState, module_boot
-from .kvmpod_guest import (argv_value, host_kvmpod, install_guest_script, install_guest_unit,
+from .kvmpod_guest import (argv_value, finish_unit, host_kvmpod, install_guest_script, install_guest_unit,
                            install_kvmpod, kept_dir, make_app_rootfs, pod_uuid, write_json)
 
 pytestmark = pytest.mark.e2e
@@ -65,17 +65,7 @@ cat /run/systemd/generator/shipped.service.d/50-kvmpod-invalid-manifest.conf > $
 sync
 """
 
-FINISH_UNIT = """[Unit]
-Description=kvmpod e2e: record, then power off
-After=shipped.service control.service
-SuccessAction=poweroff
-FailureAction=poweroff
-
-[Service]
-Type=oneshot
-ExecStart=/usr/local/sbin/kvmpod-e2e-finish
-TimeoutStartSec=120
-"""
+FINISH_UNIT = finish_unit('record', 'shipped.service control.service', 120)
 
 
 @dataclass

@@ -21,7 +21,7 @@ import pytest
 
 from . import boot, guestimage
 from .conftest import BootState, module_boot
-from .kvmpod_guest import (Netns, argv_value, drop_export, host_kvmpod, install_guest_script,
+from .kvmpod_guest import (Netns, argv_value, drop_export, finish_unit, host_kvmpod, install_guest_script,
                            install_guest_unit, install_kvmpod, kept_dir, make_app_rootfs, pod_uuid, write_json)
 
 pytestmark = pytest.mark.e2e
@@ -120,17 +120,7 @@ sync
 log done
 """
 
-FINISH_UNIT = """[Unit]
-Description=kvmpod e2e: collect results, then power off
-After=mnt-results.mount network.target
-SuccessAction=poweroff
-FailureAction=poweroff
-
-[Service]
-Type=oneshot
-ExecStart=/usr/local/sbin/kvmpod-e2e-finish
-TimeoutStartSec=840
-"""
+FINISH_UNIT = finish_unit('collect results', 'mnt-results.mount network.target', 840)
 
 
 def manifest() -> dict:

@@ -26,8 +26,8 @@ import pytest
 
 from . import boot, guestimage
 from .conftest import BootState, module_boot
-from .kvmpod_guest import (argv_value, host_kvmpod, install_guest_script, install_guest_unit, install_kvmpod,
-                           kept_dir, make_app_rootfs, pod_uuid, write_json)
+from .kvmpod_guest import (argv_value, finish_unit, host_kvmpod, install_guest_script, install_guest_unit,
+                           install_kvmpod, kept_dir, make_app_rootfs, pod_uuid, write_json)
 
 pytestmark = pytest.mark.e2e
 
@@ -78,18 +78,10 @@ sync
 log done
 """
 
-FINISH_UNIT = """[Unit]
-Description=kvmpod e2e: root's tries on the host volumes, then power off
-After=mnt-results.mount mnt-rw.mount mnt-rovol.mount mnt-rec.mount mnt-norec.mount
-Requires=mnt-results.mount mnt-rw.mount mnt-rovol.mount mnt-rovol2.mount mnt-rec.mount mnt-norec.mount
-SuccessAction=poweroff
-FailureAction=poweroff
-
-[Service]
-Type=oneshot
-ExecStart=/usr/local/sbin/kvmpod-e2e-finish
-TimeoutStartSec=300
-"""
+FINISH_UNIT = finish_unit("root's tries on the host volumes",
+                          'mnt-results.mount mnt-rw.mount mnt-rovol.mount mnt-rec.mount mnt-norec.mount',
+                          300,
+                          requires='mnt-results.mount mnt-rw.mount mnt-rovol.mount mnt-rovol2.mount mnt-rec.mount mnt-norec.mount')
 
 
 @dataclass

@@ -20,8 +20,8 @@ import pytest
 
 from . import boot, guestimage
 from .conftest import BootState, module_boot
-from .kvmpod_guest import (HarnessError, argv_value, host_kvmpod, install_guest_script, install_guest_unit,
-                           install_kvmpod, kept_dir, make_app_rootfs, pod_uuid, write_json)
+from .kvmpod_guest import (HarnessError, argv_value, finish_unit, host_kvmpod, install_guest_script,
+                           install_guest_unit, install_kvmpod, kept_dir, make_app_rootfs, pod_uuid, write_json)
 
 pytestmark = pytest.mark.e2e
 
@@ -53,18 +53,10 @@ sync
 log done
 """
 
-FINISH_UNIT = """[Unit]
-Description=kvmpod e2e: collect results, then power off
-After=mnt-results.mount mnt-out.mount mnt-rovol.mount
-Requires=mnt-results.mount mnt-out.mount mnt-rovol.mount
-SuccessAction=poweroff
-FailureAction=poweroff
-
-[Service]
-Type=oneshot
-ExecStart=/usr/local/sbin/kvmpod-e2e-finish
-TimeoutStartSec=300
-"""
+FINISH_UNIT = finish_unit('collect results',
+                          'mnt-results.mount mnt-out.mount mnt-rovol.mount',
+                          300,
+                          requires='mnt-results.mount mnt-out.mount mnt-rovol.mount')
 
 
 def drop_virtiofs_export(argv: list[str], tag: str) -> list[str]:
