@@ -185,9 +185,11 @@ def test_status_list_gc_and_stop_from_the_cli(tmp_path: Path):
 
 def test_stop_presses_the_power_button_over_qmp_until_the_pod_ends(tmp_path: Path, monkeypatch):
     """A fake QEMU: holds the pod's lock and serves QMP; system_powerdown makes it "power off"."""
-    monkeypatch.setattr(pods, "QMP_DIR", str(tmp_path / "run"))
+    import tempfile
+
+    short = tempfile.mkdtemp(prefix="kq", dir="/tmp")  # a socket path must fit 108 bytes; tmp_path may not
+    monkeypatch.setattr(pods, "QMP_DIR", short)
     monkeypatch.setenv(pods.PODS_ENV, str(tmp_path / "pods"))
-    os.makedirs(pods.QMP_DIR)
     pod = _pod(tmp_path / "pods", state="running")
     lock = pods.hold_lock(pod)
     server = socket.socket(socket.AF_UNIX)
@@ -225,6 +227,7 @@ def test_stop_presses_the_power_button_over_qmp_until_the_pod_ends(tmp_path: Pat
     thread.join(5)
     server.close()
     assert seen == ["qmp_capabilities", "system_powerdown"]
+    os.rmdir(short)
     assert pods.pod_state(pod) == "aborted"  # kvmpod run (absent here) records the end
 
 
