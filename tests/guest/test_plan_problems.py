@@ -48,3 +48,16 @@ def test_an_implicit_volume_whose_name_is_taken_is_named_by_its_mount_point(fs, 
                         "'data' would be named 'a-data', which the pod already uses; add a mount for '/data' to "
                         "apps[0].mounts")
     assert fs.listdir(OUT) == []
+
+
+def test_every_bad_target_is_reported_at_once(fs, capsys):
+    fs.create_symlink("/guest/opt/stage2/a/rootfs/loop", "loop")
+    paths = ["/loop/x", "/loop/y", "/", "/..", "/trail ", "/trail2 ", "/same", "/same", "/ lead"]
+    mounts = [{"volume": "v", "path": p} for p in paths]
+    status, lines = run(fs, capsys, manifest([app("a", mounts)], [{"name": "v", "kind": "host", "source": "/srv/v"}]))
+
+    assert status == 1
+    fields = [line.split(": ")[1] for line in lines[:-1]]
+    assert fields == [f"apps[0].mounts[{i}].path" for i in (0, 1, 2, 3, 4, 5, 7)], lines  # 7: the second on /same
+    assert lines[4] == ("kvmpod-generator: apps[0].mounts[4].path: '/trail ' ends in white space, which systemd "
+                        "strips from Where=; rename the directory")
