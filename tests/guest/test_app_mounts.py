@@ -33,13 +33,14 @@ def test_an_app_without_an_app_section_whose_unit_the_guest_ships_gets_its_mount
 
 def test_a_covered_mount_point_does_not_end_the_search_for_uncovered_ones(fs, capsys):
     section = {"exec": ["/bin/true"], "user": "0", "group": "0",
-               "mountPoints": [{"name": "v", "path": "/data"}, {"name": "logs", "path": "/var/log"}]}
+               "mountPoints": [{"name": "v", "path": "/data"}, {"name": "logs", "path": "/var/log", "readOnly": True}]}
     app = {"name": "a", "image": {"name": "example.com/a"}, "app": section, "mounts": [{"volume": "v", "path": "/data"}]}
 
     status, written, err = run(fs, capsys, app)
 
     assert status == 0
     assert "kvmpod-empty-volume-a-logs.service" in written and "opt-stage2-a-rootfs-var-log.mount" in written
+    assert "Options=rbind,ro" in fs.get_object(f"{OUT}/opt-stage2-a-rootfs-var-log.mount").contents.splitlines()
     assert err == ["kvmpod-generator: app 'a': no volume for mount point 'logs' (/var/log); using an implicit "
                    "empty volume 'a-logs', which is lost when the pod stops"]
 

@@ -22,3 +22,17 @@ def test_specifiers_are_doubled_and_the_rest_kept():
 def test_only_real_unit_types_name_a_unit(suffix):
     with pytest.raises(ValueError, match=f"invalid unit suffix: {suffix!r}"):
         unit_name_from_path("/data", suffix)
+
+
+@pytest.mark.parametrize("path, message", [
+    ("data", "not an absolute path: 'data'"),
+    ("/a\nb", "path contains NUL or newline: '/a\\\\nb'"),
+    ("/" + "a" * 4096, "path too long \\(4097 bytes\\)"),
+    ("/a/../b", "path not normalized: '/a/../b'"),
+    ("/" + "a" * 256, "path component longer than 255 bytes"),
+])
+def test_paths_systemd_cannot_name_are_refused_with_the_reason(path, message):
+    from kvmpod.guest.unitname import escape_path
+
+    with pytest.raises(ValueError, match=message):
+        escape_path(path)
