@@ -64,3 +64,12 @@ def test_every_bad_target_is_reported_at_once(fs, capsys):
     assert fields == [f"apps[0].mounts[{i}].path" for i in (0, 1, 2, 3, 4, 5, 7, 10)], lines  # the second on a path
     assert lines[4] == ("kvmpod-generator: apps[0].mounts[4].path: '/trail ' ends in white space, which systemd "
                         "strips from Where=; rename the directory")
+
+
+def test_a_bad_target_from_a_mount_point_is_named_by_its_mount_point_field(fs, capsys):
+    points = [{"name": "logs", "path": "/var/log "}]
+    status, lines = run(fs, capsys, manifest([app("a", [], points)], []))
+
+    assert status == 1
+    assert lines[-2] == ("kvmpod-generator: apps[0].app.mountPoints[0].path: '/var/log ' ends in white space, which "
+                         "systemd strips from Where=; rename the directory")
