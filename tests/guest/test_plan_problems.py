@@ -40,11 +40,36 @@ def test_every_path_a_unit_file_cannot_hold_is_named_by_its_field(fs, capsys):
 
 def test_an_implicit_volume_whose_name_is_taken_is_named_by_its_mount_point(fs, capsys):
     points = [{"name": "logs", "path": "/var/log"}, {"name": "data", "path": "/data"}]
-    volumes = [{"name": "a-data", "kind": "host", "source": "/srv/a-data"}]
+    volumes = [{"name": "a-data", "kind": "host", "source": "/srv/a-data"},
+               {"name": "a-logs", "kind": "host", "source": "/srv/a-logs"}]
     status, lines = run(fs, capsys, manifest([app("a", [], points)], volumes))
 
     assert status == 1
+    assert lines[0].startswith("kvmpod-generator: apps[0].app.mountPoints[0].path: the implicit empty volume for "
+                               "mount point 'logs' would be named 'a-logs'")
     assert lines[1] == ("kvmpod-generator: apps[0].app.mountPoints[1].path: the implicit empty volume for mount point "
                         "'data' would be named 'a-data', which the pod already uses; add a mount for '/data' to "
                         "apps[0].mounts")
     assert fs.listdir(OUT) == []
+
+
+def test_every_bad_target_is_reported_at_once(fs, capsys):
+    fs.create_symlink("/guest/opt/stage2/a/rootfs/loop", "loop")
+    paths = ["/loop/x", "/loop/y", "/", "/..", "/trail ", "/trail2 ", "/same", "/same", "/ lead", "/b", "/b"]
+    mounts = [{"volume": "v", "path": p} for p in paths]
+    status, lines = run(fs, capsys, manifest([app("a", mounts)], [{"name": "v", "kind": "host", "source": "/srv/v"}]))
+
+    assert status == 1
+    fields = [line.split(": ")[1] for line in lines[:-1]]
+    assert fields == [f"apps[0].mounts[{i}].path" for i in (0, 1, 2, 3, 4, 5, 7, 10)], lines  # the second on a path
+    assert lines[4] == ("kvmpod-generator: apps[0].mounts[4].path: '/trail ' ends in white space, which systemd "
+                        "strips from Where=; rename the directory")
+
+
+def test_a_bad_target_from_a_mount_point_is_named_by_its_mount_point_field(fs, capsys):
+    points = [{"name": "logs", "path": "/var/log "}]
+    status, lines = run(fs, capsys, manifest([app("a", [], points)], []))
+
+    assert status == 1
+    assert lines[-2] == ("kvmpod-generator: apps[0].app.mountPoints[0].path: '/var/log ' ends in white space, which "
+                         "systemd strips from Where=; rename the directory")

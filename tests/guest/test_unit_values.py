@@ -1,0 +1,38 @@
+"""Values and names at the unit-file boundary, called directly: a line break or NUL can never reach a
+unit file (validation usually refuses them earlier; this is the last guard), and only real unit
+types name a unit."""
+
+import pytest
+
+from kvmpod.guest.unitfile import unit_value
+from kvmpod.guest.unitname import unit_name_from_path
+
+
+@pytest.mark.parametrize("value", ["a\nb", "a\rb", "a\0b", "\n"])
+def test_line_breaks_and_nul_are_refused(value):
+    with pytest.raises(ValueError, match="contains a line break or NUL and cannot be written into a unit file"):
+        unit_value(value)
+
+
+def test_specifiers_are_doubled_and_the_rest_kept():
+    assert unit_value("100% of %n\tand ÿ") == "100%% of %%n\tand ÿ"
+
+
+@pytest.mark.parametrize("suffix", ["mount", ".mnt", ".", ""])
+def test_only_real_unit_types_name_a_unit(suffix):
+    with pytest.raises(ValueError, match=f"invalid unit suffix: {suffix!r}"):
+        unit_name_from_path("/data", suffix)
+
+
+@pytest.mark.parametrize("path, message", [
+    ("data", "not an absolute path: 'data'"),
+    ("/a\nb", "path contains NUL or newline: '/a\\\\nb'"),
+    ("/" + "a" * 4096, "path too long \\(4097 bytes\\)"),
+    ("/a/../b", "path not normalized: '/a/../b'"),
+    ("/" + "a" * 256, "path component longer than 255 bytes"),
+])
+def test_paths_systemd_cannot_name_are_refused_with_the_reason(path, message):
+    from kvmpod.guest.unitname import escape_path
+
+    with pytest.raises(ValueError, match=message):
+        escape_path(path)
