@@ -55,21 +55,23 @@ def test_an_implicit_volume_whose_name_is_taken_is_named_by_its_mount_point(fs, 
 
 def test_every_bad_target_is_reported_at_once(fs, capsys):
     fs.create_symlink("/guest/opt/stage2/a/rootfs/loop", "loop")
-    paths = ["/loop/x", "/loop/y", "/", "/..", "/trail ", "/trail2 ", "/same", "/same", "/ lead", "/b", "/b"]
+    # (Paths a unit file cannot hold, e.g. ending in a space, are refused earlier, when the manifest
+    # is validated: tests/guest/test_fail_closed.py.)
+    paths = ["/loop/x", "/loop/y", "/", "/..", "/same", "/same", "/b", "/b"]
     mounts = [{"volume": "v", "path": p} for p in paths]
     status, lines = run(fs, capsys, manifest([app("a", mounts)], [{"name": "v", "kind": "host", "source": "/srv/v"}]))
 
     assert status == 1
     fields = [line.split(": ")[1] for line in lines[:-1]]
-    assert fields == [f"apps[0].mounts[{i}].path" for i in (0, 1, 2, 3, 4, 5, 7, 10)], lines  # the second on a path
-    assert lines[4] == ("kvmpod-generator: apps[0].mounts[4].path: '/trail ' ends in white space, which systemd "
-                        "strips from Where=; rename the directory")
+    assert fields == [f"apps[0].mounts[{i}].path" for i in (0, 1, 2, 3, 5, 7)], lines  # the second on a path
 
 
 def test_a_bad_target_from_a_mount_point_is_named_by_its_mount_point_field(fs, capsys):
-    points = [{"name": "logs", "path": "/var/log "}]
+    fs.create_symlink("/guest/opt/stage2/a/rootfs/var/log", "log")  # a loop, found only when planning
+    points = [{"name": "logs", "path": "/var/log/app"}]
     status, lines = run(fs, capsys, manifest([app("a", [], points)], []))
 
     assert status == 1
-    assert lines[-2] == ("kvmpod-generator: apps[0].app.mountPoints[0].path: '/var/log ' ends in white space, which "
-                         "systemd strips from Where=; rename the directory")
+    assert lines[-2].startswith("kvmpod-generator: apps[0].app.mountPoints[0].path: more than 40 symlinks "
+                                "while resolving '/var/log/app'"), lines
+    assert fs.listdir(OUT) == ["a.service.d"]  # only the refusal of the staged app: nothing mounted
