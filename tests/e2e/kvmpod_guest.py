@@ -146,6 +146,17 @@ def install_guest_unit(root: Path, name: str, text: str, *, wanted_by: str = "mu
     (wants / name).symlink_to(f"/etc/systemd/system/{name}")
 
 
+# The start of a boot's finish script: `log` to the kernel log, and wait (60 s at most) for the
+# results volume, /mnt/results, to be mounted; `$r` names it.
+WAIT_FOR_RESULTS = """r=/mnt/results
+log() { echo "kvmpod-e2e-finish: $*" > /dev/kmsg; }
+i=0
+while ! grep -q " $r 9p " /proc/mounts; do
+  [ $i -ge 60 ] && { log "$r never mounted"; exit 1; }
+  sleep 1; i=$((i+1))
+done
+"""
+
 def finish_unit(description: str, after: str, timeout_s: int, requires: str | None = None) -> str:
     """The guest unit that runs /usr/local/sbin/kvmpod-e2e-finish (a boot's checks) after `after`,
     then powers the guest off whatever happened (install it with install_guest_unit)."""

@@ -28,8 +28,9 @@ import pytest
 
 from . import boot, guestimage
 from .conftest import BootState, module_boot
-from .kvmpod_guest import (BUSYBOX, Netns, argv_value, finish_unit, host_kvmpod, install_guest_script,
-                           install_guest_unit, install_kvmpod, kept_dir, make_app_rootfs, pod_uuid, write_json)
+from .kvmpod_guest import (BUSYBOX, WAIT_FOR_RESULTS, Netns, argv_value, finish_unit, host_kvmpod,
+                           install_guest_script, install_guest_unit, install_kvmpod, kept_dir, make_app_rootfs,
+                           pod_uuid, write_json)
 
 pytestmark = pytest.mark.e2e
 
@@ -135,14 +136,7 @@ DONE = ["envcheck", "limits", "nochown", "noseccomp", "rorootfs", "semantics", "
 
 FINISH_SCRIPT = """#!/bin/sh
 # kvmpod e2e (boot C): wait for the apps, record how systemd saw them, power off.
-r=/mnt/results
-log() { echo "kvmpod-e2e-finish: $*" > /dev/kmsg; }
-i=0
-while ! grep -q " $r 9p " /proc/mounts; do
-  [ $i -ge 60 ] && { log "$r never mounted"; exit 1; }
-  sleep 1; i=$((i+1))
-done
-i=0
+""" + WAIT_FOR_RESULTS + """i=0
 while :; do
   missing=""
   for d in @DONE@; do [ -e $r/$d.done ] || missing="$missing $d"; done

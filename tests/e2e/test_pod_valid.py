@@ -21,8 +21,9 @@ import pytest
 
 from . import boot, guestimage
 from .conftest import BootState, module_boot
-from .kvmpod_guest import (Netns, argv_value, drop_export, finish_unit, host_kvmpod, install_guest_script,
-                           install_guest_unit, install_kvmpod, kept_dir, make_app_rootfs, pod_uuid, write_json)
+from .kvmpod_guest import (WAIT_FOR_RESULTS, Netns, argv_value, drop_export, finish_unit, host_kvmpod,
+                           install_guest_script, install_guest_unit, install_kvmpod, kept_dir, make_app_rootfs,
+                           pod_uuid, write_json)
 
 pytestmark = pytest.mark.e2e
 
@@ -81,14 +82,7 @@ HOST_VOLUMES = {"results": False, "rwvol": False, "rovol": True, "outer": False,
 
 FINISH_SCRIPT = """#!/bin/sh
 # kvmpod e2e (boot A): wait for the apps and the host's ping, record the pod's status, power off.
-r=/mnt/results
-log() { echo "kvmpod-e2e-finish: $*" > /dev/kmsg; }
-i=0
-while ! grep -q " $r 9p " /proc/mounts; do
-  [ $i -ge 60 ] && { log "$r never mounted"; exit 1; }
-  sleep 1; i=$((i+1))
-done
-i=0
+""" + WAIT_FOR_RESULTS + """i=0
 while :; do
   missing=""
   for d in @DONE@; do [ -e $r/$d.done ] || missing="$missing $d"; done
