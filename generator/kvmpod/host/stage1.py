@@ -48,6 +48,9 @@ BASE_PACKAGES: tuple[str, ...] = (
     "initramfs-tools",
     "iproute2",  # the generator's NIC units run /sbin/ip
     "python3-pystemd",  # `kvmpod status` reads unit states over D-Bus (pulls in dbus)
+    # /bin/busybox, static: bound into an app's root to pass environment names systemd 252 drops
+    # (with "." or "-"; guest/environment_helper.py). Without it such a pod is refused.
+    "busybox-static",
 )
 KERNEL_PACKAGE = "linux-image-amd64"
 # Needed in the initrd to mount a 9p root over virtio before systemd starts.
