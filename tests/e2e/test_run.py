@@ -188,9 +188,12 @@ def _run_ok(state: RunState, tmp: Path) -> Iterator[None]:
         "app": {"exec": ["/bin/sh", "-c", "echo two from an aci; echo two > /out/two.txt"], "user": "0", "group": "0",
                 "mountPoints": [{"name": "out", "path": "/out"}]}})
     manifest = {"acKind": "PodManifest", "acVersion": "0.8.11", "apps": [
-        sh_app("one", "echo one here; echo one > /out/one.txt", [("out", "/out")]),
+        sh_app("one", "echo one here; busybox tr '\\0' '\\n' < /proc/$$/environ > /out/one.env; "
+                      "echo one > /out/one.txt", [("out", "/out")]),
         {"name": "two", "image": {"name": "example.com/two"}},
     ], "volumes": [{"name": "out", "kind": "host", "source": str(out)}]}
+    # appc allows "." and "-" in names, systemd 252 drops them: the stage1's static busybox passes them.
+    manifest["apps"][0]["app"]["environment"] = [{"name": "my.dotted-name", "value": "it arrived"}]
     started = time.monotonic()
     _finish(state, _start(state, manifest, {"one": busybox_rootfs(images / "one"), "two": aci}))
     state.seconds = time.monotonic() - started
@@ -215,6 +218,13 @@ def test_aci_app_runs_with_its_image_manifest(run_ok: RunState) -> None:
     assert ("two", "two from an aci") in run_ok.app_lines(), run_ok.where()
     assert (run_ok.vols["out"] / "two.txt").read_text() == "two\n"
     assert (run_ok.vols["out"] / "one.txt").read_text() == "one\n"
+
+
+def test_an_environment_name_systemd_drops_reaches_the_app(run_ok: RunState) -> None:
+    run_ok.require()
+    environ = (run_ok.vols["out"] / "one.env").read_text().splitlines()
+    assert "my.dotted-name=it arrived" in environ, (environ, run_ok.where())
+    assert "AC_APP_NAME=one" in environ
 
 
 # ---------------------------------------------------------------- run-sigint
