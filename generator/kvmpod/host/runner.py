@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from ..pod.model import Pod
 from ..pod.mounts import STAGE2_DIR
 from ..pod.problems import InvalidInput, Problem
+from .argv import hypervisor_part
 from .aci import extract_aci
 from .app_output import Follower, Progress, app_line_name, boot_status
 from .pods import (PodDir, first_failure, hold_lock, pod_dir, pod_exit_status, pods_dir, read_exits,
@@ -262,7 +263,9 @@ def run_pod(*, pod_model: Pod, manifest_bytes: bytes, images: dict[str, str], ne
             raise
         with open(os.path.join(pod.path, "argv.json"), "w") as f:
             json.dump(argv, f)
-        say(f"pod {pod_uuid}: booting {argv[0]} (console: {pod.console})")
+        own = hypervisor_part(argv)  # the hypervisor inside kvmpod's supervisor, when it has one
+        hypervisor = own[0] + ("" if own is argv else ", supervised by kvmpod.host.supervisor")
+        say(f"pod {pod_uuid}: booting {hypervisor} (console: {pod.console})")
         started = time.monotonic()
         rc, interrupted = boot_and_follow(pod, argv, lock_fd, register, out, err)
         seconds = time.monotonic() - started
