@@ -90,6 +90,13 @@ def host_kvmpod(*args: str, check: bool = True, env: dict[str, str] | None = Non
     return proc
 
 
+def qemu_args(common: list[str], image, console: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+    """`kvmpod args --format json` for QEMU booting `image` (kernel, initrd) with its console written
+    to `console`, 2 CPUs and 512 MiB; `common` holds --manifest, --rootfs, --uuid and the like."""
+    return host_kvmpod("args", "--hypervisor", "qemu", *common, "--kernel", str(image.vmlinuz),
+                       "--initrd", str(image.initrd), "--console", f"file:{console}", *extra,
+                       "--cpus", "2", "--memory", "512", "--format", "json")
+
 def drop_export(argv: list[str], tag: str) -> list[str]:
     """The argv without the -fsdev/-device pair that exports 9p tag `tag`."""
     device = [i for i, a in enumerate(argv) if a.startswith("virtio-9p-pci,") and a.endswith(f",mount_tag={tag}")]

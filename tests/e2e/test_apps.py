@@ -20,7 +20,7 @@ import json
 import shutil
 import subprocess
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
@@ -30,7 +30,7 @@ from . import boot, guestimage
 from .conftest import BootState, module_boot
 from .kvmpod_guest import (BUSYBOX, WAIT_FOR_RESULTS, Netns, argv_value, finish_unit, host_kvmpod,
                            install_guest_script, install_guest_unit, install_kvmpod, kept_dir, make_app_rootfs,
-                           pod_uuid, write_json)
+                           pod_uuid, qemu_args, write_json)
 
 pytestmark = pytest.mark.e2e
 
@@ -271,9 +271,7 @@ def _run_boot(state: BootC, tmp: Path) -> Iterator[None]:
         common = ["--manifest", str(pod_file), "--rootfs", str(root), "--uuid", uuid, "--networks", str(networks)]
         host_kvmpod("stage", *common)
         console = state.logs / "console.log"
-        out = host_kvmpod("args", "--hypervisor", "qemu", *common, "--kernel", str(image.vmlinuz),
-                          "--initrd", str(image.initrd), "--console", f"file:{console}",
-                          "--cpus", "2", "--memory", "512", "--format", "json")
+        out = qemu_args(common, image, console)
         argv = json.loads(out.stdout)
         state.accelerator = argv_value(argv, "-accel")
         with Netns(f"kvmpod-e2e-{uuid[:8]}", TAP, f"{HOST_IP}/{PREFIX}") as ns:

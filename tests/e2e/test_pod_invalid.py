@@ -21,7 +21,7 @@ import pytest
 from . import boot, guestimage
 from .conftest import BootState, module_boot
 from .kvmpod_guest import (argv_value, finish_unit, host_kvmpod, install_guest_script, install_guest_unit,
-                           install_kvmpod, kept_dir, make_app_rootfs, pod_uuid, write_json)
+                           install_kvmpod, kept_dir, make_app_rootfs, pod_uuid, qemu_args, write_json)
 
 pytestmark = pytest.mark.e2e
 
@@ -106,9 +106,7 @@ def _run_boot(state: BootB, tmp: Path) -> Iterator[None]:
         host_kvmpod("stage", *common)
         (root / "etc/kvmpod/pod.json").write_bytes(invalid.read_bytes())
         console = state.logs / "console.log"
-        out = host_kvmpod("args", "--hypervisor", "qemu", *common, "--kernel", str(image.vmlinuz),
-                          "--initrd", str(image.initrd), "--console", f"file:{console}",
-                          "--cpus", "2", "--memory", "512", "--format", "json")
+        out = qemu_args(common, image, console)
         argv = json.loads(out.stdout)
         state.accelerator = argv_value(argv, "-accel")
         print(f"kvmpod-e2e: boot B with accelerator {state.accelerator}")

@@ -23,7 +23,7 @@ from . import boot, guestimage
 from .conftest import BootState, module_boot
 from .kvmpod_guest import (WAIT_FOR_RESULTS, Netns, argv_value, drop_export, finish_unit, host_kvmpod,
                            install_guest_script, install_guest_unit, install_kvmpod, kept_dir, make_app_rootfs,
-                           pod_uuid, write_json)
+                           pod_uuid, qemu_args, write_json)
 
 pytestmark = pytest.mark.e2e
 
@@ -230,9 +230,7 @@ def _run_boot(state: BootA, tmp: Path) -> Iterator[None]:
         common = ["--manifest", str(pod_file), "--rootfs", str(root), "--uuid", uuid, "--networks", str(networks)]
         host_kvmpod("stage", *common)
         console = state.logs / "console.log"
-        out = host_kvmpod("args", "--hypervisor", "qemu", *common, "--kernel", str(image.vmlinuz),
-                          "--initrd", str(image.initrd), "--console", f"file:{console}",
-                          "--cpus", "2", "--memory", "512", "--format", "json")
+        out = qemu_args(common, image, console)
         full = json.loads(out.stdout)
         (state.logs / "kvmpod-args.json").write_text(out.stdout)
         state.argv = drop_export(full, "missing")  # (6): the host does not export this volume's tag

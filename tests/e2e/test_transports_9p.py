@@ -27,7 +27,7 @@ import pytest
 from . import boot, guestimage
 from .conftest import BootState, module_boot
 from .kvmpod_guest import (argv_value, finish_unit, host_kvmpod, install_guest_script, install_guest_unit,
-                           install_kvmpod, kept_dir, make_app_rootfs, pod_uuid, write_json)
+                           install_kvmpod, kept_dir, make_app_rootfs, pod_uuid, qemu_args, write_json)
 
 pytestmark = pytest.mark.e2e
 
@@ -142,9 +142,7 @@ def _run_boot(state: BootT9, tmp: Path) -> Iterator[None]:
         common = ["--manifest", str(pod_file), "--rootfs", str(root), "--uuid", uuid]
         host_kvmpod("stage", *common)
         console = state.logs / "console.log"
-        out = host_kvmpod("args", "--hypervisor", "qemu", *common, "--kernel", str(image.vmlinuz),
-                          "--initrd", str(image.initrd), "--console", f"file:{console}",
-                          "--cpus", "2", "--memory", "512", "--format", "json")
+        out = qemu_args(common, image, console)
         state.argv = without_readonly_on(json.loads(out.stdout), "vol3")  # rovol2
         (state.logs / "kvmpod-args.json").write_text(out.stdout)
         state.accelerator = argv_value(state.argv, "-accel")

@@ -21,7 +21,8 @@ import pytest
 from . import boot, guestimage
 from .conftest import BootState, module_boot
 from .kvmpod_guest import (HarnessError, argv_value, finish_unit, host_kvmpod, install_guest_script,
-                           install_guest_unit, install_kvmpod, kept_dir, make_app_rootfs, pod_uuid, write_json)
+                           install_guest_unit, install_kvmpod, kept_dir, make_app_rootfs, pod_uuid, qemu_args,
+                           write_json)
 
 pytestmark = pytest.mark.e2e
 
@@ -109,9 +110,7 @@ def _run_boot(state: BootTV, tmp: Path) -> Iterator[None]:
         common = ["--manifest", str(pod_file), "--rootfs", str(root), "--uuid", uuid]
         host_kvmpod("stage", *common)
         console = state.logs / "console.log"
-        out = host_kvmpod("args", "--hypervisor", "qemu", *common, "--kernel", str(image.vmlinuz),
-                          "--initrd", str(image.initrd), "--console", f"file:{console}", "--share", "virtiofs",
-                          "--unsafe-volume-writes", "--cpus", "2", "--memory", "512", "--format", "json")
+        out = qemu_args(common, image, console, "--share", "virtiofs", "--unsafe-volume-writes")
         (state.logs / "kvmpod-args.json").write_text(out.stdout)
         state.argv = drop_virtiofs_export(json.loads(out.stdout), "missing")
         state.accelerator = argv_value(state.argv, "-accel")
