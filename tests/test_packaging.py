@@ -159,27 +159,34 @@ def test_maintainer_scripts_byte_compile_and_clean(extracted, deb, tmp_path):
 
 
 def test_launcher_interpreter_lines(extracted):
-    assert (extracted / GENERATOR.lstrip("/")).read_text().splitlines()[0] == "#!/usr/bin/python3 -IS"
+    """The generator's launcher is a POSIX shell script (it unpacks units the host rendered without
+    starting Python) that execs the Python generator as `python3 -IS` otherwise."""
+    generator = (extracted / GENERATOR.lstrip("/")).read_text()
+    assert generator.splitlines()[0] == "#!/bin/sh"
+    run(["sh", "-n", str(extracted / GENERATOR.lstrip("/"))])
+    assert "\nexec /usr/bin/python3 -IS -c " in generator
     assert (extracted / CLI.lstrip("/")).read_text().splitlines()[0] == "#!/usr/bin/python3 -I"
 
 
 def test_extracted_generator_prints_the_example_units(extracted):
     require("/usr/bin/python3", "python3")
     generator = extracted / GENERATOR.lstrip("/")
-    # Run as systemd would: exec the script, so its interpreter line is what starts Python.
+    # Run as systemd would: exec the script, so its interpreter line is what starts it.
     result = run([str(generator), "--dry-run", "--root", str(EXAMPLE_ROOT)], cwd="/")
     assert "==> mnt-dbvolume.mount <==" in result.stdout
     assert result.stdout == DRY_RUN_EXPECTED.read_text()
     assert result.stderr == ""
 
 
-def test_extracted_generator_imports_the_extracted_package(extracted):
-    """The launcher finds the package beside itself, not one installed elsewhere on the machine."""
-    generator = extracted / GENERATOR.lstrip("/")
-    interpreter = generator.read_text().splitlines()[0].removeprefix("#!").split()
-    result = run([*interpreter, "-v", str(generator), "--dry-run", "--root", str(EXAMPLE_ROOT)], cwd="/")
-    module = extracted / PKGDIR.lstrip("/") / "kvmpod" / "guest" / "generator.py"
-    assert f"{module}" in result.stderr, "kvmpod.guest.generator was not loaded from the extracted .deb"
+def test_extracted_generator_imports_the_extracted_package(extracted, tmp_path):
+    """The launcher finds the package beside itself, not one installed elsewhere on the machine:
+    a copy of the extracted tree whose generator module announces its own path."""
+    copy = tmp_path / "copy"
+    shutil.copytree(extracted, copy, symlinks=True)
+    module = copy / PKGDIR.lstrip("/") / "kvmpod" / "guest" / "generator.py"
+    module.write_text(module.read_text() + "\nsys.stderr.write(f'loaded {__file__}\\n')\n")
+    result = run([str(copy / GENERATOR.lstrip("/")), "--dry-run", "--root", str(EXAMPLE_ROOT)], cwd="/")
+    assert f"loaded {module}\n" in result.stderr, "kvmpod.guest.generator was not loaded from the extracted .deb"
 
 
 def test_extracted_cli_launcher(extracted):

@@ -162,22 +162,7 @@ def generate(args: Arguments, cmdline: str, log: Log) -> tuple[list[Output] | No
     settings = kvmpod_settings(cmdline)
     manifest = args.manifest or settings.get("manifest") or DEFAULT_MANIFEST
     try:
-        _check_settings(manifest, settings, "--manifest" if args.manifest else "kvmpod.manifest")
-        text = _read_text(args.root, manifest)
-        if text is None:
-            log.debug(f"no pod manifest at {manifest}: not a kvmpod guest, nothing to do")
-            return None, 0
-        pod = parse_pod_manifest(load_json(text, manifest))
-        guest = GuestSettings(manifest_path=manifest, ninep_options=settings.get("9p_options"),
-                              share=settings.get("share"))
-        outputs = plan_pod(pod, args.root, guest, log.warning) + _plan_networks(args.root)
-        if settings.get("pod_share") is not None:  # booted by kvmpod run: rkt's pod lifecycle
-            from .lifecycle import plan_lifecycle, pod_share_tag
-
-            outputs += plan_lifecycle([a.name for a in pod.apps], pod_share_tag(settings) or "", manifest,
-                                      settings.get("9p_options"))
-        _refuse_collisions(pod, outputs)
-        return sorted(outputs, key=lambda o: o.path), 0
+        return plan_boot(args.root, manifest, settings, "--manifest" if args.manifest else "kvmpod.manifest", log), 0
     except (InvalidInput, UnsafeValue) as error:
         problems = error.problems if isinstance(error, InvalidInput) else [Problem(manifest, str(error))]
         for problem in problems:
@@ -185,6 +170,30 @@ def generate(args: Arguments, cmdline: str, log: Log) -> tuple[list[Output] | No
         refusals = _refuse_apps(args.root, manifest, log)
         _log_refused(log, refusals)
         return refusals, EXIT_INVALID
+
+
+def plan_boot(root: str, manifest: str, settings: dict[str, str], manifest_option: str,
+              log: Log) -> list[Output] | None:
+    """Everything this boot's generator writes for the guest tree at `root` ("" for /), sorted; None
+    when there is no pod manifest. Raises InvalidInput (or UnsafeValue) for a pod it must refuse.
+
+    Shared with the host (kvmpod.host.prerendered_units), which renders kvmpod run's pods before boot."""
+    _check_settings(manifest, settings, manifest_option)
+    text = _read_text(root, manifest)
+    if text is None:
+        log.debug(f"no pod manifest at {manifest}: not a kvmpod guest, nothing to do")
+        return None
+    pod = parse_pod_manifest(load_json(text, manifest))
+    guest = GuestSettings(manifest_path=manifest, ninep_options=settings.get("9p_options"),
+                          share=settings.get("share"))
+    outputs = plan_pod(pod, root, guest, log.warning) + _plan_networks(root)
+    if settings.get("pod_share") is not None:  # booted by kvmpod run: rkt's pod lifecycle
+        from .lifecycle import plan_lifecycle, pod_share_tag
+
+        outputs += plan_lifecycle([a.name for a in pod.apps], pod_share_tag(settings) or "", manifest,
+                                  settings.get("9p_options"))
+    _refuse_collisions(pod, outputs)
+    return sorted(outputs, key=lambda o: o.path)
 
 
 def _refuse_collisions(pod: Pod, outputs: list[Output]) -> None:

@@ -69,6 +69,7 @@ class HostSettings:
     extra_kernel_params: str = ""
     lkvm_binary: str = "lkvm"
     pod_dir: str | None = None  # kvmpod run's pod directory: its share, apps' output port, QMP (host.pods)
+    prerendered_units: str | None = None  # "kvmpod.units=<sha256>": units the host rendered (host.prerendered_units)
     qemu_binary: str = "qemu-system-x86_64"
     virtiofsd_binary: str = VIRTIOFSD
     python: str = sys.executable  # runs kvmpod.host.supervisor when the volumes need it
@@ -112,6 +113,8 @@ def kernel_params(settings: HostSettings, networks: tuple[Network, ...]) -> str:
         params.append("kvmpod.share=virtiofs")  # the generator writes Type=virtiofs mount units
     if settings.pod_dir is not None:
         params += pod_kernel_params(settings.pod_dir)
+    if settings.prerendered_units is not None:
+        params.append(settings.prerendered_units)
     if settings.extra_kernel_params.strip():
         params.append(settings.extra_kernel_params.strip())
     return " ".join(params)

@@ -19,14 +19,15 @@ import json
 import os
 import shlex
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from ..pod.guest_paths import DEFAULT_MANIFEST
 from ..guest.network import parse_guest_networks, plan_network_units
 from ..guest.generator import plan_pod
 from ..guest.mount_units import GuestSettings
 from .argv import (ACCELS, DEFAULT_ROOT_TAG, EXTRA_KERNEL_PARAMS_ENV, HYPERVISORS, SHARES, HostSettings,
-                        build_argv, detect_accel, volume_security_model)
+                        build_argv, detect_accel, kernel_params, volume_security_model)
+from .prerendered_units import render_units, store_units
 from .transport_notes import UNSAFE_WRITES_HELP, transport_notes
 from .network import Network, guest_description, parse_cni_result, parse_networks, parse_uuid
 from .resources import Resources, app_resources
@@ -207,6 +208,15 @@ def host_argv(opts: argparse.Namespace, inputs: _Inputs) -> list[str]:
     argv = build_argv(inputs.pod, staged, inputs.networks, settings, resources, detect_accel)
     if settings.hypervisor == "qemu" and settings.share == "9p":
         check_xattr_support(inputs.pod, staged, volume_security_model(settings))
+    if settings.pod_dir is not None:
+        # kvmpod's own pods: the host renders the units now and the guest only unpacks them at boot.
+        units = render_units(settings.rootfs, kernel_params(settings, inputs.networks))
+        if units is not None:
+            settings = replace(settings, prerendered_units=units.cmdline_word)
+            argv = build_argv(inputs.pod, staged, inputs.networks, settings, resources, detect_accel)
+            store_units(settings.rootfs, units)
+            for warning in units.warnings:
+                sys.stderr.write(f"{PROGRAM}: warning: {warning}\n")
     return argv
 
 
