@@ -3,14 +3,17 @@
     python3 tests/benchmarks/bench_generator.py [--runs N] [--large-runs N] [--no-large] [--output-parent DIR]
 
 The generator is benchmarked as packaged: `packaging/install-tree` into a temporary directory,
-byte-compiled as the .deb's postinst does, run through its launcher (`#!/usr/bin/python3 -IS`) with
-three fresh output directories per run, as systemd runs generators (in /dev/shm by default: a tmpfs,
-like the /run systemd gives generators). Printed:
+byte-compiled as the .deb's postinst does, run through its launcher (a shell script) with three
+fresh output directories per run, as systemd runs generators (in /dev/shm by default: a tmpfs, like
+the /run systemd gives generators). Each pod is measured both ways the launcher has: running the
+Python generator (`python3 -IS`: every guest booted without `--pod-dir`), and unpacking the units
+`kvmpod run` rendered on the host (kvmpod.host.prerendered_units; checked to be the same files).
+Printed:
 
 - the import cost of kvmpod.guest.generator (`python3 -X importtime`, best run) and its heaviest
   modules;
 - issue 12's table: for each pod, the median (and best) wall time and the peak RSS of
-  kvmpod-generator and of systemd-fstab-generator given the same mounts as fstab lines (the
+  kvmpod-generator (both ways) and of systemd-fstab-generator given the same mounts as fstab lines (the
   What/Where/Type/Options of the .mount units kvmpod-generator wrote for that pod), and their ratio;
   beside them the floor of any Python generator that reads JSON, `python3 -I -S -c "import json"`,
   and a bare `python3 -I -S`;
@@ -124,7 +127,24 @@ def install_packaged(dest: Path, python: str) -> Path:
 
 
 def launcher_python(launcher: Path) -> str:
-    return launcher.read_text().splitlines()[0].removeprefix("#!").split()[0]
+    """The interpreter the launcher (a shell script) execs for the Python generator."""
+    line = next(ln for ln in launcher.read_text().splitlines() if ln.startswith("exec ") and " -IS -c " in ln)
+    return line.split()[1]
+
+
+def prerendered_copy(root: Path, dest: Path) -> Path:
+    """A copy of the guest root with its units rendered on the host, as `kvmpod run` leaves it: the
+    archive in /var/lib/kvmpod/units and kvmpod.units=<sha256> on the (--root) kernel command line."""
+    sys.path.insert(0, str(SOURCE))
+    from kvmpod.host.prerendered_units import render_units, store_units
+
+    shutil.copytree(root, dest, symlinks=True)
+    cmdline = (dest / "proc/cmdline").read_text() if (dest / "proc/cmdline").exists() else ""
+    units = render_units(str(dest), cmdline)
+    store_units(str(dest), units)
+    (dest / "proc").mkdir(exist_ok=True)
+    (dest / "proc/cmdline").write_text(f"{cmdline.strip()} {units.cmdline_word}".strip() + "\n")
+    return dest
 
 
 def make_pod_root(root: Path, apps: int, volumes: int) -> Path:
@@ -169,9 +189,13 @@ def fstab_of_units(unit_dir: Path) -> str:
     return "\n".join(lines) + "\n"
 
 
-def one_run_output(launcher: Path, root: Path, scratch: Path) -> tuple[Path, int]:
+def one_run_output(launcher: Path, root: Path, scratch: Path, prerendered: bool = False) -> tuple[Path, int]:
+    """One run's output directory and its number of mount units; checks which way the launcher went."""
     out = Path(tempfile.mkdtemp(dir=scratch))
-    subprocess.run([str(launcher), "--root", str(root), str(out)], check=True)
+    err = subprocess.run([str(launcher), "--root", str(root), str(out)], check=True, stderr=subprocess.PIPE,
+                         text=True).stderr
+    if prerendered != ("unpacked the units kvmpod rendered on the host" in err):
+        raise SystemExit(f"{root}: the launcher did not go the {'prerendered' if prerendered else 'Python'} way:\n{err}")
     return out, len(list(out.glob("*.mount")))
 
 
@@ -223,7 +247,10 @@ def main() -> None:
         floor = Program("python3 -I -S -c 'import json'", [python, "-I", "-S", "-c", "import json"], env)
         bare = Program("python3 -I -S -c pass", [python, "-I", "-S", "-c", "pass"], env)
         example = Program("kvmpod-generator", generator_argv(launcher, EXAMPLE_ROOT), env)
-        alternate([floor, bare, example], options.runs)
+        example_root = prerendered_copy(EXAMPLE_ROOT, scratch / "example-prerendered")
+        one_run_output(launcher, example_root, scratch, prerendered=True)
+        example_fast = Program("kvmpod-generator, prerendered", generator_argv(launcher, example_root), env)
+        alternate([floor, bare, example, example_fast], options.runs)
 
         rows = []
         for label, apps, volumes in SIZED_PODS:
@@ -234,39 +261,54 @@ def main() -> None:
             fstab = scratch / f"fstab-{apps}x{volumes}"
             fstab.write_text(fstab_of_units(units))
             kvmpod = Program("kvmpod-generator", generator_argv(launcher, root), env)
+            fast_root = prerendered_copy(root, scratch / f"pod-{apps}x{volumes}-prerendered")
+            fast_units, _ = one_run_output(launcher, fast_root, scratch, prerendered=True)
+            same = subprocess.run(["diff", "-r", "-x", ".kvmpod-prerendered", str(units), str(fast_units)],
+                                  stdout=subprocess.DEVNULL).returncode == 0
+            if not same:
+                raise SystemExit(f"the prerendered units of {label} differ from the Python generator's")
+            fast = Program("kvmpod-generator, prerendered", generator_argv(launcher, fast_root), env)
             systemd = Program("systemd-fstab-generator",
                               lambda work: _fstab_argv(work), dict(env, SYSTEMD_FSTAB=str(fstab)))
-            alternate([systemd, kvmpod], options.large_runs if mounts >= LARGE_MOUNTS else options.runs)
-            rows.append((f"{label} ({mounts:,} mounts)", mounts, systemd, kvmpod))
+            alternate([systemd, kvmpod, fast], options.large_runs if mounts >= LARGE_MOUNTS else options.runs)
+            rows.append((f"{label} ({mounts:,} mounts)", mounts, systemd, kvmpod, fast))
 
     print(f"\nwall time, median of {options.runs} runs ({options.large_runs} for 1,000+ mounts); "
           "peak RSS of one more run, from GNU time")
-    print(f"| pod | systemd-fstab-generator, same mounts as fstab lines | kvmpod-generator (packaged) | ratio |")
-    print("|---|---|---|---|")
-    for label, _, systemd, kvmpod in rows:
-        print(f"| {label} | {systemd.cell} | {kvmpod.cell} | {ratio(kvmpod, systemd)} |")
-    print(f"| bundled example pod ({EXAMPLE_ROOT.relative_to(REPO)}) | | {example.cell} | {ratio(example, floor)} of the floor |")
-    print(f"| `python3 -I -S -c \"import json\"` (the floor) | | {floor.cell} | |")
-    print(f"| `python3 -I -S -c pass` | | {bare.cell} | |")
+    print("- Python: the launcher runs the Python generator, which reads the manifest and renders the units "
+          "(every guest not booted by kvmpod run)")
+    print("- prerendered: kvmpod run rendered the units on the host; the launcher (sh) unpacks them with tar")
+    print("| pod | systemd-fstab-generator, same mounts as fstab lines | kvmpod-generator, Python | ratio "
+          "| kvmpod-generator, prerendered | ratio |")
+    print("|---|---|---|---|---|---|")
+    for label, _, systemd, kvmpod, fast in rows:
+        print(f"| {label} | {systemd.cell} | {kvmpod.cell} | {ratio(kvmpod, systemd)} | {fast.cell} "
+              f"| {ratio(fast, systemd)} |")
+    print(f"| bundled example pod ({EXAMPLE_ROOT.relative_to(REPO)}) | | {example.cell} | "
+          f"{ratio(example, floor)} of the floor | {example_fast.cell} | {ratio(example_fast, floor)} of the floor |")
+    print(f"| `python3 -I -S -c \"import json\"` (the floor) | | {floor.cell} | | | |")
+    print(f"| `python3 -I -S -c pass` | | {bare.cell} | | | |")
 
-    print("\ngoals (issue 12):")
-    print(f"  example pod / json floor:           {ratio(example, floor)}  (goal <= 1.3x)")
+    print("\ngoals (issue 12), Python / prerendered:")
+    print(f"  example pod / json floor:           {ratio(example, floor)} / {ratio(example_fast, floor)}  (goal <= 1.3x)")
     if rows:
-        _, _, systemd, kvmpod = rows[0]
-        print(f"  8-mount pod / fstab-generator:      {ratio(kvmpod, systemd)}  (goal <= 1.5x)")
-    for label, mounts, systemd, kvmpod in rows:
+        _, _, systemd, kvmpod, fast = rows[0]
+        print(f"  8-mount pod / fstab-generator:      {ratio(kvmpod, systemd)} / {ratio(fast, systemd)}  (goal <= 1.5x)")
+    for label, mounts, systemd, kvmpod, fast in rows:
         if mounts >= LARGE_MOUNTS:
-            print(f"  {mounts:,} mounts / fstab-generator:  {ratio(kvmpod, systemd)}  (goal < 1x); "
-                  f"{kvmpod.median_ms / mounts * 1000:.0f} us per mount (fstab-generator "
-                  f"{systemd.median_ms / mounts * 1000:.0f} us)")
-    large = [(m, k) for _, m, _, k in rows if m >= LARGE_MOUNTS]
+            print(f"  {mounts:,} mounts / fstab-generator:  {ratio(kvmpod, systemd)} / {ratio(fast, systemd)}  "
+                  f"(goal < 1x); us per mount: {kvmpod.median_ms / mounts * 1000:.0f} / "
+                  f"{fast.median_ms / mounts * 1000:.0f} (fstab-generator {systemd.median_ms / mounts * 1000:.0f})")
+    large = [(m, k, f) for _, m, _, k, f in rows if m >= LARGE_MOUNTS]
     if len(large) == 2:
-        (m1, k1), (m2, k2) = large
-        print(f"  growth {m1:,} -> {m2:,} mounts: time x{k2.median_ms / k1.median_ms:.2f} for mounts "
-              f"x{m2 / m1:.2f} (linear: about equal)")
-    peaks = [p.rss_kib for p in [example] + [k for _, _, _, k in rows] if p.rss_kib is not None]
-    if peaks:
-        print(f"  peak RSS of kvmpod-generator:       {max(peaks) / 1024:.1f} MiB  (goal <= 16 MiB)")
+        (m1, k1, f1), (m2, k2, f2) = large
+        print(f"  growth {m1:,} -> {m2:,} mounts: time x{k2.median_ms / k1.median_ms:.2f} / "
+              f"x{f2.median_ms / f1.median_ms:.2f} for mounts x{m2 / m1:.2f} (linear: about equal)")
+    peaks = [p.rss_kib for p in [example] + [k for _, _, _, k, _ in rows] if p.rss_kib is not None]
+    fast_peaks = [p.rss_kib for p in [example_fast] + [f for *_, f in rows] if p.rss_kib is not None]
+    if peaks and fast_peaks:
+        print(f"  peak RSS of kvmpod-generator:       {max(peaks) / 1024:.1f} MiB / {max(fast_peaks) / 1024:.1f} MiB"
+              "  (goal <= 16 MiB; prerendered: the largest of sh and tar)")
 
 
 def ratio(program: Program, reference: Program) -> str:

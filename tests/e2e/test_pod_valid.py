@@ -19,6 +19,8 @@ from pathlib import Path
 
 import pytest
 
+from kvmpod.host.prerendered_units import render_units
+
 from . import boot, guestimage
 from .conftest import BootState, module_boot
 from .kvmpod_guest import (WAIT_FOR_RESULTS, Netns, argv_value, drop_export, finish_unit, host_kvmpod,
@@ -110,6 +112,20 @@ echo $? > $r/run.rc
 i=0
 while [ ! -e $r/run-argv.txt ] && [ $i -lt 30 ]; do sleep 1; i=$((i+1)); done
 find /run/systemd/generator -newer /etc/machine-id > $r/generated.txt 2>&1
+# issue 12: the units the host rendered from this root with this boot's kernel command line
+# (kvmpod.host.prerendered_units, what kvmpod run boots with) are the ones this guest's Python
+# generator wrote here: the same files, texts and links.
+p=/tmp/kvmpod-e2e-prerendered
+mkdir -p $p && tar -x -f /var/tmp/kvmpod-e2e-prerendered.tar -C $p
+(cd $p && find . ! -type d ! -name .kvmpod-prerendered) | sort > $r/prerendered-list.txt
+while read -r f; do
+  g=/run/systemd/generator/$f
+  if [ -L "$p/$f" ]; then
+    [ -L "$g" ] && [ "$(readlink "$p/$f")" = "$(readlink "$g")" ] || echo "differs: $f"
+  else
+    cmp -s "$p/$f" "$g" || echo "differs: $f"
+  fi
+done < $r/prerendered-list.txt > $r/prerendered-diff.txt 2>&1
 sync
 log done
 """
@@ -234,6 +250,8 @@ def _run_boot(state: BootA, tmp: Path) -> Iterator[None]:
         full = json.loads(out.stdout)
         (state.logs / "kvmpod-args.json").write_text(out.stdout)
         state.argv = drop_export(full, "missing")  # (6): the host does not export this volume's tag
+        units = render_units(str(root), argv_value(state.argv, "-append"))  # compared in the guest (issue 12)
+        (root / "var/tmp/kvmpod-e2e-prerendered.tar").write_bytes(units.archive)
         state.accelerator = argv_value(state.argv, "-accel")
         print(f"kvmpod-e2e: boot A with accelerator {state.accelerator}, kvmpod installed from {state.install}")
 
@@ -256,6 +274,15 @@ def boot_a(request: pytest.FixtureRequest):
 
 
 # ---------------------------------------------------------------- scenarios
+
+def test_units_rendered_on_the_host_are_the_ones_the_guest_wrote(boot_a: BootA) -> None:
+    """What kvmpod run's guests unpack (rendered on the host from the host's view of the root) is
+    what the Python generator wrote in this guest from its 9p view, for boot A's pod."""
+    boot_a.require()
+    listed = (boot_a.results / "prerendered-list.txt").read_text().splitlines()
+    assert len(listed) > 20 and "./linker.service" in listed, boot_a.where()
+    assert (boot_a.results / "prerendered-diff.txt").read_text() == "", boot_a.where()
+
 
 def test_rw_host_volume_write_reaches_host(boot_a: BootA) -> None:
     boot_a.require()

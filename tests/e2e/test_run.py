@@ -227,6 +227,22 @@ def test_an_environment_name_systemd_drops_reaches_the_app(run_ok: RunState) -> 
     assert "AC_APP_NAME=one" in environ
 
 
+def test_the_guest_unpacked_the_units_kvmpod_rendered_on_the_host(run_ok: RunState) -> None:
+    """issue 12: kvmpod run renders the units on the host and names their archive on the kernel
+    command line; the guest's generator unpacks it instead of starting Python (and the apps above
+    ran with those units: their volume, their environment, the pod's end)."""
+    run_ok.require()
+    argv = json.loads((run_ok.pods / run_ok.uuid / "argv.json").read_text())
+    params = argv[argv.index("-append") + 1].split()
+    [word] = [p for p in params if p.startswith("kvmpod.units=")]
+    sha = word.removeprefix("kvmpod.units=")
+    assert re.fullmatch(r"[0-9a-f]{64}", sha), word
+    console = (run_ok.pods / run_ok.uuid / "console.log").read_text(errors="replace")
+    assert re.search(rf"kvmpod-generator\[\d+\]: unpacked the units kvmpod rendered on the host "
+                     rf"\(/var/lib/kvmpod/units/{sha}\.tar\)", console), run_ok.where()
+    assert "rendering the units here" not in console
+
+
 # ---------------------------------------------------------------- run-sigint
 
 def _run_sigint(state: RunState, tmp: Path) -> Iterator[None]:

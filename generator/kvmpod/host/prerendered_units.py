@@ -9,6 +9,7 @@ the result in the guest root as one tar archive named by its SHA-256:
 
     /var/lib/kvmpod/units/<sha256>.tar        the generator's output directory, as it would write it
     /var/lib/kvmpod/units/<sha256>.warnings   its warnings, one a line (the guest logs them again)
+    /var/lib/kvmpod/units/<sha256>.dirs       its directories, one a line (checked: none is a symlink)
 
 and puts `kvmpod.units=<sha256>` on the kernel command line. At boot the generator's launcher, a
 POSIX shell script (packaging/launchers/kvmpod-generator), finds that word and that archive and
@@ -26,8 +27,11 @@ Why this is safe:
 - A pod the generator would refuse is refused here, before boot, with the generator's own problems
   (InvalidInput: the field and the fix), so an archive only ever holds a valid pod's units.
 - tar unpacks with `-k`: a file already in the generator directory is an error, as the Python
-  generator's O_EXCL is. The launcher then runs the Python generator, which finds the same collision
-  and refuses every app (fail closed), so no app starts with half of its units.
+  generator's O_EXCL is. tar -k follows a symlink where a directory of the archive would go, so the
+  launcher first checks that none of the `.dirs` is one (the Python generator's O_NOFOLLOW). The archive's last member is a mark (COMPLETE_MARK) the launcher checks for,
+  as tar takes an archive cut at a block boundary for a whole one. On either failure the launcher
+  runs the Python generator, which finds the files tar did unpack and refuses every app (fail
+  closed), so no app starts with half of its units.
 - The host's kvmpod renders for the guest's: `kvmpod run` boots the stage1 built from this checkout.
 """
 
@@ -44,6 +48,10 @@ from ..pod.problems import InvalidInput, Problem
 
 CMDLINE_KEY = "kvmpod.units"  # the launcher reads exactly this word
 FILE_MODE, DIR_MODE = 0o644, 0o755  # as the generator writes them (its umask is 022)
+# The archive's last member. GNU tar unpacks an archive cut at a 512-byte block without an error, so
+# the launcher checks that this file arrived; a dot file, which systemd skips in a unit directory.
+COMPLETE_MARK = ".kvmpod-prerendered"
+COMPLETE_TEXT = b"the units of this directory were rendered on the host and unpacked by kvmpod-generator\n"
 
 
 class _Warnings:
@@ -63,9 +71,10 @@ class _Warnings:
 
 
 class RenderedUnits:
-    def __init__(self, archive: bytes, warnings: list[str]):
+    def __init__(self, archive: bytes, warnings: list[str], directories: list[str]):
         self.archive = archive
         self.warnings = warnings
+        self.directories = directories  # the archive's directories, which must not be symlinks at boot
         self.sha256 = hashlib.sha256(archive).hexdigest()
 
     @property
@@ -86,19 +95,18 @@ def render_units(root: str, cmdline: str) -> RenderedUnits | None:
         raise InvalidInput([Problem(manifest, str(error))]) from None
     if outputs is None:
         return None
-    return RenderedUnits(archive_of(outputs), log.warnings)
+    return RenderedUnits(archive_of(outputs), log.warnings, directories_of(outputs))
 
 
 def archive_of(outputs: list[Output]) -> bytes:
     """A tar archive of the output directory, the same bytes for the same outputs: sorted, each
-    directory before what it holds, owned by root, dated 0 (tar unpacks it with --touch)."""
+    directory before what it holds, owned by root, dated 0 (tar unpacks it with --touch), and
+    COMPLETE_MARK last."""
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w", format=tarfile.GNU_FORMAT) as tar:
         made: set[str] = set()
         for output in sorted(outputs, key=lambda o: o.path):
-            parts = output.path.split("/")
-            for depth in range(1, len(parts)):
-                directory = "/".join(parts[:depth])
+            for directory in _parents(output.path):
                 if directory not in made:
                     made.add(directory)
                     tar.addfile(_member(directory, tarfile.DIRTYPE, DIR_MODE))
@@ -111,7 +119,21 @@ def archive_of(outputs: list[Output]) -> bytes:
                 member = _member(output.path, tarfile.SYMTYPE, 0o777)
                 member.linkname = output.target
                 tar.addfile(member)
+        member = _member(COMPLETE_MARK, tarfile.REGTYPE, FILE_MODE)
+        member.size = len(COMPLETE_TEXT)
+        tar.addfile(member, io.BytesIO(COMPLETE_TEXT))
     return buffer.getvalue()
+
+
+def directories_of(outputs: list[Output]) -> list[str]:
+    """Every directory the outputs are in, parents first."""
+    return list(dict.fromkeys(d for output in sorted(outputs, key=lambda o: o.path) for d in _parents(output.path)))
+
+
+def _parents(path: str) -> list[str]:
+    """"a/b/c" -> ["a", "a/b"]."""
+    parts = path.split("/")
+    return ["/".join(parts[:depth]) for depth in range(1, len(parts))]
 
 
 def _member(name: str, kind: bytes, mode: int) -> tarfile.TarInfo:
@@ -129,6 +151,7 @@ def store_units(root: str, units: RenderedUnits) -> str:
     os.makedirs(directory, mode=0o755, exist_ok=True)
     base = os.path.join(directory, units.sha256)
     for path, data in ((base + ".warnings", "".join(f"{w}\n" for w in units.warnings).encode("utf-8")),
+                       (base + ".dirs", "".join(f"{d}\n" for d in units.directories).encode("utf-8")),
                        (base + ".tar", units.archive)):
         temporary = f"{path}.{os.getpid()}.tmp"
         try:
