@@ -205,6 +205,15 @@ def test_archive_of_the_generators_outputs_unpacks_to_what_it_writes(tmp_path: P
     assert links == {o.path: o.target for o in outputs if hasattr(o, "target")}
 
 
+@pytest.mark.parametrize("path", ["/etc/passwd", "../x.service", "a/../../x", "a//b", "x/"])
+def test_no_member_is_named_outside_the_directory(path: str) -> None:
+    """The launcher unpacks with tar -P (links made at once), which keeps such names as they are."""
+    from kvmpod.guest.unitfile import GeneratedFile
+
+    with pytest.raises(ValueError, match="is not a path inside the generator's directory"):
+        archive_of([GeneratedFile("ok.service", ""), GeneratedFile(path, "")])
+
+
 # ---------------------------------------------------------------- the launcher's fast path and its fallbacks
 
 @pytest.fixture

@@ -101,7 +101,11 @@ def render_units(root: str, cmdline: str) -> RenderedUnits | None:
 def archive_of(outputs: list[Output]) -> bytes:
     """A tar archive of the output directory, the same bytes for the same outputs: sorted, each
     directory before what it holds, owned by root, dated 0 (tar unpacks it with --touch), and
-    COMPLETE_MARK last."""
+    COMPLETE_MARK last. Every member is named inside the directory (no "/" first, no ".."): the
+    launcher unpacks with tar -P."""
+    for output in outputs:  # the launcher unpacks with tar -P, which takes member names as they are
+        if output.path.startswith("/") or ".." in output.path.split("/") or "" in output.path.split("/"):
+            raise ValueError(f"{output.path!r} is not a path inside the generator's directory")
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w", format=tarfile.GNU_FORMAT) as tar:
         made: set[str] = set()
