@@ -183,6 +183,17 @@ def test_archive_is_the_same_bytes_for_the_same_units_and_named_by_its_hash(tmp_
         assert member.mode == {tarfile.DIRTYPE: 0o755, tarfile.REGTYPE: 0o644, tarfile.SYMTYPE: 0o777}[member.type]
 
 
+def test_the_archive_is_never_written_through_a_symlink_out_of_the_root(tmp_path: Path) -> None:
+    root = guest_root(tmp_path, EXAMPLE_ROOT)
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (root / "var/lib").mkdir(parents=True)
+    (root / "var/lib/kvmpod").symlink_to(outside)
+    with pytest.raises(InvalidInput, match="leads out of the root through a symlink"):
+        store_units(str(root), render_units(str(root), ""))
+    assert list(outside.iterdir()) == []
+
+
 def test_other_kernel_settings_give_other_units_and_another_name(tmp_path: Path) -> None:
     root = guest_root(tmp_path, EXAMPLE_ROOT)
     ninep, virtiofs = render_units(str(root), ""), render_units(str(root), "kvmpod.share=virtiofs")

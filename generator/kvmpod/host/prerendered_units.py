@@ -152,7 +152,14 @@ def store_units(root: str, units: RenderedUnits) -> str:
     """Write the archive (and its warnings) into the guest tree at `root`; the archive's host path.
     Each file is written under a temporary name and renamed, the archive last."""
     directory = os.path.join(root, PRERENDERED_UNITS_DIR.lstrip("/"))
-    os.makedirs(directory, mode=0o755, exist_ok=True)
+    for check in (True, False):  # before making it and after
+        if os.path.realpath(directory) != os.path.join(os.path.realpath(root), PRERENDERED_UNITS_DIR.lstrip("/")):
+            # A symlink on the way would lead the host's writes out of the root (and the guest, which
+            # resolves it in its own tree, would not find the archive).
+            raise InvalidInput([Problem("--rootfs", f"{directory} leads out of the root through a symlink; "
+                                                    "make it a plain directory")])
+        if check:
+            os.makedirs(directory, mode=0o755, exist_ok=True)
     base = os.path.join(directory, units.sha256)
     for path, data in ((base + ".warnings", "".join(f"{w}\n" for w in units.warnings).encode("utf-8")),
                        (base + ".dirs", "".join(f"{d}\n" for d in units.directories).encode("utf-8")),
