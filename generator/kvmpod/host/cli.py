@@ -73,7 +73,8 @@ def _parser() -> argparse.ArgumentParser:
         else:
             p.add_argument("--hypervisor", default="qemu", choices=HYPERVISORS)
         p.add_argument("--pod-dir", help="a kvmpod run pod directory: adds its share, the apps' output "
-                                         "port and the QMP socket (kvmpod.host.pods)")
+                                         "port and the QMP socket (kvmpod.host.pods), and renders the "
+                                         "guest's units into ROOTFS/var/lib/kvmpod/units (kvmpod.units=)")
         p.add_argument("--kernel", help="guest kernel (default: ROOTFS/vmlinuz)")
         p.add_argument("--initrd", help="initrd (default: ROOTFS/initrd.img when present)")
         p.add_argument("--cpus", type=int, help="override the CPU count computed from the isolators")
