@@ -437,3 +437,26 @@ def test_args_without_pod_dir_writes_nothing_and_names_no_archive(pod, capsys) -
     argv = kvmpod_args(capsys, tmp_path, rootfs)
     assert not any("kvmpod.units=" in a for a in argv)
     assert not (rootfs / PRERENDERED_UNITS_DIR.lstrip("/")).exists()
+
+
+def test_args_prerender_without_pod_dir(pod, capsys) -> None:
+    """A launcher that boots its own guests (no kvmpod run) asks for it with --prerender."""
+    tmp_path, rootfs, _ = pod
+    argv = kvmpod_args(capsys, tmp_path, rootfs, "--prerender")
+    [word] = [w for w in argv[argv.index("-append") + 1].split() if w.startswith("kvmpod.units=")]
+    sha = word.removeprefix("kvmpod.units=")
+    assert (rootfs / PRERENDERED_UNITS_DIR.lstrip("/") / f"{sha}.tar").is_file()
+    assert "kvmpod.pod_share=" not in argv[argv.index("-append") + 1]  # no pod directory: no pod lifecycle
+
+
+def test_args_prerender_refuses_a_pod_the_generator_would_refuse(pod, capsys) -> None:
+    tmp_path, rootfs, _ = pod
+    manifest = json.loads((rootfs / "etc/kvmpod/pod.json").read_text())
+    manifest["apps"][0]["app"]["exec"] = ["no-such-program"]
+    (rootfs / "etc/kvmpod/pod.json").write_text(json.dumps(manifest))
+    status = kvmpod_main(["args", "--hypervisor", "qemu", "--manifest", str(tmp_path / "pod.json"), "--rootfs",
+                          str(rootfs), "--uuid", UUID, "--accel", "tcg", "--security-model", "none", "--prerender"])
+    out, err = capsys.readouterr()
+    assert (status, out) == (2, "")
+    assert err.startswith("kvmpod: apps[0].app.exec[0]: 'no-such-program' is not an executable file"), err
+    assert not (rootfs / PRERENDERED_UNITS_DIR.lstrip("/")).exists()

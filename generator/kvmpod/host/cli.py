@@ -88,8 +88,12 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--unsafe-volume-writes", action="store_true", help=UNSAFE_WRITES_HELP)
         p.add_argument("--accel", default="auto", choices=ACCELS, help="auto: kvm only for hardware KVM")
 
+    prerender_help = ("render the guest's units now, into ROOTFS/var/lib/kvmpod/units, and name them on the "
+                      "kernel command line (kvmpod.units=): the guest unpacks them instead of starting Python "
+                      "(always on with --pod-dir)")
     args = sub.add_parser("args", help="print the hypervisor argv")
     common(args, hypervisor=True)
+    args.add_argument("--prerender", action="store_true", help=prerender_help)
     args.add_argument("--uuid", required=True, help="the pod UUID")
     args.add_argument("--format", default="shell", choices=("shell", "json", "lines"))
     explain = sub.add_parser("explain", help="show the guest's units and the host's argv side by side")
@@ -98,6 +102,7 @@ def _parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run a pod to its end: --app NAME=IMAGE for each app (with --rootfs: "
                                      "only start the hypervisor on a prepared stage1 tree)")
     common(run, hypervisor=True, rootfs_required=False)
+    run.add_argument("--prerender", action="store_true", help=prerender_help + "; with --app it always is")
     run.add_argument("--uuid", help="the pod UUID (default: a new one)")
     run.add_argument("--app", action="append", default=[], metavar="NAME=DIR|FILE.aci",
                      help="an app's image: its rootfs directory, an unpacked image (manifest, rootfs/) or an .aci")
@@ -209,8 +214,8 @@ def host_argv(opts: argparse.Namespace, inputs: _Inputs) -> list[str]:
     argv = build_argv(inputs.pod, staged, inputs.networks, settings, resources, detect_accel)
     if settings.hypervisor == "qemu" and settings.share == "9p":
         check_xattr_support(inputs.pod, staged, volume_security_model(settings))
-    if settings.pod_dir is not None:
-        # kvmpod's own pods: the host renders the units now and the guest only unpacks them at boot.
+    if settings.pod_dir is not None or getattr(opts, "prerender", False):
+        # kvmpod's own pods, or asked for: the host renders the units now, the guest only unpacks them.
         units = render_units(settings.rootfs, kernel_params(settings, inputs.networks))
         if units is not None:
             settings = replace(settings, prerendered_units=units.cmdline_word)
