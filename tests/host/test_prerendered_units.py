@@ -27,7 +27,8 @@ from helpers import UUID
 from kvmpod.guest.generator import Arguments, generate
 from kvmpod.guest.kmsg import Log
 from kvmpod.host.cli import main as kvmpod_main
-from kvmpod.host.prerendered_units import COMPLETE_TEXT, archive_of, render_units, store_units
+from kvmpod.guest.unitfile import GeneratedFile, GeneratedLink, UnsafeValue
+from kvmpod.host.prerendered_units import COMPLETE_TEXT, archive_of, directories_of, render_units, store_units
 from kvmpod.pod.guest_paths import PRERENDERED_UNITS_DIR
 from kvmpod.pod.problems import InvalidInput
 
@@ -176,8 +177,9 @@ def test_archive_is_the_same_bytes_for_the_same_units_and_named_by_its_hash(tmp_
     with tarfile.open(path) as tar:
         members = tar.getmembers()
     names = [m.name for m in members]
+    assert len(names) == len(set(names)), "a directory is in the archive once"
     for member in members:
-        assert (member.uid, member.gid, member.mtime) == (0, 0, 0)
+        assert (member.uid, member.gid, member.mtime, member.uname, member.gname) == (0, 0, 0, "root", "root")
         parent = member.name.rpartition("/")[0]
         assert not parent or names.index(parent) < names.index(member.name)  # a directory before its contents
         assert member.mode == {tarfile.DIRTYPE: 0o755, tarfile.REGTYPE: 0o644, tarfile.SYMTYPE: 0o777}[member.type]
@@ -189,9 +191,63 @@ def test_the_archive_is_never_written_through_a_symlink_out_of_the_root(tmp_path
     outside.mkdir()
     (root / "var/lib").mkdir(parents=True)
     (root / "var/lib/kvmpod").symlink_to(outside)
-    with pytest.raises(InvalidInput, match="leads out of the root through a symlink"):
+    with pytest.raises(InvalidInput) as raised:
         store_units(str(root), render_units(str(root), ""))
+    [problem] = raised.value.problems
+    assert problem.field == "--rootfs"
+    assert problem.message == (f"{root}/var/lib/kvmpod/units leads out of the root through a symlink; "
+                               "make it a plain directory")
     assert list(outside.iterdir()) == []
+
+
+def test_directories_come_parents_first_each_once() -> None:
+    outputs = [GeneratedFile("a/b/c.conf", ""), GeneratedLink("a/b/d", "../x"), GeneratedFile("e.service", ""),
+               GeneratedFile("a/f", "")]
+    assert directories_of(outputs) == ["a", "a/b"]
+    with tarfile.open(fileobj=io.BytesIO(archive_of(outputs))) as tar:
+        assert [m.name for m in tar.getmembers()] == ["a", "a/b", "a/b/c.conf", "a/b/d", "a/f", "e.service", MARK]
+
+
+def test_the_manifest_setting_is_named_as_the_kernel_command_line_names_it(tmp_path: Path) -> None:
+    root = guest_root(tmp_path, EXAMPLE_ROOT)
+    with pytest.raises(InvalidInput) as raised:
+        render_units(str(root), "kvmpod.manifest=etc/kvmpod/pod.json")
+    assert [p.field for p in raised.value.problems] == ["kvmpod.manifest"]
+
+
+def test_a_value_no_unit_can_hold_is_an_input_problem_of_the_manifest(tmp_path: Path, monkeypatch) -> None:
+    def unsafe(*args, **kwargs):
+        raise UnsafeValue("What='x\\' ends in a backslash and cannot be written into a unit file")
+
+    monkeypatch.setattr("kvmpod.host.prerendered_units.plan_boot", unsafe)
+    with pytest.raises(InvalidInput) as raised:
+        render_units(str(tmp_path), "kvmpod.manifest=/srv/pod.json")
+    assert [(p.field, p.message) for p in raised.value.problems] == [
+        ("/srv/pod.json", "What='x\\' ends in a backslash and cannot be written into a unit file")]
+
+
+def test_stored_files_and_their_directory_have_the_generators_modes(tmp_path: Path) -> None:
+    root = guest_root(tmp_path, EXAMPLE_ROOT)
+    old = os.umask(0)
+    try:
+        path = Path(store_units(str(root), render_units(str(root), "")))
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(path.parent.stat().st_mode) == 0o755
+    assert {stat.S_IMODE(p.stat().st_mode) for p in path.parent.iterdir()} == {0o644}
+
+
+def test_a_failed_store_leaves_no_temporary_file(tmp_path: Path, monkeypatch) -> None:
+    root = guest_root(tmp_path, EXAMPLE_ROOT)
+    units = render_units(str(root), "")
+
+    def replace(source, dest):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "replace", replace)
+    with pytest.raises(OSError):
+        store_units(str(root), units)
+    assert list((root / PRERENDERED_UNITS_DIR.lstrip("/")).iterdir()) == []
 
 
 def test_other_kernel_settings_give_other_units_and_another_name(tmp_path: Path) -> None:
@@ -216,11 +272,9 @@ def test_archive_of_the_generators_outputs_unpacks_to_what_it_writes(tmp_path: P
     assert links == {o.path: o.target for o in outputs if hasattr(o, "target")}
 
 
-@pytest.mark.parametrize("path", ["/etc/passwd", "../x.service", "a/../../x", "a//b", "x/"])
+@pytest.mark.parametrize("path", ["/etc/passwd", "../x.service", "a/../../x", "a//b", "x/", "./x"])
 def test_no_member_is_named_outside_the_directory(path: str) -> None:
     """The launcher unpacks with tar -P (links made at once), which keeps such names as they are."""
-    from kvmpod.guest.unitfile import GeneratedFile
-
     with pytest.raises(ValueError, match="is not a path inside the generator's directory"):
         archive_of([GeneratedFile("ok.service", ""), GeneratedFile(path, "")])
 

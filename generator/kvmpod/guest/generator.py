@@ -216,9 +216,9 @@ def _check_settings(manifest: str, settings: dict[str, str], manifest_option: st
     """The manifest's path (--manifest or kvmpod.manifest=) and kvmpod.9p_options= go into units
     as they are: refuse them up front if no unit file can hold them (a trailing backslash, …)."""
     problems = []
-    if not manifest.startswith("/") or (problem := path_problem(manifest)) is not None:
-        problems.append(Problem(manifest_option, f"{manifest!r:.200} "
-                                + (problem or "is not absolute") + "; give the manifest's absolute path"))
+    problem = "is not absolute" if not manifest.startswith("/") else path_problem(manifest)
+    if problem is not None:
+        problems.append(Problem(manifest_option, f"{manifest!r:.200} {problem}; give the manifest's absolute path"))
     for name, key, value in ((manifest_option, "SourcePath", manifest),
                              ("kvmpod.9p_options", "Options", settings.get("9p_options"))):
         try:
@@ -326,6 +326,8 @@ def _refuse_apps(root: str, manifest: str | None, log: Log) -> list[Output]:
             unit_value("SourcePath", manifest)
         except UnsafeValue:
             manifest = None
+    if manifest is not None and not manifest.startswith("/"):
+        manifest = None  # systemd ignores a relative SourcePath= with a warning
     unit = [("Documentation", DOCUMENTATION)] + ([("SourcePath", manifest)] if manifest is not None else [])
     text = render_unit(
         [("Unit", unit + [("AssertPathExists", "!/")])],

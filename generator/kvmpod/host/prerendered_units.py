@@ -104,7 +104,7 @@ def archive_of(outputs: list[Output]) -> bytes:
     COMPLETE_MARK last. Every member is named inside the directory (no "/" first, no ".."): the
     launcher unpacks with tar -P."""
     for output in outputs:  # the launcher unpacks with tar -P, which takes member names as they are
-        if output.path.startswith("/") or ".." in output.path.split("/") or "" in output.path.split("/"):
+        if {"", ".", ".."} & set(output.path.split("/")):  # "" also for a "/" first or last, or "//"
             raise ValueError(f"{output.path!r} is not a path inside the generator's directory")
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w", format=tarfile.GNU_FORMAT) as tar:
