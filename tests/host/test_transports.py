@@ -116,6 +116,35 @@ def test_writable_volumes_over_lkvm_or_virtiofs_need_the_explicit_unsafe_option(
     assert field == "--unsafe-volume-writes"
 
 
+WRITABLE = ("host volume 'out' is writable and {} applies the guest's owners and modes to the host files, so "
+            "root in the pod could leave setuid-root programs or device nodes there; make it readOnly, use QEMU's "
+            "9p (--hypervisor qemu --share 9p), or accept that with --unsafe-volume-writes")
+
+
+@pytest.mark.parametrize("p, kw, expected", [
+    (RO_ONLY, {"share": "nfs"}, [("--share", "is 'nfs'; use 9p, virtiofs")]),
+    (RO_ONLY, {"hypervisor": "lkvm", "share": "virtiofs"},
+     [("--share", "lkvm has no virtio-fs device; use --share 9p or --hypervisor qemu")]),
+    (RO_ONLY, {"security_model": "bogus"},
+     [("--security-model", "is 'bogus'; use mapped-xattr, mapped-file, passthrough, none")]),
+    (RO_ONLY, {"hypervisor": "lkvm", "security_model": "none"},
+     [("--security-model", "lkvm's 9p server has no security models: it applies the guest's owners and modes to "
+                           "the host files (like passthrough) and returns a failed chown to the guest; drop the "
+                           "option, and see --unsafe-volume-writes for writable volumes")]),
+    (RO_ONLY, {"share": "virtiofs", "security_model": "none"},
+     [("--security-model", "is a 9p option; virtiofsd applies the guest's owners and modes to the host files: "
+                           "see --unsafe-volume-writes")]),
+    (RO_ONLY, {"unsafe_volume_writes": True},
+     [("--unsafe-volume-writes", "is for lkvm's 9p and virtio-fs; with QEMU's 9p say --security-model none "
+                                 "(or passthrough) instead")]),
+    (RW, {"hypervisor": "lkvm"}, [("volumes(out).readOnly", WRITABLE.format("lkvm's 9p server"))]),
+    (RW, {"share": "virtiofs"}, [("volumes(out).readOnly", WRITABLE.format("virtiofsd"))]),
+], ids=["share", "lkvm-virtiofs", "model", "lkvm-model", "virtiofs-model", "unsafe-on-qemu-9p", "lkvm-rw",
+        "virtiofs-rw"])
+def test_each_transport_refusal_names_the_field_and_the_fix(p, kw, expected):
+    assert refused(p, **kw) == expected
+
+
 # ---------------------------------------------------------------- QEMU 9p: the safe default
 
 def test_qemu_volumes_default_to_mapped_xattr_and_the_root_share_keeps_none():
