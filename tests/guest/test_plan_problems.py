@@ -75,3 +75,22 @@ def test_a_bad_target_from_a_mount_point_is_named_by_its_mount_point_field(fs, c
     assert lines[-2].startswith("kvmpod-generator: apps[0].app.mountPoints[0].path: more than 40 symlinks "
                                 "while resolving '/var/log/app'"), lines
     assert fs.listdir(OUT) == ["a.service.d"]  # only the refusal of the staged app: nothing mounted
+
+
+def test_a_mount_the_renderer_refuses_is_named_with_every_other_one(fs, capsys, monkeypatch):
+    """The renderer's last guard (a ValueError from a path the checks before it let through): each
+    mount it refuses is reported with its field, all at once, and nothing is written."""
+    from kvmpod.guest import mount_units
+
+    def refuse(app_name, mount, settings):
+        raise ValueError(f"{mount.target!r} cannot be named")
+
+    monkeypatch.setattr(mount_units, "_bind_mount", refuse)
+    mounts = [{"volume": "v", "path": "/one"}, {"volume": "v", "path": "/two"}]
+    status, lines = run(fs, capsys, manifest([app("a", mounts), app("b", mounts[:1])],
+                                             [{"name": "v", "kind": "host", "source": "/srv/v"}]))
+    assert status == 1
+    assert lines[:-1] == ["kvmpod-generator: apps[0].mounts[0].path: '/one' cannot be named; choose another path",
+                          "kvmpod-generator: apps[0].mounts[1].path: '/two' cannot be named; choose another path",
+                          "kvmpod-generator: apps[1].mounts[0].path: '/one' cannot be named; choose another path"]
+    assert fs.listdir(OUT) == []

@@ -36,3 +36,14 @@ def test_paths_systemd_cannot_name_are_refused_with_the_reason(path, message):
 
     with pytest.raises(ValueError, match=message):
         escape_path(path)
+
+
+def test_quote_word_refuses_nul_and_lone_surrogates_by_name():
+    from kvmpod.guest.unitfile import UnsafeValue, quote_word
+
+    with pytest.raises(UnsafeValue) as raised:
+        quote_word("a\0b")
+    assert str(raised.value) == "'a\\x00b' contains NUL, which no argument or variable can hold"
+    with pytest.raises(UnsafeValue) as raised:
+        quote_word("a\ud800")
+    assert str(raised.value) == "'a\\ud800' is not valid Unicode (a lone surrogate)"

@@ -145,6 +145,39 @@ def test_each_transport_refusal_names_the_field_and_the_fix(p, kw, expected):
     assert refused(p, **kw) == expected
 
 
+def test_the_xattr_probe_tells_no_xattrs_from_a_probe_that_failed(tmp_path: Path, monkeypatch):
+    import errno
+
+    from kvmpod.host import volumes
+
+    written = []
+    monkeypatch.setattr(os, "setxattr", lambda path, name, value: written.append((path, name, value)))
+    monkeypatch.setattr(os, "removexattr", lambda path, name: None)
+    assert volumes._has_user_xattrs(str(tmp_path)) is True
+    assert written == [(str(tmp_path), "user.kvmpod.probe", b"1")]
+    for number in (errno.ENOTSUP, errno.EOPNOTSUPP):
+        monkeypatch.setattr(os, "setxattr", lambda *a, n=number: (_ for _ in ()).throw(OSError(n, os.strerror(n))))
+        assert volumes._has_user_xattrs(str(tmp_path)) is False
+    monkeypatch.setattr(os, "setxattr", lambda *a: (_ for _ in ()).throw(OSError(errno.EACCES, "Permission denied")))
+    with pytest.raises(OSError):
+        volumes._has_user_xattrs(str(tmp_path))
+
+
+def test_a_volume_that_cannot_be_probed_is_named_with_the_reason_and_the_others_still_are(tmp_path: Path):
+    p = pod([host("a", str(tmp_path / "a")), host("b", str(tmp_path / "b"))])
+
+    def probe(path: str) -> bool:
+        raise OSError(2, "No such file or directory")
+
+    with pytest.raises(InvalidInput) as raised:
+        check_xattr_support(p, staged_host_volumes(p), "mapped-xattr", probe)
+    assert [(x.field, x.message) for x in raised.value.problems] == [
+        ("volumes[0].source", f"cannot probe {str(tmp_path / 'a')!r} for user extended attributes: "
+                              "No such file or directory"),
+        ("volumes[1].source", f"cannot probe {str(tmp_path / 'b')!r} for user extended attributes: "
+                              "No such file or directory")]
+
+
 # ---------------------------------------------------------------- QEMU 9p: the safe default
 
 def test_qemu_volumes_default_to_mapped_xattr_and_the_root_share_keeps_none():
