@@ -94,3 +94,17 @@ def test_a_mount_the_renderer_refuses_is_named_with_every_other_one(fs, capsys, 
                           "kvmpod-generator: apps[0].mounts[1].path: '/two' cannot be named; choose another path",
                           "kvmpod-generator: apps[1].mounts[0].path: '/one' cannot be named; choose another path"]
     assert fs.listdir(OUT) == []
+
+
+def test_a_symlink_above_every_apps_rootfs_is_named_for_each_app(fs, capsys):
+    fs.create_dir("/guest/real")
+    fs.create_symlink("/guest/opt/stage2", "/real")
+    mounts = [{"volume": "v", "path": "/one"}]
+    status, lines = run(fs, capsys, manifest([app("a", mounts), app("b", mounts)],
+                                             [{"name": "v", "kind": "host", "source": "/srv/v"}]))
+    assert status == 1
+    assert lines[:-1] == [
+        f"kvmpod-generator: apps[{i}].name: /opt/stage2 is a symlink in the guest; every directory from / down to "
+        f"/opt/stage2/{name}/rootfs must be a real one, so that nothing the app mounts lands outside it; "
+        "replace the link" for i, name in enumerate("ab")]
+    assert fs.listdir(OUT) == []

@@ -145,6 +145,17 @@ def test_each_transport_refusal_names_the_field_and_the_fix(p, kw, expected):
     assert refused(p, **kw) == expected
 
 
+def test_lkvm_pod_of_kvmpod_run_adds_the_pod_share_to_everything_else(tmp_path: Path):
+    argv = hypervisor_part(build(RO_ONLY, hypervisor="lkvm", pod_dir=str(tmp_path / "pod")))
+    plain = hypervisor_part(build(RO_ONLY, hypervisor="lkvm"))
+    params = argv[argv.index("--params") + 1]
+    assert params == plain[plain.index("--params") + 1] + " kvmpod.pod_share=kvmpod_pod"
+    assert params.startswith("console=hvc0 panic=1 ")
+    assert [a for a in argv if a.startswith("--9p=")] == (
+        [a for a in plain if a.startswith("--9p=")] + [f"--9p={tmp_path}/pod/share,kvmpod_pod"])
+    assert argv[0] == plain[0] and "--kernel" in argv and "--mem" in argv
+
+
 def test_the_xattr_probe_tells_no_xattrs_from_a_probe_that_failed(tmp_path: Path, monkeypatch):
     import errno
 
