@@ -108,3 +108,18 @@ def test_a_symlink_above_every_apps_rootfs_is_named_for_each_app(fs, capsys):
         f"/opt/stage2/{name}/rootfs must be a real one, so that nothing the app mounts lands outside it; "
         "replace the link" for i, name in enumerate("ab")]
     assert fs.listdir(OUT) == []
+
+
+def test_a_mount_path_that_resolves_to_trailing_white_space_is_named_for_each_mount(fs, capsys):
+    """A mount path through a link to "dir " (systemd would strip the space from Where=)."""
+    fs.create_dir("/guest/opt/stage2/a/rootfs/real ")
+    fs.create_symlink("/guest/opt/stage2/a/rootfs/l1", "/real ")
+    fs.create_symlink("/guest/opt/stage2/a/rootfs/l2", "real ")
+    mounts = [{"volume": "v", "path": "/l1"}, {"volume": "v", "path": "/l2"}]
+    status, lines = run(fs, capsys, manifest([app("a", mounts)], [{"name": "v", "kind": "host", "source": "/srv/v"}]))
+    assert status == 1
+    assert lines[:-1] == [
+        f"kvmpod-generator: apps[0].mounts[{i}].path: '/l{i + 1}' ends in white space, which systemd strips from "
+        "Where=; rename the directory" for i in range(2)]
+    assert fs.listdir(OUT) == ["a.service.d"]  # nothing mounted; the staged app refused (fail closed)
+    assert fs.listdir(f"{OUT}/a.service.d") == ["50-kvmpod-invalid-manifest.conf"]

@@ -47,3 +47,43 @@ def test_quote_word_refuses_nul_and_lone_surrogates_by_name():
     with pytest.raises(UnsafeValue) as raised:
         quote_word("a\ud800")
     assert str(raised.value) == "'a\\ud800' is not valid Unicode (a lone surrogate)"
+
+
+@pytest.mark.parametrize("key, value, problem", [
+    ("What", "a\x7fb", "contains a control character (a line break, NUL, tab, …)"),
+    ("What", "a\x1fb", "contains a control character (a line break, NUL, tab, …)"),
+    ("What", " lead", "starts or ends with white space, which systemd strips"),
+    ("What", "trail ", "starts or ends with white space, which systemd strips"),
+    ("What", "one\\", "ends in a backslash, which makes systemd join the next line onto it"),
+    ("What", "three\\\\\\", "ends in a backslash, which makes systemd join the next line onto it"),
+    ("What", "x\ud800", "is not valid Unicode (a lone surrogate)"),
+])
+def test_each_value_no_unit_file_can_hold_is_refused_with_why(key, value, problem):
+    from kvmpod.guest.unitfile import UnsafeValue
+
+    with pytest.raises(UnsafeValue) as raised:
+        unit_value(key, value)
+    assert str(raised.value) == f"{key}={value!r:.300} {problem} and cannot be written into a unit file"
+
+
+@pytest.mark.parametrize("value", ["two\\\\", "a\u00a0b", "tab\\tinside", "x\\y"])
+def test_an_even_run_of_backslashes_and_inner_characters_are_kept(value):
+    assert unit_value("What", value) == value
+
+
+def test_a_percent_where_systemd_expands_no_specifiers_is_refused():
+    from kvmpod.guest.unitfile import UnsafeValue
+
+    with pytest.raises(UnsafeValue) as raised:
+        unit_value("Type", "9p%")
+    assert str(raised.value) == "Type='9p%' contains '%' and cannot be written into a unit file"
+    assert unit_value("CPUQuota", "25%") == "25%" and unit_value("Where", "/a%b") == "/a%%b"
+
+
+@pytest.mark.parametrize("comment", ["two\nlines", "carriage\rreturn"])
+def test_a_comment_with_a_line_break_is_refused(comment):
+    from kvmpod.guest.unitfile import UnsafeValue, render_unit
+
+    with pytest.raises(UnsafeValue) as raised:
+        render_unit([("Unit", [])], comment=comment)
+    assert str(raised.value) == f"comment {comment!r:.100} has a line break"
