@@ -123,3 +123,30 @@ def test_a_mount_path_that_resolves_to_trailing_white_space_is_named_for_each_mo
         "Where=; rename the directory" for i in range(2)]
     assert fs.listdir(OUT) == ["a.service.d"]  # nothing mounted; the staged app refused (fail closed)
     assert fs.listdir(f"{OUT}/a.service.d") == ["50-kvmpod-invalid-manifest.conf"]
+
+
+LONG_APP = "a" * 200
+LONG = "v" * 60
+
+
+def test_an_app_volume_whose_staging_directory_is_too_long_is_named_for_each_mount(fs, capsys):
+    mounts = [{"volume": name, "path": f"/{name[:5]}{k}", "appVolume": {"name": name, "kind": "empty"}}
+              for k, name in enumerate([LONG, LONG + "w"])]
+    volumes = [{"name": LONG, "kind": "host", "source": "/srv/v"}, {"name": LONG + "w", "kind": "host",
+                                                                    "source": "/srv/w"}]
+    status, lines = run(fs, capsys, manifest([app(LONG_APP, mounts)], volumes))
+    assert status == 1
+    assert lines[:-1] == [
+        f"kvmpod-generator: apps[0].mounts[{j}].appVolume.name: makes the staging directory "
+        f"/mnt/{(LONG_APP + '.' + name)[:40]}… longer than 255 bytes; use shorter app or volume names"
+        for j, name in enumerate([LONG, LONG + "w"])]
+
+
+def test_an_implicit_volume_whose_staging_directory_is_too_long_is_named_for_each_mount_point(fs, capsys):
+    points = [{"name": f"{LONG}{k}", "path": f"/p{k}"} for k in range(2)]
+    status, lines = run(fs, capsys, manifest([app(LONG_APP, [], points)], []))
+    assert status == 1
+    assert lines[:-1] == [
+        f"kvmpod-generator: apps[0].app.mountPoints[{k}].path: the implicit empty volume for mount point "
+        f"'{LONG}{k}' makes the staging directory /mnt/{(LONG_APP + '-' + LONG)[:40]}… longer than 255 bytes; "
+        "use shorter app or volume names" for k in range(2)]

@@ -66,7 +66,8 @@ def test_each_value_no_unit_file_can_hold_is_refused_with_why(key, value, proble
     assert str(raised.value) == f"{key}={value!r:.300} {problem} and cannot be written into a unit file"
 
 
-@pytest.mark.parametrize("value", ["two\\\\", "a\u00a0b", "tab\\tinside", "x\\y"])
+@pytest.mark.parametrize("value", ["two\\\\", "a\u00a0b", "tab\\tinside", "x\\y", "\u00a0lead", "trail\u2003",
+                                   "Xboth ends are XX"])  # systemd strips " \t\n\r" only
 def test_an_even_run_of_backslashes_and_inner_characters_are_kept(value):
     assert unit_value("What", value) == value
 
