@@ -7,7 +7,7 @@ byte-compiled as the .deb's postinst does, run through its launcher (a shell scr
 fresh output directories per run, as systemd runs generators (in /dev/shm by default: a tmpfs, like
 the /run systemd gives generators). Each pod is measured both ways the launcher has: running the
 Python generator (`python3 -IS`: every guest booted without `--pod-dir`), and unpacking the units
-`kvmpod run` rendered on the host (kvmpod.host.prerendered_units; checked to be the same files).
+`kvmpod run` rendered on the host (kvmpod.host.pods.prerendered_units; checked to be the same files).
 Printed:
 
 - the import cost of kvmpod.guest.generator (`python3 -X importtime`, best run) and its heaviest
@@ -136,7 +136,7 @@ def prerendered_copy(root: Path, dest: Path) -> Path:
     """A copy of the guest root with its units rendered on the host, as `kvmpod run` leaves it: the
     archive in /var/lib/kvmpod/units and kvmpod.units=<sha256> on the (--root) kernel command line."""
     sys.path.insert(0, str(SOURCE))
-    from kvmpod.host.prerendered_units import render_units, store_units
+    from kvmpod.host.pods.prerendered_units import render_units, store_units
 
     shutil.copytree(root, dest, symlinks=True)
     cmdline = (dest / "proc/cmdline").read_text() if (dest / "proc/cmdline").exists() else ""

@@ -104,8 +104,8 @@ def main() -> None:
     parser.add_argument("--both-ways", action="store_true",
                         help="alternate the prerendered and the Python way, booting with systemd.log_level=debug")
     args = parser.parse_args()
-    from kvmpod.host import stage1
-    from kvmpod.host.argv import detect_accel
+    from kvmpod.host.images import stage1
+    from kvmpod.host.hypervisor.argv import detect_accel
 
     stage1.ensure_stage1()  # warm: built before the measurement
     ways = WAYS if args.both_ways else {"prerendered": ""}

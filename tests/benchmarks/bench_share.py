@@ -5,7 +5,7 @@ figures, asserts nothing.
 
 One boot of the e2e guest image (tests/e2e/guestimage.py) with the same host directory shared both
 ways: as kvmpod exports a volume over virtio-fs (`kvmpod args --share virtiofs`, virtiofsd started
-by kvmpod.host.supervisor) and, beside it, over 9p as kvmpod exports volumes by default (the same
+by kvmpod.host.hypervisor.supervisor) and, beside it, over 9p as kvmpod exports volumes by default (the same
 -fsdev/-device, security model mapped-xattr, and the guest's 9p mount options). A Python script in
 the guest then measures, on each mount: sequential write (fsync'd) and read (after dropping the
 guest's caches) of a file of --mib MiB, and creating, stat'ing and removing --files small files.
@@ -23,7 +23,7 @@ REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "generator"))
 
 from kvmpod.guest.mount_units import ninep_mount_options  # noqa: E402
-from kvmpod.host.volumes import DEFAULT_SECURITY_MODEL, qemu_9p_args  # noqa: E402
+from kvmpod.host.hypervisor.volumes import DEFAULT_SECURITY_MODEL, qemu_9p_args  # noqa: E402
 from tests.e2e import boot, guestimage  # noqa: E402
 from tests.e2e.kvmpod_guest import (argv_value, host_kvmpod, install_guest_script, install_guest_unit,  # noqa: E402
                                     install_kvmpod, make_app_rootfs, pod_uuid, write_json)

@@ -1,4 +1,4 @@
-"""The e2e suite's guest image is the product's base image (kvmpod.host.stage1); this module keeps
+"""The e2e suite's guest image is the product's base image (kvmpod.host.images.stage1); this module keeps
 the harness's names (ensure_image, GuestImage, recipe_hash, CACHE_ROOT, BUILT_THIS_RUN, ...).
 
 Run ``python3 -m tests.e2e.guestimage`` from the repository root to prebuild.
@@ -11,8 +11,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "generator"))
 
-from kvmpod.host import stage1 as _stage1  # noqa: E402
-from kvmpod.host.stage1 import (CACHE_ROOT, MIRROR_ENV, SUITE, GuestImage, ImageBuildError,  # noqa: E402,F401
+from kvmpod.host.images import stage1 as _stage1  # noqa: E402
+from kvmpod.host.images.stage1 import (CACHE_ROOT, MIRROR_ENV, SUITE, GuestImage, ImageBuildError,  # noqa: E402,F401
                                 _deb822_mirror, _one_line_mirror, _paths, build_seconds, ensure_stage1,
                                 host_mirror, recipe_hash)
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from kvmpod.host.prerendered_units import render_units
+from kvmpod.host.pods.prerendered_units import render_units
 
 from . import boot, guestimage
 from .conftest import BootState, module_boot
@@ -113,7 +113,7 @@ i=0
 while [ ! -e $r/run-argv.txt ] && [ $i -lt 30 ]; do sleep 1; i=$((i+1)); done
 find /run/systemd/generator -newer /etc/machine-id > $r/generated.txt 2>&1
 # issue 12: the units the host rendered from this root with this boot's kernel command line
-# (kvmpod.host.prerendered_units, what kvmpod run boots with) are the ones this guest's Python
+# (kvmpod.host.pods.prerendered_units, what kvmpod run boots with) are the ones this guest's Python
 # generator wrote here: the same files, texts and links.
 p=/tmp/kvmpod-e2e-prerendered
 mkdir -p $p && tar -x -f /var/tmp/kvmpod-e2e-prerendered.tar -C $p

@@ -1,6 +1,6 @@
 """Boot T9: host volumes over QEMU's 9p as kvmpod exports them by default (issues 13 and 9).
 
-One boot through the launched command `kvmpod args` prints (kvmpod.host.supervisor, then QEMU):
+One boot through the launched command `kvmpod args` prints (kvmpod.host.hypervisor.supervisor, then QEMU):
 - issue 13: root in the guest makes a setuid-root copy of a shell, a setgid file, a character device
   and a FIFO in a writable host volume; on the host none is setuid, setgid, a device or a FIFO. A
   non-root app makes its own files there (a 0640 file, a setgid directory, a FIFO it talks through)
@@ -175,7 +175,7 @@ def _read(state: BootT9, name: str) -> str:
 def test_the_launched_command_is_supervised_and_exports_staged_binds(boot_t9: BootT9) -> None:
     boot_t9.require()
     argv = boot_t9.argv
-    assert argv[1:3] == ["-m", "kvmpod.host.supervisor"]
+    assert argv[1:3] == ["-m", "kvmpod.host.hypervisor.supervisor"]
     assert ["--mount", "rbind,ro", str(boot_t9.vols["rovol"]), f"{STAGING}/vol2"] == argv[3:7]
     assert ["--mount", "rbind,ro", str(boot_t9.vols["rovol2"]), f"{STAGING}/vol3"] == argv[7:11]
     assert ["--mount", "bind", str(boot_t9.vols["subsrc"]), f"{STAGING}/vol5"] == argv[11:15]

@@ -2,7 +2,7 @@
 checks 9p: writes reach the host, a read-only volume stays read-only (even after root remounts it
 read-write in the guest), and an app whose volume the host does not export does not start.
 
-The launched command is kvmpod's: kvmpod.host.supervisor starts one virtiofsd per volume, then QEMU
+The launched command is kvmpod's: kvmpod.host.hypervisor.supervisor starts one virtiofsd per volume, then QEMU
 with vhost-user-fs-pci devices; the guest learns `kvmpod.share=virtiofs` from its command line and
 kvmpod-generator writes Type=virtiofs units. Writable volumes over virtio-fs need
 --unsafe-volume-writes (virtiofsd applies the guest's owners and modes to host files; issue 13).

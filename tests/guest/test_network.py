@@ -7,7 +7,7 @@ import pytest
 from helpers import UUID
 
 from kvmpod.guest.network import NETWORKS_PATH, parse_guest_networks, plan_network_units
-from kvmpod.host.network import guest_description, guest_mac, parse_networks
+from kvmpod.host.net.nics import guest_description, guest_mac, parse_networks
 from kvmpod.pod.problems import InvalidInput
 from kvmpod.guest.unitfile import GeneratedFile, GeneratedLink
 

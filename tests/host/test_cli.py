@@ -8,7 +8,7 @@ import pytest
 from helpers import UUID
 
 from kvmpod.host.cli import main
-from kvmpod.host.network import guest_mac
+from kvmpod.host.net.nics import guest_mac
 
 MANIFEST = {"acKind": "PodManifest", "acVersion": "0.8.11",
             "apps": [{"name": "web", "app": {"exec": ["/bin/web"], "user": "0", "group": "0",

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from helpers import UUID
 
-from kvmpod.host.launch import host_runs_systemd, vm_unit_name
+from kvmpod.host.hypervisor.launch import host_runs_systemd, vm_unit_name
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -63,7 +63,7 @@ def test_under_systemd_the_argv_becomes_a_transient_unit_in_machine_slice(monkey
     hypervisor.chmod(0o755)
     monkeypatch.setenv("PATH", str(tmp_path))
 
-    from kvmpod.host.launch import start_transient_service
+    from kvmpod.host.hypervisor.launch import start_transient_service
 
     name = start_transient_service(["qemu-system-x86_64", "-name", "kvmpod-x"], UUID)
 
@@ -78,7 +78,7 @@ def test_under_systemd_a_missing_hypervisor_is_named(monkeypatch, tmp_path: Path
     monkeypatch.setitem(sys.modules, "pystemd.run", lambda cmd, **options: None)
     monkeypatch.setenv("PATH", str(tmp_path))
 
-    from kvmpod.host.launch import start_transient_service
+    from kvmpod.host.hypervisor.launch import start_transient_service
 
     with pytest.raises(RuntimeError, match="qemu-system-x86_64 is not on PATH"):
         start_transient_service(["qemu-system-x86_64"], UUID)

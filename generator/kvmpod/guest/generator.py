@@ -177,7 +177,7 @@ def plan_boot(root: str, manifest: str, settings: dict[str, str], manifest_optio
     """Everything this boot's generator writes for the guest tree at `root` ("" for /), sorted; None
     when there is no pod manifest. Raises InvalidInput (or UnsafeValue) for a pod it must refuse.
 
-    Shared with the host (kvmpod.host.prerendered_units), which renders kvmpod run's pods before boot."""
+    Shared with the host (kvmpod.host.pods.prerendered_units), which renders kvmpod run's pods before boot."""
     _check_settings(manifest, settings, manifest_option)
     text = _read_text(root, manifest)
     if text is None:

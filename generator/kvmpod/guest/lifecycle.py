@@ -32,7 +32,7 @@ EXITS_DIR = POD_SHARE_DIR + "/apps"  # the host creates it in the share: <pod di
 POD_END_UNIT = "kvmpod-pod-end.service"
 DROPIN_NAME = "60-kvmpod-lifecycle.conf"
 SYSTEMCTL = "/bin/systemctl"
-# What the host reads back (kvmpod.host.pods.read_exit).
+# What the host reads back (kvmpod.host.pods.pod_dirs.read_exit).
 SHOWN = ("Result", "ExecMainCode", "ExecMainStatus", "ExecMainStartTimestampMonotonic",
          "ExecMainExitTimestampMonotonic")
 _TAG_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-.")

@@ -25,16 +25,16 @@ from ..pod.guest_paths import DEFAULT_MANIFEST
 from ..guest.network import parse_guest_networks, plan_network_units
 from ..guest.generator import plan_pod
 from ..guest.mount_units import GuestSettings
-from .argv import (ACCELS, DEFAULT_ROOT_TAG, EXTRA_KERNEL_PARAMS_ENV, HYPERVISORS, SHARES, HostSettings,
+from .hypervisor.argv import (ACCELS, DEFAULT_ROOT_TAG, EXTRA_KERNEL_PARAMS_ENV, HYPERVISORS, SHARES, HostSettings,
                         build_argv, detect_accel, kernel_params, volume_security_model)
-from .prerendered_units import render_units, store_units
-from .transport_notes import UNSAFE_WRITES_HELP, transport_notes
-from .network import Network, guest_description, parse_cni_result, parse_networks, parse_uuid
-from .resources import Resources, app_resources
-from .stage import stage_pod
-from .volumes import SECURITY_MODEL_HELP, SECURITY_MODELS, check_xattr_support, checked_host_volumes
+from .pods.prerendered_units import render_units, store_units
+from .hypervisor.transport_notes import UNSAFE_WRITES_HELP, transport_notes
+from .net.nics import Network, guest_description, parse_cni_result, parse_networks, parse_uuid
+from .hypervisor.resources import Resources, app_resources
+from .pods.stage import stage_pod
+from .hypervisor.volumes import SECURITY_MODEL_HELP, SECURITY_MODELS, check_xattr_support, checked_host_volumes
 from ..pod.image_manifests import load_image_apps
-from .launch import exec_hypervisor, host_runs_systemd, launch_environment, start_transient_service
+from .hypervisor.launch import exec_hypervisor, host_runs_systemd, launch_environment, start_transient_service
 from .pod_commands import pods_command, run_command, stage1_command
 from ..pod.manifest import load_json, parse_pod_manifest
 from ..pod.model import AppSection, Pod
@@ -63,7 +63,7 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--manifest", required=True, help="the pod manifest (JSON)")
         p.add_argument("--rootfs", required=rootfs_required, help="the stage1 rootfs directory (the guest's root)")
         nets = p.add_mutually_exclusive_group()
-        nets.add_argument("--networks", help="kvmpod's JSON network description (see kvmpod.host.network)")
+        nets.add_argument("--networks", help="kvmpod's JSON network description (see kvmpod.host.net.nics)")
         nets.add_argument("--cni-result", help="a CNI plugin result, cniVersion 0.4.0 or 1.0.0")
         if not hypervisor:
             p.add_argument("--uuid", help="the pod UUID (needed with networks: MACs derive from it)")
@@ -73,7 +73,7 @@ def _parser() -> argparse.ArgumentParser:
         else:
             p.add_argument("--hypervisor", default="qemu", choices=HYPERVISORS)
         p.add_argument("--pod-dir", help="a kvmpod run pod directory: adds its share, the apps' output "
-                                         "port and the QMP socket (kvmpod.host.pods), and renders the "
+                                         "port and the QMP socket (kvmpod.host.pods.pod_dirs), and renders the "
                                          "guest's units into ROOTFS/var/lib/kvmpod/units (kvmpod.units=)")
         p.add_argument("--kernel", help="guest kernel (default: ROOTFS/vmlinuz)")
         p.add_argument("--initrd", help="initrd (default: ROOTFS/initrd.img when present)")

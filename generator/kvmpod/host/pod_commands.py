@@ -10,14 +10,14 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ..pod.problems import InvalidInput, Problem
-from .launch import host_runs_systemd
-from .machined import register_machine
-from .network import guest_description, parse_uuid
-from .pods import (first_failure, gc, list_pods, manifest_apps, parse_duration, pod_dir, pod_exit_status, pod_state,
+from .hypervisor.launch import host_runs_systemd
+from .pods.machined import register_machine
+from .net.nics import guest_description, parse_uuid
+from .pods.pod_dirs import (first_failure, gc, list_pods, manifest_apps, parse_duration, pod_dir, pod_exit_status, pod_state,
                    read_exits, read_state, is_running)
-from .qmp import QMPError, qmp_command
-from . import runner
-from .runner import Stage1, new_pod_uuid, parse_app_images, run_pod
+from .hypervisor.qmp import QMPError, qmp_command
+from . import run as runner
+from .run import Stage1, new_pod_uuid, parse_app_images, run_pod
 
 
 def _stage1(opts: argparse.Namespace) -> Stage1:
@@ -29,7 +29,7 @@ def _stage1(opts: argparse.Namespace) -> Stage1:
             raise InvalidInput(problems)
         initrd = root / "initrd.img"
         return Stage1(str(root / "root"), str(root / "vmlinuz"), str(initrd) if initrd.exists() else None)
-    from . import stage1
+    from .images import stage1
 
     try:
         image = stage1.ensure_stage1()
@@ -161,7 +161,7 @@ def pods_command(opts: argparse.Namespace) -> str | int:
 
 
 def stage1_command(opts: argparse.Namespace) -> str:
-    from . import stage1
+    from .images import stage1
 
     try:
         image = stage1.ensure_stage1(Path(opts.deb) if opts.deb else None, opts.mirror)
@@ -170,7 +170,7 @@ def stage1_command(opts: argparse.Namespace) -> str:
             out.mkdir(parents=True, exist_ok=True)
             if (out / "root").exists():
                 raise InvalidInput([Problem("--out", f"{out / 'root'} exists; give an empty directory")])
-            from .runner import _copy_tree
+            from .run import _copy_tree
 
             _copy_tree(str(image.root), str(out / "root"))
             for name in ("vmlinuz", "initrd.img"):

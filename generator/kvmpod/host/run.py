@@ -32,13 +32,13 @@ from dataclasses import dataclass
 from ..pod.model import Pod
 from ..pod.mounts import STAGE2_DIR
 from ..pod.problems import InvalidInput, Problem
-from .argv import hypervisor_part
-from .aci import extract_aci
-from .app_output import Follower, Progress, app_line_name, boot_status
-from .pods import (PodDir, first_failure, hold_lock, pod_dir, pod_exit_status, pods_dir, read_exits,
+from .hypervisor.argv import hypervisor_part
+from .images.aci import extract_aci
+from .pods.app_output import Follower, Progress, app_line_name, boot_status
+from .pods.pod_dirs import (PodDir, first_failure, hold_lock, pod_dir, pod_exit_status, pods_dir, read_exits,
                    write_state)
-from .qmp import QMPError, qmp_command
-from .stage import stage_pod
+from .hypervisor.qmp import QMPError, qmp_command
+from .pods.stage import stage_pod
 
 STOP_SECONDS = 180.0  # TCG guests take a while to stop their units and power off
 PRESS_AGAIN_SECONDS = 15.0  # the power button again: the first press may come before logind listens
@@ -264,7 +264,7 @@ def run_pod(*, pod_model: Pod, manifest_bytes: bytes, images: dict[str, str], ne
         with open(os.path.join(pod.path, "argv.json"), "w") as f:
             json.dump(argv, f)
         own = hypervisor_part(argv)  # the hypervisor inside kvmpod's supervisor, when it has one
-        hypervisor = own[0] + ("" if own is argv else ", supervised by kvmpod.host.supervisor")
+        hypervisor = own[0] + ("" if own is argv else ", supervised by kvmpod.host.hypervisor.supervisor")
         say(f"pod {pod_uuid}: booting {hypervisor} (console: {pod.console})")
         started = time.monotonic()
         rc, interrupted = boot_and_follow(pod, argv, lock_fd, register, out, err)

@@ -3,10 +3,10 @@
 import pytest
 from helpers import UUID, empty, host, pod
 
-from kvmpod.host.argv import (LKVM_DISK_PREFIX, MAX_PCI_DEVICES, HostSettings, build_argv, detect_accel,
+from kvmpod.host.hypervisor.argv import (LKVM_DISK_PREFIX, MAX_PCI_DEVICES, HostSettings, build_argv, detect_accel,
                               kernel_params)
-from kvmpod.host.network import guest_mac, parse_networks
-from kvmpod.host.resources import Resources, app_resources, parse_quantity
+from kvmpod.host.net.nics import guest_mac, parse_networks
+from kvmpod.host.hypervisor.resources import Resources, app_resources, parse_quantity
 from kvmpod.pod.problems import InvalidInput
 from kvmpod.pod.staging import staged_host_volumes
 
@@ -17,7 +17,7 @@ ROOTFS_FLAGS = "rootflags=trans=virtio,version=9p2000.L,cache=mmap,msize=262144"
 
 
 PY = "/usr/bin/python3"
-SUPERVISOR = [PY, "-m", "kvmpod.host.supervisor"]
+SUPERVISOR = [PY, "-m", "kvmpod.host.hypervisor.supervisor"]
 RO_BIND = ["--mount", "rbind,ro", "/srv/db", "/run/kvmpod/staging/vol0"]
 
 

@@ -6,10 +6,10 @@ of the volumes, and accelerator detection on the real /sys/module path."""
 import pytest
 from helpers import UUID, host, pod
 
-from kvmpod.host.argv import (EXTRA_KERNEL_PARAMS_ENV, MAX_KERNEL_CMDLINE_CHARS, HostSettings, lkvm_cmdline_prefix,
+from kvmpod.host.hypervisor.argv import (EXTRA_KERNEL_PARAMS_ENV, MAX_KERNEL_CMDLINE_CHARS, HostSettings, lkvm_cmdline_prefix,
                               build_argv, detect_accel, kernel_params)
-from kvmpod.host.resources import Resources
-from kvmpod.host.volumes import lkvm_9p_args, qemu_9p_args, qemu_volume_args
+from kvmpod.host.hypervisor.resources import Resources
+from kvmpod.host.hypervisor.volumes import lkvm_9p_args, qemu_9p_args, qemu_volume_args
 from kvmpod.pod.problems import InvalidInput
 from kvmpod.pod.staging import staged_host_volumes
 
@@ -102,7 +102,7 @@ def test_lkvm_with_initrd_whole_argv():
     stage1 initrd with the 9p root, and gets no NIC it was not asked for (issue 9)."""
     args = argv(hypervisor="lkvm", accel="kvm", initrd="/boot/initrd.img", unsafe_volume_writes=True)
     assert args[1:args.index("--") + 1] == [
-        "-m", "kvmpod.host.supervisor", "--home", "/run/kvmpod/lkvm",
+        "-m", "kvmpod.host.hypervisor.supervisor", "--home", "/run/kvmpod/lkvm",
         "--mount", "rbind,ro", "/srv/db", "/run/kvmpod/staging/vol0", "--"]
     assert args[args.index("--") + 1:] == [
         "lkvm", "run",
@@ -174,7 +174,7 @@ def test_an_x_is_an_ordinary_character_in_tags_parameters_and_paths():
 
 
 def test_networks_count_towards_the_pci_devices_too():
-    from kvmpod.host.network import parse_networks
+    from kvmpod.host.net.nics import parse_networks
 
     volumes = [host(f"v{i}", f"/srv/v{i}") for i in range(20)]
     nets = parse_networks([{"tap": f"kvmpod{i}", "hostIP": f"10.{i}.0.1", "guestIP": f"10.{i}.0.2", "prefix": 24}

@@ -13,9 +13,9 @@ import subprocess
 import pytest
 from helpers import UUID, empty, host, pod
 
-from kvmpod.host.argv import HostSettings, build_argv, hypervisor_part
-from kvmpod.host.network import parse_networks
-from kvmpod.host.resources import Resources
+from kvmpod.host.hypervisor.argv import HostSettings, build_argv, hypervisor_part
+from kvmpod.host.net.nics import parse_networks
+from kvmpod.host.hypervisor.resources import Resources
 from kvmpod.pod.staging import staged_host_volumes
 
 INSTALL_HINT = "install it: apt-get install qemu-system-x86"
@@ -42,7 +42,7 @@ def without_kernel(argv: list[str]) -> list[str]:
 
 
 def run_paused(argv: list[str]) -> subprocess.CompletedProcess:
-    """QEMU paused; a supervised argv (staged volumes) runs through kvmpod.host.supervisor for real."""
+    """QEMU paused; a supervised argv (staged volumes) runs through kvmpod.host.hypervisor.supervisor for real."""
     hypervisor = hypervisor_part(argv)
     command = argv[:len(argv) - len(hypervisor)] + [qemu()] + without_kernel(hypervisor)[1:] + ["-S", "-monitor", "stdio"]
     try:
@@ -102,7 +102,7 @@ def test_real_qemu_rejects_what_kvmpod_must_never_emit(tmp_path):
 
 def test_real_qemu_accepts_kvmpod_runs_pod_devices(tmp_path, monkeypatch):
     """--pod-dir: the pod share, the apps' serial port (a file) and the QMP socket, with a comma in the path."""
-    from kvmpod.host import pods
+    from kvmpod.host.pods import pod_dirs as pods
 
     monkeypatch.setattr(pods, "QMP_DIR", str(tmp_path / "run"))
     pod_dir = tmp_path / "pods, here" / UUID

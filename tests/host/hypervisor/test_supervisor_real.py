@@ -1,4 +1,4 @@
-"""kvmpod.host.supervisor for real (root, no guest): the staged binds in a private mount namespace,
+"""kvmpod.host.hypervisor.supervisor for real (root, no guest): the staged binds in a private mount namespace,
 nothing in the host's mount table, exit status and signals passed on, children dying with it, and
 QEMU (paused) connecting to the virtiofsd it started. The e2e modules then boot guests through it."""
 
@@ -13,19 +13,19 @@ from pathlib import Path
 import pytest
 from helpers import UUID, host, pod
 
-from kvmpod.host.argv import HostSettings, build_argv, hypervisor_part
-from kvmpod.host.resources import Resources
-from kvmpod.host.volume_staging import STAGING_DIR
+from kvmpod.host.hypervisor.argv import HostSettings, build_argv, hypervisor_part
+from kvmpod.host.hypervisor.resources import Resources
+from kvmpod.host.hypervisor.volume_staging import STAGING_DIR
 from kvmpod.pod.staging import staged_host_volumes
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 ENV = dict(os.environ, PYTHONPATH=str(REPO / "generator"))
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="mount namespaces and binds need root")
 
 
 def supervisor(*args: str) -> list[str]:
-    return [sys.executable, "-m", "kvmpod.host.supervisor", *args]
+    return [sys.executable, "-m", "kvmpod.host.hypervisor.supervisor", *args]
 
 
 def staging_in_host_mounts() -> list[str]:

@@ -11,15 +11,15 @@ from pathlib import Path
 import pytest
 from helpers import UUID, empty, host, pod
 
-from kvmpod.host.argv import (LKVM_DISK_PREFIX, LKVM_HOME, LKVM_INITRD_PREFIX, MAX_KERNEL_CMDLINE_CHARS,
+from kvmpod.host.hypervisor.argv import (LKVM_DISK_PREFIX, LKVM_HOME, LKVM_INITRD_PREFIX, MAX_KERNEL_CMDLINE_CHARS,
                               HostSettings, build_argv, hypervisor_part)
-from kvmpod.host.launch import launch_environment
-from kvmpod.host.resources import Resources
-from kvmpod.host.volumes import check_xattr_support
+from kvmpod.host.hypervisor.launch import launch_environment
+from kvmpod.host.hypervisor.resources import Resources
+from kvmpod.host.hypervisor.volumes import check_xattr_support
 from kvmpod.pod.problems import InvalidInput
 from kvmpod.pod.staging import staged_host_volumes
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 KVMTOOL = Path("/work/.mirror/kvmtool+kvmtool/repo")
 RES = Resources(cpus=1, memory_mib=512)
 RO_ONLY = pod([host("db", "/srv/db", readOnly=True)])
@@ -86,7 +86,7 @@ def test_the_limit_is_2046_bytes_with_lkvms_prefix_on_both_paths():
 
 def test_lkvm_without_networks_says_mode_none_and_runs_with_its_home():
     argv = build(hypervisor="lkvm")
-    assert argv[:5] == ["/usr/bin/python3", "-m", "kvmpod.host.supervisor", "--home", LKVM_HOME]
+    assert argv[:5] == ["/usr/bin/python3", "-m", "kvmpod.host.hypervisor.supervisor", "--home", LKVM_HOME]
     assert hypervisor_part(argv)[-2:] == ["--network", "mode=none"]
     assert launch_environment("lkvm") == {"HOME": LKVM_HOME} and launch_environment("qemu") == {}
 
@@ -159,7 +159,7 @@ def test_lkvm_pod_of_kvmpod_run_adds_the_pod_share_to_everything_else(tmp_path: 
 def test_the_xattr_probe_tells_no_xattrs_from_a_probe_that_failed(tmp_path: Path, monkeypatch):
     import errno
 
-    from kvmpod.host import volumes
+    from kvmpod.host.hypervisor import volumes
 
     written = []
     monkeypatch.setattr(os, "setxattr", lambda path, name, value: written.append((path, name, value)))
@@ -203,7 +203,7 @@ def test_qemu_volumes_default_to_mapped_xattr_and_the_root_share_keeps_none():
 def test_qemu_without_staging_is_not_supervised():
     assert build(pod([host("out", "/srv/out")]))[0] == "qemu-system-x86_64"
     assert build(pod([host("out", "/srv/out", recursive=False)]))[:7] == [
-        "/usr/bin/python3", "-m", "kvmpod.host.supervisor", "--mount", "bind", "/srv/out", "/run/kvmpod/staging/vol0"]
+        "/usr/bin/python3", "-m", "kvmpod.host.hypervisor.supervisor", "--mount", "bind", "/srv/out", "/run/kvmpod/staging/vol0"]
 
 
 def test_a_volume_without_user_xattrs_is_refused_with_the_way_out():
@@ -232,7 +232,7 @@ def test_the_real_xattr_probe_leaves_nothing_behind(tmp_path: Path):
 
 def test_virtiofs_argv_has_shared_memory_a_device_per_volume_and_tells_the_guest():
     argv = build(share="virtiofs")
-    assert argv[:9] == ["/usr/bin/python3", "-m", "kvmpod.host.supervisor", "--mount", "rbind,ro", "/srv/db",
+    assert argv[:9] == ["/usr/bin/python3", "-m", "kvmpod.host.hypervisor.supervisor", "--mount", "rbind,ro", "/srv/db",
                         "/run/kvmpod/staging/vol0", "--virtiofsd", "/usr/lib/qemu/virtiofsd"]
     assert argv[9:11] == ["/run/kvmpod/staging/vfs0.sock", "/run/kvmpod/staging/vol0"]
     qemu = hypervisor_part(argv)
@@ -313,5 +313,5 @@ def test_cli_run_under_systemd_gives_lkvms_transient_unit_a_home(tmp_path, tree,
     assert status == 0, capsys.readouterr().err
     [(cmd, options)] = started
     assert options["env"] == {"HOME": LKVM_HOME} and options["slice_"] == b"machine.slice"
-    assert cmd[1:5] == [b"-m", b"kvmpod.host.supervisor", b"--home", LKVM_HOME.encode()]
+    assert cmd[1:5] == [b"-m", b"kvmpod.host.hypervisor.supervisor", b"--home", LKVM_HOME.encode()]
     assert b"lkvm" in cmd

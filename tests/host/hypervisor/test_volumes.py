@@ -3,7 +3,7 @@
 import pytest
 from helpers import empty, host, pod
 
-from kvmpod.host.volumes import checked_host_volumes, lkvm_9p_args, qemu_volume_args
+from kvmpod.host.hypervisor.volumes import checked_host_volumes, lkvm_9p_args, qemu_volume_args
 from kvmpod.pod.problems import InvalidInput
 from kvmpod.pod.staging import staged_host_volumes
 

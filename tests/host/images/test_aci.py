@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from kvmpod.host.aci import extract_aci
+from kvmpod.host.images.aci import extract_aci
 from kvmpod.pod.problems import InvalidInput
 
 MANIFEST = b'{"acKind": "ImageManifest", "acVersion": "0.8.11", "name": "example.com/x"}'

@@ -14,7 +14,7 @@ import subprocess
 import pytest
 
 from kvmpod.host.cli import main
-from kvmpod.host.network import guest_mac
+from kvmpod.host.net.nics import guest_mac
 
 KNOWN = [
     ("6733c3e4-5a57-4ac6-8e2a-5d8f6a6c1d2e", 0, "be:2f:7d:45:8b:00"),

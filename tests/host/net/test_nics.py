@@ -5,7 +5,7 @@ import ipaddress
 import pytest
 from helpers import UUID
 
-from kvmpod.host.network import (Network, Route, guest_description, guest_mac, kernel_ip_params, lkvm_network_args,
+from kvmpod.host.net.nics import (Network, Route, guest_description, guest_mac, kernel_ip_params, lkvm_network_args,
                                  lkvm_network_value, parse_cni_result, parse_networks, qemu_network_args)
 from kvmpod.pod.problems import InvalidInput
 

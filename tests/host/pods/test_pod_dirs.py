@@ -15,13 +15,14 @@ from pathlib import Path
 import pytest
 from helpers import UUID
 
-from kvmpod.host import pods
-from kvmpod.host.app_output import Follower, boot_status
-from kvmpod.host.runner import parse_app_images
+from kvmpod.host.pods import pod_dirs as pods
+from kvmpod.host.hypervisor import pod_devices
+from kvmpod.host.pods.app_output import Follower, boot_status
+from kvmpod.host.run import parse_app_images
 from kvmpod.pod.manifest import parse_pod_manifest
 from kvmpod.pod.problems import InvalidInput
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 
 # As the guest's reaper writes them (`systemctl show -p ...` of systemd 252).
 FAILED = ("Result=exit-code\nExecMainStartTimestampMonotonic=156116578\nExecMainExitTimestampMonotonic=162875150\n"
@@ -107,12 +108,12 @@ def test_durations():
 def test_qemu_gets_the_pod_share_the_apps_port_and_qmp(tmp_path: Path, monkeypatch):
     monkeypatch.setattr(pods, "QMP_DIR", str(tmp_path / "run"))
     pod = str(tmp_path / "pods" / UUID)
-    args = pods.qemu_pod_args(pod, "none")
+    args = pod_devices.qemu_pod_args(pod, "none")
     assert args == ["-chardev", f"file,id=apps,path={pod}/apps.log", "-serial", "chardev:apps",
                     "-qmp", f"unix:{tmp_path}/run/{UUID}.qmp,server=on,wait=off",
                     "-fsdev", f"local,id=pod,path={pod}/share,security_model=none",
                     "-device", "virtio-9p-pci,fsdev=pod,mount_tag=kvmpod_pod"]
-    assert pods.pod_kernel_params(pod) == ["kvmpod.pod_share=kvmpod_pod"]
+    assert pod_devices.pod_kernel_params(pod) == ["kvmpod.pod_share=kvmpod_pod"]
 
 
 # ---------------------------------------------------------------- kvmpod run's checks
@@ -218,7 +219,7 @@ def test_stop_presses_the_power_button_over_qmp_until_the_pod_ends(tmp_path: Pat
 
     thread = threading.Thread(target=qemu, daemon=True)
     thread.start()
-    from kvmpod.host import runner
+    from kvmpod.host import run as runner
     from kvmpod.host.pod_commands import _stop
 
     monkeypatch.setattr(runner, "PRESS_AGAIN_SECONDS", 0.3)
@@ -255,7 +256,7 @@ def test_boot_status_is_systemds_last_status_line():
 # ---------------------------------------------------------------- systemd-machined
 
 def test_a_pod_is_registered_with_machined_with_its_hypervisor_as_leader():
-    from kvmpod.host.machined import register_machine
+    from kvmpod.host.pods.machined import register_machine
 
     calls = []
 
@@ -280,7 +281,7 @@ def test_a_pod_is_registered_with_machined_with_its_hypervisor_as_leader():
 def test_boot_progress_is_one_rewritten_line_on_a_terminal_and_nothing_elsewhere():
     import io
 
-    from kvmpod.host.app_output import Progress
+    from kvmpod.host.pods.app_output import Progress
 
     class Terminal(io.StringIO):
         def isatty(self):
@@ -298,7 +299,7 @@ def test_boot_progress_is_one_rewritten_line_on_a_terminal_and_nothing_elsewhere
 
 
 def test_stage1_layer_is_addressed_by_the_base_and_the_deb(tmp_path: Path):
-    from kvmpod.host import stage1
+    from kvmpod.host.images import stage1
 
     deb = tmp_path / "kvmpod.deb"
     deb.write_bytes(b"one")

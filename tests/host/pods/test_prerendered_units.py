@@ -1,4 +1,4 @@
-"""Units rendered on the host (kvmpod.host.prerendered_units) and unpacked by the generator's launcher.
+"""Units rendered on the host (kvmpod.host.pods.prerendered_units) and unpacked by the generator's launcher.
 
 The launcher is run as packaged (packaging/install-tree), as systemd runs it, on real directories:
 - every golden case of tests/guest/generator_cases that renders a valid pod, rendered on the host
@@ -28,11 +28,11 @@ from kvmpod.guest.generator import Arguments, generate
 from kvmpod.guest.kmsg import Log
 from kvmpod.host.cli import main as kvmpod_main
 from kvmpod.guest.unitfile import GeneratedFile, GeneratedLink, UnsafeValue
-from kvmpod.host.prerendered_units import COMPLETE_TEXT, archive_of, directories_of, render_units, store_units
+from kvmpod.host.pods.prerendered_units import COMPLETE_TEXT, archive_of, directories_of, render_units, store_units
 from kvmpod.pod.guest_paths import PRERENDERED_UNITS_DIR
 from kvmpod.pod.problems import InvalidInput
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 CASES = REPO / "tests/guest/generator_cases"
 EXAMPLE_ROOT = REPO / "generator/kvmpod/examples/appc-pod/root"
 LAUNCHER = "usr/lib/systemd/system-generators/kvmpod-generator"
@@ -219,7 +219,7 @@ def test_a_value_no_unit_can_hold_is_an_input_problem_of_the_manifest(tmp_path: 
     def unsafe(*args, **kwargs):
         raise UnsafeValue("What='x\\' ends in a backslash and cannot be written into a unit file")
 
-    monkeypatch.setattr("kvmpod.host.prerendered_units.plan_boot", unsafe)
+    monkeypatch.setattr("kvmpod.host.pods.prerendered_units.plan_boot", unsafe)
     with pytest.raises(InvalidInput) as raised:
         render_units(str(tmp_path), "kvmpod.manifest=/srv/pod.json")
     assert [(p.field, p.message) for p in raised.value.problems] == [
@@ -465,7 +465,7 @@ def kvmpod_args(capsys, tmp_path: Path, rootfs: Path, *extra: str) -> list[str]:
 
 
 def test_args_with_pod_dir_renders_stores_and_names_the_archive(pod, capsys, monkeypatch) -> None:
-    monkeypatch.setattr("kvmpod.host.pods.QMP_DIR", str(pod[0] / "qmp"))
+    monkeypatch.setattr("kvmpod.host.pods.pod_dirs.QMP_DIR", str(pod[0] / "qmp"))
     tmp_path, rootfs, pod_dir = pod
     argv = kvmpod_args(capsys, tmp_path, rootfs, "--pod-dir", str(pod_dir))
     params = argv[argv.index("-append") + 1].split()

@@ -8,19 +8,19 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from ..guest.mount_units import ninep_mount_options
-from .network import Network, kernel_ip_param, lkvm_network_args, qemu_network_args
-from .pods import lkvm_pod_args, pod_kernel_params, qemu_pod_args
+from ...guest.mount_units import ninep_mount_options
+from ..net.nics import Network, kernel_ip_param, lkvm_network_args, qemu_network_args
+from .pod_devices import lkvm_pod_args, pod_kernel_params, qemu_pod_args
 from .resources import Resources
 from .supervisor import supervisor_argv
 from .virtiofs import VIRTIOFSD, MEMORY_BACKEND_ID, qemu_memory_args, qemu_virtiofs_args
 from .volume_staging import needs_namespace, plan_exports
 from .volumes import (DEFAULT_SECURITY_MODEL, ROOT_SECURITY_MODEL, SAFE_SECURITY_MODELS, SECURITY_MODELS,
                       lkvm_9p_args, qemu_9p_args, qemu_value, qemu_volume_args)
-from ..pod.model import Pod
-from ..pod.names import MAX_9P_TAG_BYTES
-from ..pod.problems import InvalidInput, Problem
-from ..pod.staging import StagedVolume
+from ...pod.model import Pod
+from ...pod.names import MAX_9P_TAG_BYTES
+from ...pod.problems import InvalidInput, Problem
+from ...pod.staging import StagedVolume
 
 HYPERVISORS = ("lkvm", "qemu")
 SHARES = ("9p", "virtiofs")
@@ -72,7 +72,7 @@ class HostSettings:
     prerendered_units: str | None = None  # "kvmpod.units=<sha256>": units the host rendered (host.prerendered_units)
     qemu_binary: str = "qemu-system-x86_64"
     virtiofsd_binary: str = VIRTIOFSD
-    python: str = sys.executable  # runs kvmpod.host.supervisor when the volumes need it
+    python: str = sys.executable  # runs kvmpod.host.hypervisor.supervisor when the volumes need it
 
 
 # ---------------------------------------------------------------- acceleration
@@ -307,7 +307,7 @@ def qemu_argv(pod: Pod, staged: tuple[StagedVolume, ...], networks: tuple[Networ
 def build_argv(pod: Pod, staged: tuple[StagedVolume, ...], networks: tuple[Network, ...],
                settings: HostSettings, resources: Resources,
                detect: Callable[[], str] = detect_accel) -> list[str]:
-    """The pod's whole launched command: the hypervisor's argv, behind kvmpod.host.supervisor when
+    """The pod's whole launched command: the hypervisor's argv, behind kvmpod.host.hypervisor.supervisor when
     the volumes need host-side staging or virtiofsd (and always for lkvm, which needs a HOME)."""
     if settings.hypervisor == "lkvm":
         return lkvm_argv(pod, staged, networks, settings, resources)
@@ -316,6 +316,6 @@ def build_argv(pod: Pod, staged: tuple[StagedVolume, ...], networks: tuple[Netwo
 
 def hypervisor_part(argv: list[str]) -> list[str]:
     """The hypervisor's own argv inside a launched command (itself when not supervised)."""
-    if len(argv) > 2 and argv[1:3] == ["-m", "kvmpod.host.supervisor"]:
+    if len(argv) > 2 and argv[1:3] == ["-m", "kvmpod.host.hypervisor.supervisor"]:
         return argv[argv.index("--") + 1:]
     return argv

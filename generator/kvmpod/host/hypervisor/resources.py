@@ -9,9 +9,9 @@ sum is larger. Pod-level isolators are not counted, as in rkt.
 import os
 from dataclasses import dataclass
 
-from ..pod.model import AppSection, Isolator, Pod
-from ..pod.problems import InvalidInput, Problem
-from ..pod.quantity import Quantity, parse_quantity  # noqa: F401  (also this module's API)
+from ...pod.model import AppSection, Isolator, Pod
+from ...pod.problems import InvalidInput, Problem
+from ...pod.quantity import Quantity, parse_quantity  # noqa: F401  (also this module's API)
 
 SYSTEM_MEMORY_OVERHEAD_MIB = 128
 MIN_MEMORY_MIB = 512

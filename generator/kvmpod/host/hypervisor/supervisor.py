@@ -1,6 +1,6 @@
 """The pod's launched command when its volumes need host-side work:
 
-    python3 -m kvmpod.host.supervisor [--home DIR] [--mount OPTS SRC DEST]... \
+    python3 -m kvmpod.host.hypervisor.supervisor [--home DIR] [--mount OPTS SRC DEST]... \
         [--virtiofsd BINARY SOCKET SOURCE]... -- HYPERVISOR ARGV...
 
 It enters a mount namespace of its own (unshare(CLONE_NEWNS), mounts marked slave so host mounts
@@ -37,7 +37,7 @@ PR_SET_PDEATHSIG = 1
 def supervisor_argv(python: str, exports: tuple[Export, ...], hypervisor_argv: Sequence[str], *,
                     virtiofsd: str | None = None, home: str | None = None) -> list[str]:
     """The self-contained launched command: binds and daemons as arguments, then the hypervisor."""
-    argv = [python, "-m", "kvmpod.host.supervisor"]
+    argv = [python, "-m", "kvmpod.host.hypervisor.supervisor"]
     if home is not None:
         argv += ["--home", home]
     for e in exports:
@@ -107,7 +107,7 @@ def _die_with_parent() -> None:
 
 def _parse(argv: list[str]) -> tuple[str | None, list[tuple[str, str, str]], list[tuple[str, str, str]], list[str]]:
     if "--" not in argv:
-        raise ValueError("usage: python3 -m kvmpod.host.supervisor [OPTIONS] -- HYPERVISOR ARGV...")
+        raise ValueError("usage: python3 -m kvmpod.host.hypervisor.supervisor [OPTIONS] -- HYPERVISOR ARGV...")
     split = argv.index("--")
     options, hypervisor = argv[:split], argv[split + 1:]
     home, mounts, daemons = None, [], []

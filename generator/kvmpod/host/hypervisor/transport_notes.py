@@ -1,6 +1,6 @@
 """What each transport does and does not enforce, in sentences for `kvmpod explain` (pure)."""
 
-from ..pod.staging import StagedVolume
+from ...pod.staging import StagedVolume
 from .argv import LKVM_HOME, HostSettings, lkvm_cmdline_prefix, volume_security_model
 from .volume_staging import plan_exports
 
@@ -31,7 +31,7 @@ def transport_notes(settings: HostSettings, staged: tuple[StagedVolume, ...]) ->
                      "--network mode=none when the pod has no networks")
     elif settings.share == "virtiofs":
         notes.append("virtio-fs: one virtiofsd per host volume, started before QEMU and stopped with it by "
-                     "kvmpod.host.supervisor; read-only volumes are served from a read-only staged bind; "
+                     "kvmpod.host.hypervisor.supervisor; read-only volumes are served from a read-only staged bind; "
                      "virtiofsd applies the guest's owners and modes to host files"
                      + (" (allowed by --unsafe-volume-writes)" if settings.unsafe_volume_writes else ""))
     else:

@@ -3,7 +3,7 @@ shared memory and a vhost-user-fs-pci device per volume, with the same tag the g
 
 Why these choices:
 - virtiofsd is Debian 12's `/usr/lib/qemu/virtiofsd` (QEMU 7.2's C daemon), one per volume, as mkosi
-  and systemd-vmspawn do: a volume's daemon sees only that volume. `kvmpod.host.supervisor` starts
+  and systemd-vmspawn do: a volume's daemon sees only that volume. `kvmpod.host.hypervisor.supervisor` starts
   them before QEMU, in the pod's private mount namespace, and stops them with it.
 - That virtiofsd has no read-only option: a read-only volume is exported from its read-only staged
   bind (volume_staging), which virtiofsd's own sandbox (a mount namespace pivoted into the source)

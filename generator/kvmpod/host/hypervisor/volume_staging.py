@@ -3,7 +3,7 @@ hypervisor export really is.
 
 A read-only volume is exported through a read-only bind mount of its source, and a volume with
 `recursive: false` through a non-recursive bind (submounts under the source stay hidden); the other
-volumes are exported as they are. The binds are made by `kvmpod.host.supervisor` in a mount
+volumes are exported as they are. The binds are made by `kvmpod.host.hypervisor.supervisor` in a mount
 namespace private to the pod's hypervisor, on a tmpfs it mounts over STAGING_DIR there: nothing
 reaches the host's mount table and everything goes when the hypervisor's last process dies.
 Pure: this module only plans; the supervisor mounts.
@@ -11,7 +11,7 @@ Pure: this module only plans; the supervisor mounts.
 
 from dataclasses import dataclass
 
-from ..pod.staging import StagedVolume
+from ...pod.staging import StagedVolume
 
 # An empty directory on the host (created once, left empty); in the pod's private mount namespace a
 # tmpfs is mounted on it, holding the staged binds and the virtiofsd sockets.

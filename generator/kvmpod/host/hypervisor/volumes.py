@@ -7,10 +7,10 @@ exactly `StagedVolume.tag`, the tag the guest generator mounts.
 import os
 from collections.abc import Callable
 
-from ..pod.model import Pod
-from ..pod.names import MAX_9P_TAG_BYTES
-from ..pod.problems import InvalidInput, Problem
-from ..pod.staging import StagedVolume, app_volume_stage_name, staged_host_volumes
+from ...pod.model import Pod
+from ...pod.names import MAX_9P_TAG_BYTES
+from ...pod.problems import InvalidInput, Problem
+from ...pod.staging import StagedVolume, app_volume_stage_name, staged_host_volumes
 from .volume_staging import Export, plan_exports
 
 # kvmtool rejects 9p tags over 32 bytes, QEMU over 31; names.ninep_tag keeps to the smaller.

@@ -19,7 +19,7 @@ import os
 import stat
 import tarfile
 
-from ..pod.problems import InvalidInput, Problem
+from ...pod.problems import InvalidInput, Problem
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 

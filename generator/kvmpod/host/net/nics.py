@@ -33,7 +33,7 @@ import ipaddress
 import uuid as uuidlib
 from dataclasses import dataclass
 
-from ..pod.problems import InvalidInput, Problem
+from ...pod.problems import InvalidInput, Problem
 
 # Linux interface names: at most IFNAMSIZ - 1 = 15 bytes, no "/", ":" or white space.
 # kvmtool tokenises --network on "," and "=", QEMU's option parser on ",": refuse all of them.
@@ -177,7 +177,7 @@ def parse_networks(document: object) -> tuple[Network, ...]:
     """kvmpod's network description (already JSON-decoded), checked; else InvalidInput."""
     check = _Check()
     if not isinstance(document, list):
-        raise InvalidInput([Problem("networks", "must be a JSON array of networks (see kvmpod.host.network)")])
+        raise InvalidInput([Problem("networks", "must be a JSON array of networks (see kvmpod.host.net.nics)")])
     networks = []
     for i, raw in enumerate(document):
         field = f"networks[{i}]"

@@ -252,30 +252,3 @@ def parse_duration(text: str) -> float:
     if value < 0 or value != value:
         raise ValueError(text)
     return value * units[unit]
-
-
-# ---------------------------------------------------------------- the pod's own devices (kvmpod args --pod-dir)
-
-def pod_kernel_params(pod_path: str) -> list[str]:
-    """Turns on the guest's pod lifecycle (kvmpod.guest.lifecycle) with the pod share's tag."""
-    return [f"kvmpod.pod_share={POD_SHARE_TAG}"]
-
-
-def qemu_pod_args(pod_path: str, security_model: str) -> list[str]:
-    """The pod share, the apps' output port (the VM's second serial port, /dev/ttyS1, a file here)
-    and the QMP socket kvmpod stop presses the power button through."""
-    from .volumes import qemu_9p_args, qemu_value
-
-    pod = PodDir(os.path.abspath(pod_path))
-    os.makedirs(QMP_DIR, mode=0o700, exist_ok=True)
-    return [
-        "-chardev", f"file,id=apps,path={qemu_value(pod.apps_log)}",
-        "-serial", "chardev:apps",
-        "-qmp", f"unix:{qemu_value(pod.qmp)},server=on,wait=off",
-        *qemu_9p_args("pod", pod.share, POD_SHARE_TAG, security_model, read_only=False),
-    ]
-
-
-def lkvm_pod_args(pod_path: str) -> list[str]:
-    """lkvm: the pod share only (its one console carries the apps' output with the rest)."""
-    return [f"--9p={os.path.abspath(PodDir(pod_path).share)},{POD_SHARE_TAG}"]

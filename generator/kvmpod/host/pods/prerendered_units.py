@@ -40,11 +40,11 @@ import io
 import os
 import tarfile
 
-from ..guest.generator import plan_boot
-from ..guest.kernel_cmdline import kvmpod_settings
-from ..guest.unitfile import GeneratedFile, Output, UnsafeValue
-from ..pod.guest_paths import DEFAULT_MANIFEST, PRERENDERED_UNITS_DIR
-from ..pod.problems import InvalidInput, Problem
+from ...guest.generator import plan_boot
+from ...guest.kernel_cmdline import kvmpod_settings
+from ...guest.unitfile import GeneratedFile, Output, UnsafeValue
+from ...pod.guest_paths import DEFAULT_MANIFEST, PRERENDERED_UNITS_DIR
+from ...pod.problems import InvalidInput, Problem
 
 CMDLINE_KEY = "kvmpod.units"  # the launcher reads exactly this word
 FILE_MODE, DIR_MODE = 0o644, 0o755  # as the generator writes them (its umask is 022)

@@ -10,8 +10,8 @@ so the guest never sees half a file.
 import json
 import os
 
-from ..pod.guest_paths import DEFAULT_MANIFEST, GUEST_CONFIG_DIR, NETWORKS_PATH
-from ..pod.problems import InvalidInput, Problem
+from ...pod.guest_paths import DEFAULT_MANIFEST, GUEST_CONFIG_DIR, NETWORKS_PATH
+from ...pod.problems import InvalidInput, Problem
 
 GUEST_DIR = GUEST_CONFIG_DIR
 

@@ -1,0 +1,1 @@
+"""Images: the apps' (ACI) and the guest's own (the stage1)."""
