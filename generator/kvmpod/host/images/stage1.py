@@ -341,7 +341,7 @@ def build_seconds(image: GuestImage) -> float:
 
 # ---------------------------------------------------------------- the stage1 layer: kvmpod installed
 
-REPO = Path(__file__).resolve().parents[3]  # a checkout: generator/kvmpod/host/stage1.py
+REPO = Path(__file__).resolve().parents[4]  # a checkout: generator/kvmpod/host/images/stage1.py
 BUILD_DEB = REPO / "packaging" / "build-deb"
 # journald copies the lines of units with StandardOutput=journal+console (kvmpod's apps) to its
 # TTYPath, formatted "[  12.345678] app[42]: line". kvmpod run gives the VM a second serial port for
