@@ -16,6 +16,17 @@ span, with systemd's own generators), then until the app's unit started, and the
 (forced by a last `kvmpod.units=python` on the kernel command line, which the launcher cannot use).
 It boots with systemd.log_level=debug to read kvmpod-generator's own span from the journal: from
 systemd's "About to execute …/kvmpod-generator" to its "…/kvmpod-generator succeeded."
+
+The floor (issue 20), run beside each kvmpod run: the same QEMU options as that pod's argv up to its
+console (machine, accelerator, CPUs, memory), the same kernel and initrd, the stage1 root on the same
+9p options (read-only), the same kernel command line without kvmpod's and systemd's words, and
+`init=/bin/busybox` running `sh -c 'echo LINE $(cat /proc/uptime); poweroff -f'`: what a pod's start
+is held against. Its phases: QEMU started -> the line on the serial console (host clock), of which the
+kernel and initramfs until init (the guest's uptime in the line), then the line -> QEMU gone.
+
+Peak host memory of a running pod: every process under `kvmpod run` (the supervisor, QEMU,
+virtiofsd), their resident memory summed every 0.1 s, the largest sum; kvmpod run's own Python apart.
+The app also prints the guest's used memory (MemTotal - MemAvailable) while it runs.
 """
 
 import argparse
@@ -27,6 +38,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -38,6 +50,7 @@ MARKS = {
     "generators and unit loading done": re.compile(r"systemd\[1\]: Queued start job for default target"),
     "app started": re.compile(r"systemd\[1\]: Started hello\.service"),
     "app output": re.compile(r"hello\[\d+\]: hi from hello"),
+    "app exited": re.compile(r"systemd\[1\]: hello\.service: Deactivated successfully"),
     "journal stopped": re.compile(r"systemd-journald\[\d+\]: Journal stopped"),
 }
 GENERATOR = "/usr/lib/systemd/system-generators/kvmpod-generator"
@@ -61,10 +74,98 @@ def journal_marks(rootfs: Path, marks: dict[str, re.Pattern] = MARKS) -> dict[st
     return found
 
 
-def one_run(work: Path, busybox_root: Path, kernel_params: str = "") -> dict[str, float]:
+FLOOR_LINE = "kvmpod-floor"
+# The app's line, then the guest's memory in use (kB) while the pod runs: read by the benchmark only.
+APP_SCRIPT = ("echo hi from hello; "
+              "busybox awk '/^MemTotal:/{t=$2} /^MemAvailable:/{a=$2} END{print \"guest-used-kib\", t-a}' "
+              "/proc/meminfo")
+
+
+def _rss_kib(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def _descendants(pid: int) -> list[int]:
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(entry))
+    found, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+class PeakMemory(threading.Thread):
+    """The largest sum of the resident memory of every process under `pid` (not pid itself)."""
+
+    def __init__(self, pid: int) -> None:
+        super().__init__(daemon=True)
+        self.pid, self.peak_kib, self.own_peak_kib, self.done = pid, 0, 0, threading.Event()
+
+    def run(self) -> None:
+        while not self.done.is_set():
+            self.peak_kib = max(self.peak_kib, sum(_rss_kib(p) for p in _descendants(self.pid)))
+            self.own_peak_kib = max(self.own_peak_kib, _rss_kib(self.pid))
+            self.done.wait(0.1)
+
+
+def floor_argv(kvmpod_argv: list[str], stage1_root: str, kernel: str, initrd: str | None) -> list[str]:
+    """The floor's QEMU command: kvmpod's options up to its console, the same kernel, initrd, 9p root
+    options and command line (less kvmpod's and systemd's words), init a shell line that powers off."""
+    from kvmpod.host.hypervisor.argv import hypervisor_part
+    from kvmpod.host.hypervisor.volumes import ROOT_SECURITY_MODEL, qemu_9p_args
+
+    own = hypervisor_part(kvmpod_argv)
+    head = own[:own.index("-chardev")]
+    params = own[own.index("-append") + 1].split()
+    kept = [w for w in params if not w.startswith(("kvmpod.", "systemd.", "ip=", "net.ifnames=")) and w != "rw"]
+    init = f'init=/bin/busybox -- sh -c "echo {FLOOR_LINE} $(cat /proc/uptime); poweroff -f"'
+    tag = next(w.split("=", 1)[1] for w in params if w.startswith("root="))
+    argv = head + ["-serial", "stdio", "-kernel", kernel]
+    if initrd:
+        argv += ["-initrd", initrd]
+    argv += ["-append", " ".join(kept + ["ro", init])]
+    return argv + qemu_9p_args("root", stage1_root, tag, ROOT_SECURITY_MODEL, read_only=True)
+
+
+def floor_run(argv: list[str]) -> dict[str, float]:
+    started = time.monotonic()
+    proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, errors="replace")
+    line_at = uptime = None
+    for line in proc.stdout:
+        if line_at is None and line.startswith(FLOOR_LINE):
+            line_at = time.monotonic() - started
+            uptime = float(line.split()[1])
+    proc.wait()
+    ended = time.monotonic() - started
+    if line_at is None:
+        raise SystemExit(f"the floor printed no line (QEMU exited {proc.returncode}): {' '.join(argv)}")
+    return {"floor: QEMU start -> the line (host)": line_at,
+            "floor: guest: kernel and initramfs -> init (uptime in the line)": uptime,
+            "floor: the line -> QEMU gone (host)": ended - line_at,
+            "floor: QEMU start -> QEMU gone (host)": ended}
+
+
+def one_run(work: Path, busybox_root: Path, kernel_params: str = "", stage1_image=None) -> dict[str, float]:
     pods = work / "pods"
     pod = {"acKind": "PodManifest", "acVersion": "0.8.11", "apps": [
-        {"name": "hello", "app": {"exec": ["/bin/sh", "-c", "echo hi from hello"], "user": "0", "group": "0"}}]}
+        {"name": "hello", "app": {"exec": ["/bin/sh", "-c", APP_SCRIPT], "user": "0", "group": "0"}}]}
     (work / "pod.json").write_text(json.dumps(pod))
     env = dict(os.environ, PYTHONPATH=str(REPO / "generator"), KVMPOD_PODS_DIR=str(pods),
                KVMPOD_EXTRA_KERNEL_PARAMS=kernel_params)
@@ -72,20 +173,32 @@ def one_run(work: Path, busybox_root: Path, kernel_params: str = "") -> dict[str
     proc = subprocess.Popen([sys.executable, "-m", "kvmpod.host.cli", "run", "--manifest", str(work / "pod.json"),
                              "--app", f"hello={busybox_root}", "--keep"], env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
-    first = None
+    memory = PeakMemory(proc.pid)
+    memory.start()
+    first = guest_used = None
     for line in proc.stdout:
         if first is None and "hello[" in line:
             first = time.monotonic() - started
+        if "guest-used-kib" in line:
+            guest_used = int(line.split()[-1])
     proc.wait()
     ended = time.monotonic() - started
+    memory.done.set()
+    memory.join()
     err = proc.stderr.read()
     if proc.returncode != 0:
         raise SystemExit(f"kvmpod run exited {proc.returncode}: {err}")
     [pod_dir] = list(pods.iterdir())
     state = json.loads((pod_dir / "state.json").read_text())
     marks = journal_marks(pod_dir / "stage1/rootfs")
-    figures = {"to first output line (host)": first or float("nan"), "to the pod's end (host)": ended,
-               "preparing the pod dir (host)": state["started"] - state["created"]}
+    figures = {"kvmpod run -> first output line (host)": first or float("nan"),
+               "kvmpod run -> the pod's end (host)": ended,
+               "preparing the pod dir (host)": state["started"] - state["created"],
+               "VM start -> first output line (host)": state.get("first_output_seconds", float("nan")),
+               "peak host memory of the pod's processes, MiB": memory.peak_kib / 1024,
+               "peak memory of kvmpod run's own Python, MiB": memory.own_peak_kib / 1024}
+    if guest_used is not None:
+        figures["guest memory in use while the app runs, MiB"] = guest_used / 1024
     previous, previous_name = 0.0, "VM start"
     for name in MARKS:
         if name in marks:
@@ -94,6 +207,15 @@ def one_run(work: Path, busybox_root: Path, kernel_params: str = "") -> dict[str
     span = journal_marks(pod_dir / "stage1/rootfs", SPAN)
     if len(span) == 2:
         figures["guest: kvmpod-generator's own run"] = span["generator done"] - span["generator started"]
+    if "app exited" in marks:
+        # the host's end is on another clock: the pod's end after the app's, as kvmpod run measured both
+        figures["app exited -> kvmpod run returns (host, from the guest's app output line)"] = \
+            ended - first - (marks["app exited"] - marks.get("app output", marks["app exited"])) \
+            if first and "app output" in marks else float("nan")
+    if stage1_image is not None:
+        argv = json.loads((pod_dir / "argv.json").read_text())
+        figures.update(floor_run(floor_argv(argv, str(stage1_image.root), str(stage1_image.vmlinuz),
+                                            str(stage1_image.initrd) if stage1_image.initrd.is_file() else None)))
     shutil.rmtree(pod_dir)
     return figures
 
@@ -107,7 +229,7 @@ def main() -> None:
     from kvmpod.host.images import stage1
     from kvmpod.host.hypervisor.argv import detect_accel
 
-    stage1.ensure_stage1()  # warm: built before the measurement
+    image = stage1.ensure_stage1()  # warm: built before the measurement
     ways = WAYS if args.both_ways else {"prerendered": ""}
     results: dict[str, list[dict[str, float]]] = {way: [] for way in ways}
     with tempfile.TemporaryDirectory(prefix="kvmpod-bench-run-", dir="/var/tmp") as tmp:
@@ -119,7 +241,7 @@ def main() -> None:
         for _ in range(args.runs):
             for way, params in ways.items():
                 params = f"{DEBUG} {params}".strip() if args.both_ways else params
-                results[way].append(one_run(work, root, params))
+                results[way].append(one_run(work, root, params, image))
     load = os.getloadavg()[0]
     print(f"kvmpod run, one app that prints a line and exits; accelerator {detect_accel()}, "
           f"{os.cpu_count()} CPUs, load average {load:.1f} at the end; {args.runs} run(s) each, median seconds"
@@ -133,7 +255,14 @@ def main() -> None:
             cells.append(f"{statistics.median(values):12.2f}" if values else f"{'-':>12}")
         print(f"  {name:<70} " + " ".join(cells))
     for way, runs in results.items():
-        end = statistics.median(r["to the pod's end (host)"] for r in runs)
+        med = (lambda key: statistics.median(r[key] for r in runs))
+        floor = med("floor: QEMU start -> the line (host)")
+        print(f"  {way}: kvmpod run -> first app line / floor's QEMU start -> its line: "
+              f"{med('kvmpod run -> first output line (host)') / floor:.2f}x (target <= 2x); "
+              f"VM start -> first app line / floor: {med('VM start -> first output line (host)') / floor:.2f}x; "
+              f"kvmpod run -> the pod's end / floor's QEMU start -> QEMU gone: "
+              f"{med('kvmpod run -> the pod' + chr(39) + 's end (host)') / med('floor: QEMU start -> QEMU gone (host)'):.2f}x")
+        end = med("kvmpod run -> the pod's end (host)")
         gen = [r[k] for r in runs for k in r if k.endswith("-> generators and unit loading done")]
         if gen:
             print(f"  {way}: share of the pod's end spent in generators and unit loading: "
