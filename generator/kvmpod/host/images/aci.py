@@ -20,12 +20,10 @@ import stat
 import tarfile
 
 from ...pod.problems import InvalidInput, Problem
+from .safe_paths import DIR_FLAGS as _DIR_FLAGS, Refused, escapes, open_parent
 
-_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
-
-
-class _Refused(Exception):
-    pass
+_Refused = Refused
+_open_parent = open_parent
 
 
 def _member_path(name: str) -> list[str]:
@@ -39,43 +37,9 @@ def _member_path(name: str) -> list[str]:
     return parts
 
 
-def _open_parent(root_fd: int, parts: list[str], create: bool) -> int:
-    """An fd of the directory holding parts[-1], walked without following any symlink."""
-    fd = os.dup(root_fd)
-    try:
-        for part in parts[:-1]:
-            if create:
-                try:
-                    os.mkdir(part, 0o755, dir_fd=fd)
-                except FileExistsError:
-                    pass
-            try:
-                next_fd = os.open(part, _DIR_FLAGS, dir_fd=fd)
-            except OSError as error:
-                raise _Refused(f"{'/'.join(parts)!r} goes through {part!r}, which is not a directory of the "
-                               f"image (a symlink or a file: {error.strerror})") from None
-            os.close(fd)
-            fd = next_fd
-    except BaseException:
-        os.close(fd)
-        raise
-    return fd
-
-
 def _escapes(link_parts: list[str], target: str) -> bool:
     """A relative target that climbs above rootfs/ from the link's directory."""
-    if target.startswith("/"):
-        return False
-    here = link_parts[1:-1]  # inside rootfs/
-    depth = len(here)
-    for part in target.split("/"):
-        if part == "..":
-            depth -= 1
-            if depth < 0:
-                return True
-        elif part not in ("", "."):
-            depth += 1
-    return False
+    return escapes(link_parts[1:-1], target)
 
 
 def extract_aci(archive: str, dest: str, field: str) -> None:
