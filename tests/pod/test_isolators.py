@@ -71,6 +71,13 @@ def test_seccomp_wildcards_expand_as_rkt_did():
     ([("resource/memory", {"limit": "0"})], "[0].value.limit", "positive limit"),
     ([("resource/memory", {"limit": "500m"})], "[0].value.limit", "less than a byte"),
     ([("resource/cpu", "1")], "[0].value", "must be an object"),
+    # appc's schema: an empty request or limit is no quantity; default must be false
+    ([("resource/cpu", {"request": "", "limit": "1"})], "[0].value.request", "'' is not a quantity"),
+    ([("resource/cpu", {"limit": ""})], "[0].value.limit", "'' is not a quantity"),
+    ([("resource/memory", {"request": ""})], "[0].value.request", "or remove request"),
+    ([("resource/memory", {"request": "1G", "limit": ""})], "[0].value.limit", "or remove limit"),
+    ([("resource/memory", {"request": "lots"})], "[0].value.request", "not a quantity"),
+    ([("resource/memory", {"limit": "1G", "default": True})], "[0].value.default", "must be false"),
     ([("os/linux/cpu-shares", 1)], "[0].value", "from 2 to 262144"),
     ([("os/linux/cpu-shares", True)], "[0].value", "from 2 to 262144"),
     ([("os/linux/oom-score-adj", "5")], "[0].value", "from -1000 to 1000"),

@@ -33,7 +33,9 @@ from .net.nics import Network, guest_description, parse_cni_result, parse_networ
 from .hypervisor.resources import Resources, app_resources
 from .pods.stage import stage_pod
 from .hypervisor.volumes import SECURITY_MODEL_HELP, SECURITY_MODELS, check_xattr_support, checked_host_volumes
+from ..pod.files import read_input_file
 from ..pod.image_manifests import load_image_apps
+from ..pod.isolators import read_isolators
 from .hypervisor.launch import exec_hypervisor, host_runs_systemd, launch_environment, start_transient_service
 from .pod_commands import pods_command, run_command, stage1_command
 from ..pod.manifest import load_json, parse_pod_manifest
@@ -141,15 +143,12 @@ class _Inputs:
 
 
 def _read(path: str, option: str) -> bytes:
-    try:
-        with open(path, "rb") as f:
-            return f.read()
-    except OSError as error:
-        raise InvalidInput([Problem(option, f"cannot read {path!r}: {error.strerror}")]) from None
+    # As the guest reads its files: non-blocking, regular files only, size-capped (a FIFO is an error).
+    return read_input_file(path, option)
 
 
-def _json(path: str, option: str) -> object:
-    data = _read(path, option)
+def _json(path: str, option: str, data: bytes | None = None) -> object:
+    data = _read(path, option) if data is None else data
     try:
         text = data.decode()
     except UnicodeDecodeError:
@@ -158,8 +157,10 @@ def _json(path: str, option: str) -> object:
 
 
 def _load(opts: argparse.Namespace) -> _Inputs:
-    manifest_bytes = _read(opts.manifest, "--manifest")
-    pod = parse_pod_manifest(_json(opts.manifest, "--manifest"))
+    manifest_bytes = _read(opts.manifest, "--manifest")  # read once: what is parsed is what is staged
+    pod = parse_pod_manifest(_json(opts.manifest, "--manifest", manifest_bytes))
+    refuse_empty_pod(pod)
+    check_isolators(pod)
     networks: tuple[Network, ...] = ()
     if opts.networks:
         networks = parse_networks(_json(opts.networks, "--networks"))
@@ -167,6 +168,24 @@ def _load(opts: argparse.Namespace) -> _Inputs:
         networks = parse_cni_result(_json(opts.cni_result, "--cni-result"))
     pod_uuid = parse_uuid(opts.uuid) if opts.uuid else None
     return _Inputs(manifest_bytes, pod, networks, pod_uuid)
+
+
+def check_isolators(pod: Pod) -> None:
+    """The isolators the pod manifest gives its apps, checked as the guest will check them, by every
+    host command (`stage` too: it would stage a pod the guest refuses)."""
+    problems: list[Problem] = []
+    for i, app in enumerate(pod.apps):
+        if app.app is not None:
+            problems += read_isolators(app.app.isolators, f"apps[{i}].app.isolators", 0)[1]
+    if problems:
+        raise InvalidInput(problems)
+
+
+def refuse_empty_pod(pod: Pod) -> None:
+    """rkt: "pod must contain at least one application"; every host command refuses such a pod."""
+    if not pod.apps:
+        raise InvalidInput([Problem("apps", "is empty: a pod must contain at least one application; add one "
+                                            "to apps[]")])
 
 
 def _settings(opts: argparse.Namespace, pod_uuid: str) -> HostSettings:

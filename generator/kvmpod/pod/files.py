@@ -9,6 +9,9 @@ guest's /etc/passwd and /etc/group, /proc/cmdline) goes through `read_text`:
   few hundred; 4 MiB is far above both and bounds the generator's memory at boot.
 Anything else is invalid input naming the file, so the pod fails closed.
 
+The host's commands read the files they are given the same way (`read_input_file`): a FIFO given
+as --manifest is an error, not a hang.
+
 It lives in `pod` because the host reads the same guest-tree files (image manifests for `explain`).
 """
 
@@ -22,27 +25,23 @@ _KINDS = ((0o010000, "a FIFO"), (0o140000, "a socket"), (0o020000, "a character 
           (0o060000, "a block device"), (0o040000, "a directory"))
 
 
-def read_text(path: str, field: str | None = None, limit: int = MAX_FILE_BYTES) -> str | None:
-    """The UTF-8 text of the regular file at `path`; None when it does not exist.
+def read_bytes(path: str, field: str | None = None, limit: int = MAX_FILE_BYTES) -> bytes | None:
+    """The bytes of the regular file at `path` (at most `limit`); None when it does not exist.
 
     Problems are reported under `field` (default: the path itself)."""
-    def refuse(reason: str) -> InvalidInput:
-        return InvalidInput([Problem(field or path, f"{reason}; it must be a regular UTF-8 file of at most "
-                                                    f"{limit // (1024 * 1024)} MiB")])
-
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
     except FileNotFoundError:
         return None
     except OSError as error:
-        raise refuse(f"cannot be opened ({error.strerror})") from None
+        raise _refuse(path, field, limit, f"cannot be opened ({error.strerror})") from None
     except ValueError:  # a NUL in the path
-        raise refuse("is not a valid path") from None
+        raise _refuse(path, field, limit, "is not a valid path") from None
     try:
         mode = os.fstat(fd).st_mode
         if mode & 0o170000 != 0o100000:
             kind = next((name for bits, name in _KINDS if mode & 0o170000 == bits), "not a regular file")
-            raise refuse(f"is {kind}")
+            raise _refuse(path, field, limit, f"is {kind}")
         chunks = []
         size = 0
         while size <= limit:  # /proc files report size 0: read until end, never past the limit
@@ -52,12 +51,37 @@ def read_text(path: str, field: str | None = None, limit: int = MAX_FILE_BYTES) 
             chunks.append(chunk)
             size += len(chunk)
         if size > limit:
-            raise refuse("is too large")
+            raise _refuse(path, field, limit, "is too large")
     except OSError as error:
-        raise refuse(f"cannot be read ({error.strerror})") from None
+        raise _refuse(path, field, limit, f"cannot be read ({error.strerror})") from None
     finally:
         os.close(fd)
+    return b"".join(chunks)
+
+
+def read_text(path: str, field: str | None = None, limit: int = MAX_FILE_BYTES) -> str | None:
+    """The UTF-8 text of the regular file at `path`; None when it does not exist.
+
+    Problems are reported under `field` (default: the path itself)."""
+    data = read_bytes(path, field, limit)
+    if data is None:
+        return None
     try:
-        return b"".join(chunks).decode("utf-8")
+        return data.decode("utf-8")
     except UnicodeDecodeError as error:
-        raise refuse(f"is not UTF-8 ({error.reason} at byte {error.start})") from None
+        raise _refuse(path, field, limit, f"is not UTF-8 ({error.reason} at byte {error.start})") from None
+
+
+def read_input_file(path: str, option: str, limit: int = MAX_FILE_BYTES) -> bytes:
+    """A file a host command was given (`--manifest`, `--networks`, `--cni-result`, `--set-env-file`):
+    read as the guest reads its files (non-blocking, regular files only, at most `limit`), once.
+    A missing file is an error naming `option`."""
+    data = read_bytes(path, f"{option} {path!r}" if path else option, limit)
+    if data is None:
+        raise InvalidInput([Problem(option, f"{path!r} does not exist; give an existing file")])
+    return data
+
+
+def _refuse(path: str, field: str | None, limit: int, reason: str) -> InvalidInput:
+    return InvalidInput([Problem(field or path, f"{reason}; it must be a regular UTF-8 file of at most "
+                                                f"{limit // (1024 * 1024)} MiB")])

@@ -117,24 +117,39 @@ def read_isolators(isolators: tuple[Isolator, ...], field: str, uid: int) -> tup
     return AppIsolators(**values), problems, warnings
 
 
-def _limit(value: object, field: str, problems: list[Problem]):
+def resource_limit(value: object, field: str, problems: list[Problem]):
+    """The `limit` of a resource/cpu or resource/memory isolator's value (None: no limit), checked as
+    appc's schema checks it: `request` and `limit`, when given, are quantities (an empty string is
+    none: appc's parser refuses it), and `default` is false (ErrDefaultTrue)."""
     from .quantity import parse_quantity
 
     if not isinstance(value, dict):
         problems.append(Problem(f"{field}.value", f'must be an object like {{"limit": "512Mi"}}, not {value!r}'))
         return None
+    if value.get("default", False) is not False:
+        problems.append(Problem(f"{field}.value.default", f"must be false for this resource (appc), not "
+                                                          f"{value['default']!r}; remove it"))
+    for key in ("request", "limit"):
+        if key in value:
+            try:
+                parse_quantity(value[key])
+            except ValueError:
+                problems.append(Problem(f"{field}.value.{key}", f"{value[key]!r} is not a quantity; {_QUANTITY_HINT}"
+                                        + (f", or remove {key}" if value[key] in ("", None) else "")))
     if "limit" not in value:
         return None  # a request alone: rkt set no limit
     try:
         limit = parse_quantity(value["limit"])
     except ValueError:
-        problems.append(Problem(f"{field}.value.limit", f"{value['limit']!r} is not a quantity; {_QUANTITY_HINT}"))
         return None
     if limit.numerator <= 0:
         problems.append(Problem(f"{field}.value.limit", f"{value['limit']!r} leaves the app nothing; give a "
                                                         f"positive limit or remove the isolator"))
         return None
     return limit
+
+
+_limit = resource_limit
 
 
 def _integer(value: object, field: str, low: int, high: int, problems: list[Problem]) -> int | None:

@@ -54,7 +54,7 @@ def test_known_answers_follow_the_documented_derivation(pod_uuid: str, index: in
 def test_kvmpod_args_gives_the_known_macs_for_a_uuid_in_any_spelling(fs, capsys):
     """The CLI canonicalizes the UUID first: upper case or braces name the same pod, the same MACs."""
     fs.create_file("/pod.json", contents=json.dumps({"acKind": "PodManifest", "acVersion": "0.8.11",
-                                                      "apps": [], "volumes": []}))
+                                                      "apps": [{"name": "web", "app": {"exec": ["/bin/web"], "user": "0", "group": "0"}}], "volumes": []}))
     fs.create_file("/nets.json", contents=json.dumps(
         [{"tap": f"kvmpod{i}", "hostIP": f"10.{i}.0.1", "guestIP": f"10.{i}.0.2", "prefix": 24} for i in range(2)]))
     fs.create_file("/stage1/vmlinuz")

@@ -10,6 +10,7 @@ import os
 from dataclasses import dataclass
 
 from ...pod.model import AppSection, Isolator, Pod
+from ...pod.isolators import resource_limit
 from ...pod.problems import InvalidInput, Problem
 from ...pod.quantity import Quantity, parse_quantity  # noqa: F401  (also this module's API)
 
@@ -25,15 +26,8 @@ class Resources:
 
 
 def _limit(isolator: Isolator, field: str, problems: list[Problem]) -> Quantity | None:
-    value = isolator.value
-    if not isinstance(value, dict) or "limit" not in value:
-        return None  # only a request: rkt sized the VM by limits alone
-    try:
-        return parse_quantity(value["limit"])
-    except ValueError:
-        problems.append(Problem(f"{field}.value.limit", f"{value['limit']!r} is not a quantity; "
-                                                        f"write it like \"512Mi\", \"1G\" or \"500m\""))
-        return None
+    # Checked as the guest checks it (request, limit, default), so every host command refuses alike.
+    return resource_limit(isolator.value, field, problems)
 
 
 def app_resources(pod: Pod, sections: dict[str, AppSection | None], host_cpus: int | None = None) -> Resources:
