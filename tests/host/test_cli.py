@@ -66,7 +66,7 @@ def test_args_shell_and_json_are_the_same_argv(tree, capsys, monkeypatch):
     (("--uuid", "nope"), "kvmpod: --uuid: 'nope' is not a UUID"),
     (("--networks", "/bad-nets.json"), "kvmpod: networks[0].guestIP: 10.1.0.1 is also the host's address"),
     (("--manifest", "/broken.json"), "kvmpod: /broken.json: is not valid JSON"),
-    (("--manifest", "/missing.json"), "kvmpod: --manifest: cannot read '/missing.json'"),
+    (("--manifest", "/missing.json"), "kvmpod: --manifest: '/missing.json' does not exist"),
     (("--bogus",), "kvmpod: usage: unrecognized arguments: --bogus"),
     (("--cni-result", "/x", "--networks", "/y"), "kvmpod: usage: argument --networks: not allowed with"),
 ])
