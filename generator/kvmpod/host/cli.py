@@ -4,10 +4,11 @@ stage1 rootfs, and explains what host and guest will do with one manifest.
     kvmpod args    --hypervisor lkvm|qemu --manifest POD --rootfs DIR --uuid UUID [...]
     kvmpod stage   --manifest POD --rootfs DIR [--uuid UUID --networks FILE | --cni-result FILE]
     kvmpod explain --hypervisor lkvm|qemu --manifest POD --rootfs DIR [...]
-    kvmpod run     --manifest POD --app NAME=DIR|FILE.aci ... [--hypervisor qemu|lkvm] [--uuid UUID] [--keep]
+    kvmpod run     --manifest POD --app NAME=DIR|FILE.aci|IMAGE ... [--hypervisor qemu|lkvm] [--uuid UUID] [--keep]
     kvmpod run     --hypervisor lkvm|qemu --manifest POD --rootfs DIR --uuid UUID [...] [--no-systemd]
     kvmpod list | status UUID | stop UUID | gc [--older-than AGE]   (pods of kvmpod run, on the host)
     kvmpod stage1 build [--out DIR] [--mirror URL] [--deb FILE]
+    kvmpod image fetch IMAGE... | list | rm DIGEST|NAME... | gc [--older-than AGE]   (the image store)
     kvmpod status  [--json] [--generator-dir DIR]                  (in the guest: no UUID)
 
 Every failure is one line per problem on stderr, naming the field, exit status 2, nothing on stdout.
@@ -37,7 +38,8 @@ from ..pod.files import read_input_file
 from ..pod.image_manifests import load_image_apps
 from ..pod.isolators import read_isolators
 from .hypervisor.launch import exec_hypervisor, host_runs_systemd, launch_environment, start_transient_service
-from .pod_commands import pods_command, run_command, stage1_command
+from .images.image_commands import register as register_image_commands
+from .pod_commands import image_command, pods_command, run_command, stage1_command
 from ..pod.manifest import load_json, parse_pod_manifest
 from ..pod.model import AppSection, Pod
 from ..guest.output import print_outputs
@@ -106,7 +108,7 @@ def _parser() -> argparse.ArgumentParser:
     common(run, hypervisor=True, rootfs_required=False)
     run.add_argument("--prerender", action="store_true", help=prerender_help + "; with --app it always is")
     run.add_argument("--uuid", help="the pod UUID (default: a new one)")
-    run.add_argument("--app", action="append", default=[], metavar="NAME=DIR|FILE.aci",
+    run.add_argument("--app", action="append", default=[], metavar="NAME=DIR|FILE.aci|IMAGE",
                      help="an app's image: its rootfs directory, an unpacked image (manifest, rootfs/) or an .aci")
     run.add_argument("--keep", action="store_true", help="keep the pod's stage1 root copy after it ends")
     run.add_argument("--stage1", help="a stage1 image directory (root/, vmlinuz, initrd.img); default: "
@@ -129,6 +131,7 @@ def _parser() -> argparse.ArgumentParser:
     status.add_argument("--generator-dir", default=GENERATOR_DIR,
                         help=f"where kvmpod-generator wrote this boot's units (default {GENERATOR_DIR})")
     status.add_argument("--json", action="store_true", help="JSON instead of a table")
+    register_image_commands(sub)
     stage = sub.add_parser("stage", help=f"copy the manifest (and networks) into ROOTFS{os.path.dirname(DEFAULT_MANIFEST)}")
     common(stage, hypervisor=False)
     return parser
@@ -340,7 +343,7 @@ def main(argv: list[str] | None = None) -> int:
             return status
         command = {"args": _cmd_args, "stage": _cmd_stage, "explain": _cmd_explain, "run": _cmd_run,
                    "list": pods_command, "status": pods_command, "stop": pods_command, "gc": pods_command,
-                   "stage1": stage1_command}[opts.command]
+                   "stage1": stage1_command, "image": image_command}[opts.command]
         text = command(opts)
         if isinstance(text, int):  # commands that printed as they went and end with a status
             return text

@@ -160,6 +160,17 @@ def pods_command(opts: argparse.Namespace) -> str | int:
     return "".join(f"removed {u}\n" for u in removed) + "".join(f"kept {u} (running)\n" for u in running)
 
 
+def image_command(opts: argparse.Namespace) -> str | int:
+    """kvmpod image ...: the store's commands (images/image_commands.py), told which images running pods use."""
+    from .images.image_commands import image_command as run_image_command
+    from .images.store import images_in_use
+
+    def in_use() -> dict[str, list[str]]:
+        return images_in_use(p.path for p in list_pods() if is_running(p))
+
+    return run_image_command(opts, in_use, parse_duration)
+
+
 def stage1_command(opts: argparse.Namespace) -> str:
     from .images import stage1
 

@@ -34,6 +34,7 @@ from ..pod.mounts import STAGE2_DIR
 from ..pod.problems import InvalidInput, Problem
 from .hypervisor.argv import hypervisor_part
 from .images.aci import extract_aci
+from .images.store import fetch as fetch_image, is_image_reference, is_store_entry, record_use, stored_image_at
 from .pods.app_output import Follower, Progress, app_line_name, boot_status
 from .pods.pod_dirs import (PodDir, first_failure, hold_lock, pod_dir, pod_exit_status, pods_dir, read_exits,
                    write_state)
@@ -56,8 +57,13 @@ class Stage1:
 
 # ---------------------------------------------------------------- checks before anything is written
 
-def parse_app_images(words: list[str], pod: Pod) -> dict[str, str]:
-    """`--app NAME=DIR|FILE.aci` for every app of the pod, each once."""
+def _say(text: str) -> None:
+    sys.stderr.write(f"kvmpod: {text}\n")
+
+
+def parse_app_images(words: list[str], pod: Pod, say: Callable[[str], None] = _say) -> dict[str, str]:
+    """`--app NAME=DIR|FILE.aci|IMAGE` for every app of the pod, each once. An image reference
+    (oci:, oci-archive:, docker-archive:) is fetched into the store now; the app gets its entry."""
     images: dict[str, str] = {}
     problems: list[Problem] = []
     names = [a.name for a in pod.apps]
@@ -66,11 +72,18 @@ def parse_app_images(words: list[str], pod: Pod) -> dict[str, str]:
         name, eq, path = word.partition("=")
         mentioned.add(name)
         if not eq or not name or not path:
-            problems.append(Problem("--app", f"{word!r}: give NAME=DIR or NAME=FILE.aci"))
+            problems.append(Problem("--app", f"{word!r}: give NAME=DIR, NAME=FILE.aci or NAME=IMAGE "
+                                            f"(oci:PATH[:REF], oci-archive:PATH[:REF], docker-archive:PATH[:REPO:TAG])"))
         elif name not in names:
             problems.append(Problem("--app", f"{name!r} is not an app of the pod (its apps: {', '.join(names)})"))
         elif name in images:
             problems.append(Problem("--app", f"{name!r} is given twice"))
+        elif is_image_reference(path):
+            try:
+                images[name] = fetch_image(path, say).path
+            except InvalidInput as error:
+                problems.extend(Problem("--app", f"{name}={p.field.removeprefix('image ')}: {p.message}")
+                                for p in error.problems)
         elif not (os.path.isdir(path) or (os.path.isfile(path) and path.endswith(".aci"))):
             problems.append(Problem("--app", f"{name}={path}: not a directory nor an .aci file"))
         else:
@@ -121,6 +134,9 @@ def prepare(pod: PodDir, stage1: Stage1, manifest_bytes: bytes, images: dict[str
     os.makedirs(pod.stage1)
     _copy_tree(stage1.root, pod.rootfs)
     say(f"stage1 root copied in {time.monotonic() - started:.1f} s")
+    stored = [s for path in images.values() if is_store_entry(path) and (s := stored_image_at(path)) is not None]
+    if stored:  # before installing: from now on image gc leaves these entries alone
+        record_use(pod.path, stored)
     for app, image in images.items():
         install_app(pod.rootfs, app, image, f"--app {app}")
     stage_pod(pod.rootfs, manifest_bytes, networks)

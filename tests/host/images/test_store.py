@@ -100,3 +100,23 @@ def test_record_use_and_images_in_use(store: Path, busybox_rootfs: Path, tmp_pat
     pod.mkdir()
     record_use(str(pod), [stored])
     assert images_in_use([str(pod), str(tmp_path / "no-pod")]) == {stored.digest: [str(pod)]}
+
+
+def test_kvmpod_run_app_takes_an_image_reference(store: Path, busybox_rootfs: Path, tmp_path: Path):
+    from kvmpod.host.run import install_app, parse_app_images
+    from kvmpod.pod.manifest import parse_pod_manifest
+
+    pod = parse_pod_manifest({"acKind": "PodManifest", "acVersion": "0.8.11", "apps": [{"name": "web"}]})
+    digest = write_oci_layout(str(busybox_rootfs), CONFIG, str(tmp_path / "web"), ref="1.0")
+    said: list[str] = []
+    images = parse_app_images([f"web=oci:{tmp_path / 'web'}:1.0"], pod, said.append)
+    assert images == {"web": str(store / digest.replace(":", "-"))}
+    root = tmp_path / "stage1"
+    install_app(str(root), "web", images["web"], "--app web")
+    installed = root / "opt/stage2/web"
+    assert json.loads((installed / "manifest").read_text())["app"]["user"] == "1000"
+    assert (installed / "rootfs/bin/busybox").read_bytes() == (busybox_rootfs / "bin/busybox").read_bytes()
+    with pytest.raises(InvalidInput) as error:
+        parse_app_images([f"web=oci:{tmp_path / 'web'}:2.0"], pod, said.append)
+    assert [str(p) for p in error.value.problems] == [
+        f"--app: web=oci:{tmp_path / 'web'}:2.0: has no image named '2.0' (its refs: 1.0)"]

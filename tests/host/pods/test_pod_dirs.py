@@ -134,7 +134,8 @@ def test_every_app_needs_one_image(tmp_path: Path):
     assert [str(p) for p in caught.value.problems] == [
         "--app: 'web' is given twice",
         "--app: 'nope' is not an app of the pod (its apps: web, db)",
-        "--app: 'bad': give NAME=DIR or NAME=FILE.aci",
+        "--app: 'bad': give NAME=DIR, NAME=FILE.aci or NAME=IMAGE (oci:PATH[:REF], oci-archive:PATH[:REF], "
+        "docker-archive:PATH[:REPO:TAG])",
         f"--app: db={tmp_path}/x.tar: not a directory nor an .aci file",
     ]
     with pytest.raises(InvalidInput) as caught:
