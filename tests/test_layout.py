@@ -17,7 +17,7 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parents[1] / "generator" / "kvmpod"
 MAY_IMPORT = {"pod": {"pod"}, "guest": {"pod", "guest"}, "host": {"pod", "guest", "host"}}
 HOST_ROOMS = {"hypervisor": {"hypervisor", "pods", "net"}, "pods": {"pods"}, "images": {"images"}, "net": {"net"}}
-HOST_TOP = {"__init__.py", "cli.py", "pod_commands.py", "run.py"}
+HOST_TOP = {"__init__.py", "cli.py", "pod_commands.py", "run.py", "net_glue.py"}
 
 
 def kvmpod_imports(path: Path, package: str) -> set[str]:

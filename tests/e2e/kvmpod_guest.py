@@ -81,9 +81,15 @@ def install_kvmpod(root: Path, workdir: Path) -> str:
 
 # ---------------------------------------------------------------- the host helper
 
+# kvmpod run gives a pod the `default` network (taps, nftables, ip_forward) unless told otherwise:
+# the tests' pods get none, so they never touch this host's network; tests/e2e/test_net.py gives its
+# pods networks inside network namespaces it makes (KVMPOD_NET set there).
+HOST_NETWORK_SAFE = {"KVMPOD_NET": "none"}
+
+
 def host_kvmpod(*args: str, check: bool = True, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     """`kvmpod ARGS` from this checkout's generator/ tree."""
-    env = dict(os.environ, PYTHONPATH=str(GENERATOR_SRC), **(env or {}))
+    env = {**os.environ, **HOST_NETWORK_SAFE, "PYTHONPATH": str(GENERATOR_SRC), **(env or {})}
     proc = subprocess.run([sys.executable, "-m", "kvmpod.host.cli", *args], env=env, capture_output=True, text=True)
     if check and proc.returncode != 0:
         raise HarnessError(f"kvmpod {' '.join(args)} exited {proc.returncode}: {proc.stderr.strip()}")
@@ -141,7 +147,7 @@ def busybox_rootfs(dest: Path, applets: tuple[str, ...] = APPLETS) -> Path:
 
 def kvmpod_cli(*args: str, env: dict[str, str] | None = None, **popen: object) -> subprocess.Popen:
     """`kvmpod ARGS` from this checkout as a running process (for kvmpod run)."""
-    full_env = dict(os.environ, PYTHONPATH=str(GENERATOR_SRC), **(env or {}))
+    full_env = {**os.environ, **HOST_NETWORK_SAFE, "PYTHONPATH": str(GENERATOR_SRC), **(env or {})}
     return subprocess.Popen([sys.executable, "-m", "kvmpod.host.cli", *args], env=full_env, **popen)
 
 

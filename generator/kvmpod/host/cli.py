@@ -31,6 +31,7 @@ from .hypervisor.argv import (ACCELS, DEFAULT_ROOT_TAG, EXTRA_KERNEL_PARAMS_ENV,
 from .pods.prerendered_units import render_units, store_units
 from .hypervisor.transport_notes import UNSAFE_WRITES_HELP, transport_notes
 from .net.nics import Network, guest_description, parse_cni_result, parse_networks, parse_uuid
+from .net.run_flags import add_run_flags, given as net_flags_given
 from .hypervisor.resources import Resources, app_resources
 from .pods.stage import stage_pod
 from .hypervisor.volumes import SECURITY_MODEL_HELP, SECURITY_MODELS, check_xattr_support, checked_host_volumes
@@ -114,6 +115,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--stage1", help="a stage1 image directory (root/, vmlinuz, initrd.img); default: "
                                       "kvmpod stage1 build's, built on first use")
     run.add_argument("--no-systemd", action="store_true", help="exec the hypervisor even on a systemd host")
+    add_run_flags(run)
     sub.add_parser("list", help="the pods of kvmpod run on this host")
     stop = sub.add_parser("stop", help="stop a running pod cleanly (the ACPI power button)")
     stop.add_argument("uuid")
@@ -312,6 +314,9 @@ def _cmd_run(opts: argparse.Namespace) -> str | int:
     if opts.app:
         raise InvalidInput([Problem("--app", "cannot be given with --rootfs (a prepared stage1 tree); "
                                              "give the apps' images, or the tree, not both")])
+    if net_flags_given(opts):
+        raise InvalidInput([Problem(net_flags_given(opts)[0], "kvmpod run sets up networks only for the pods it "
+                                    "prepares (--app); with --rootfs give --networks or --cni-result")])
     if opts.uuid is None:
         raise InvalidInput([Problem("--uuid", "is required with --rootfs")])
     inputs = _load(opts)

@@ -13,6 +13,7 @@ from ..pod.problems import InvalidInput, Problem
 from .hypervisor.launch import host_runs_systemd
 from .pods.machined import register_machine
 from .net.nics import guest_description, parse_uuid
+from . import net_glue
 from .pods.pod_dirs import (first_failure, gc, list_pods, manifest_apps, parse_duration, pod_dir, pod_exit_status, pod_state,
                    read_exits, read_state, is_running)
 from .hypervisor.qmp import QMPError, qmp_command
@@ -47,6 +48,8 @@ def run_command(opts: argparse.Namespace, load: Callable, host_argv: Callable) -
         if getattr(opts, option):
             raise InvalidInput([Problem(f"--{option}", "comes from the stage1 with --app; use --stage1 DIR")])
     networks = guest_description(inputs.networks, pod_uuid) if inputs.networks else None
+    pod_net = net_glue.PodNet.from_options(opts, inputs.pod, inputs.manifest_bytes, pod_uuid,
+                                           external=bool(inputs.networks))
     try:
         stage1 = _stage1(opts)
 
@@ -56,7 +59,8 @@ def run_command(opts: argparse.Namespace, load: Callable, host_argv: Callable) -
             # lkvm has no file console: its console is its stdout, which kvmpod keeps in hypervisor.log
             boot.console = f"file:{pod.console}" if opts.hypervisor == "qemu" else "stdio"
             boot.pod_dir, boot.uuid = pod.path, pod_uuid
-            return host_argv(boot, type(inputs)(inputs.manifest_bytes, inputs.pod, inputs.networks, pod_uuid))
+            nets = pod_net.networks if pod_net is not None else inputs.networks
+            return host_argv(boot, type(inputs)(inputs.manifest_bytes, inputs.pod, nets, pod_uuid))
 
         register = None
         if host_runs_systemd() and not opts.no_systemd:
@@ -64,7 +68,8 @@ def run_command(opts: argparse.Namespace, load: Callable, host_argv: Callable) -
                 return register_machine(pod_uuid, pid)
 
         return run_pod(pod_model=inputs.pod, manifest_bytes=inputs.manifest_bytes, images=images, networks=networks,
-                       pod_uuid=pod_uuid, stage1=stage1, keep=opts.keep, argv_for=argv_for, register=register)
+                       pod_uuid=pod_uuid, stage1=stage1, keep=opts.keep, argv_for=argv_for, register=register,
+                       network_up=pod_net.up if pod_net else None, network_down=net_glue.teardown)
     except KeyboardInterrupt:
         sys.stderr.write("kvmpod: interrupted before the pod started\n")
         return 130
@@ -86,7 +91,8 @@ def pod_report(uuid: str) -> dict:
     report = {"uuid": pod.uuid, "state": pod_state(pod), "created": state.get("created"),
               "finished": state.get("finished"), "exit_status": state.get("exit_status"), "how": state.get("how"),
               "apps": [{"name": a, "exit_status": e.exit_status if e else None, "result": e.result if e else None,
-                        "ended": e.describe() if e else "running or no record"} for a, e in exits.items()]}
+                        "ended": e.describe() if e else "running or no record"} for a, e in exits.items()],
+              "networks": net_glue.addresses(pod)}
     if report["state"] == "aborted":
         report["how"] = "kvmpod run and its VM were killed before the pod's end was recorded"
         report["exit_status"] = pod_exit_status(exits) if first_failure(exits) else None
@@ -99,19 +105,23 @@ def _status_text(report: dict) -> str:
              f"created: {_when(report['created'])}", f"finished: {_when(report['finished'])}", "apps:"]
     width = max([len(a["name"]) for a in report["apps"]] + [3])
     lines += [f"  {a['name']:<{width}}  {a['ended']}" for a in report["apps"]]
+    if report.get("networks"):
+        lines.append("networks:")
+        lines += [f"  {n['interface']}  {n['address']}  ({n['network']}, host side {n['tap']})"
+                  for n in report["networks"]]
     return "\n".join(lines) + "\n"
 
 
 def _list_text() -> str:
-    rows = [("UUID", "STATE", "EXIT", "CREATED", "APPS")]
+    rows = [("UUID", "STATE", "EXIT", "CREATED", "APPS", "ADDRESSES")]
     for pod in list_pods():
         state = read_state(pod)
         exit_status = state.get("exit_status")
         rows.append((pod.uuid, pod_state(pod), "-" if exit_status is None else str(exit_status),
-                     _when(state.get("created")), ",".join(state.get("apps") or manifest_apps(pod))))
-    widths = [max(len(r[i]) for r in rows) for i in range(4)]
-    return "".join(f"{r[0]:<{widths[0]}}  {r[1]:<{widths[1]}}  {r[2]:<{widths[2]}}  {r[3]:<{widths[3]}}  {r[4]}\n"
-                   for r in rows)
+                     _when(state.get("created")), ",".join(state.get("apps") or manifest_apps(pod)),
+                     ",".join(f"{n['network']}:{n['address']}" for n in net_glue.addresses(pod)) or "-"))
+    widths = [max(len(r[i]) for r in rows) for i in range(5)]
+    return "".join("  ".join(f"{r[i]:<{widths[i]}}" for i in range(5)) + f"  {r[5]}\n" for r in rows)
 
 
 def _stop(uuid: str, timeout: float) -> int:
@@ -156,8 +166,18 @@ def pods_command(opts: argparse.Namespace) -> str | int:
     except ValueError:
         raise InvalidInput([Problem("--older-than", f"{opts.older_than!r} is not an age; give e.g. 90s, 30m, 2h"
                                     )]) from None
-    removed, running = gc(older)
-    return "".join(f"removed {u}\n" for u in removed) + "".join(f"kept {u} (running)\n" for u in running)
+    kept: list[str] = []
+
+    def undo_networks(pod) -> bool:
+        problems = net_glue.teardown(pod)
+        kept.extend(f"kept {pod.uuid}: cannot undo its network: {p}\n" for p in problems)
+        return not problems
+
+    removed, running = gc(older, before_remove=undo_networks)
+    text = "".join(f"removed {u}\n" for u in removed) + "".join(f"kept {u} (running)\n" for u in running)
+    if kept:
+        sys.stderr.write("".join(kept))
+    return text
 
 
 def image_command(opts: argparse.Namespace) -> str | int:

@@ -254,7 +254,9 @@ def _tail(path: str, limit: int = 400) -> str:
 
 def run_pod(*, pod_model: Pod, manifest_bytes: bytes, images: dict[str, str], networks: list[dict] | None,
             pod_uuid: str, stage1: Stage1, keep: bool, argv_for: Callable[[PodDir], list[str]],
-            register: Callable[[int], str] | None = None, out=sys.stdout, err=sys.stderr) -> int:
+            register: Callable[[int], str] | None = None, out=sys.stdout, err=sys.stderr,
+            network_up: Callable[[PodDir, Callable[[str], None]], None] | None = None,
+            network_down: Callable[[PodDir], list[str]] | None = None) -> int:
     apps = [a.name for a in pod_model.apps]
     base = pods_dir()
     os.makedirs(base, mode=0o700, exist_ok=True)
@@ -265,17 +267,27 @@ def run_pod(*, pod_model: Pod, manifest_bytes: bytes, images: dict[str, str], ne
         raise InvalidInput([Problem("--uuid", f"pod {pod_uuid} already exists in {base}; give another UUID "
                                               f"or remove it (kvmpod gc)")]) from None
     lock_fd = hold_lock(pod)
+
+    def say(text: str) -> None:
+        err.write(f"kvmpod: {text}\n")
+
+    def network_teardown() -> bool:
+        problems = network_down(pod) if network_down is not None else []
+        for problem in problems:
+            say(f"warning: network teardown: {problem} (kvmpod gc tries again)")
+        return not problems
+
     try:
         write_state(pod, uuid=pod_uuid, state="preparing", created=time.time(), apps=apps, kvmpod_pid=os.getpid())
 
-        def say(text: str) -> None:
-            err.write(f"kvmpod: {text}\n")
-
         try:
             prepare(pod, stage1, manifest_bytes, images, networks, say)
+            if network_up is not None:
+                network_up(pod, say)  # taps, addresses, rules (host.net), recorded in the pod directory first
             argv = argv_for(pod)
         except BaseException:
-            shutil.rmtree(pod.path, ignore_errors=True)  # nothing half-made stays behind
+            if network_teardown():  # else the pod stays, with its net.json, for kvmpod gc
+                shutil.rmtree(pod.path, ignore_errors=True)  # nothing half-made stays behind
             raise
         with open(os.path.join(pod.path, "argv.json"), "w") as f:
             json.dump(argv, f)
@@ -308,6 +320,8 @@ def run_pod(*, pod_model: Pod, manifest_bytes: bytes, images: dict[str, str], ne
                     hypervisor_exit=rc, seconds=round(seconds, 3))
         return status
     finally:
+        if os.path.isdir(pod.path):
+            network_teardown()
         if not keep:
             shutil.rmtree(pod.stage1, ignore_errors=True)
         try:

@@ -22,6 +22,7 @@ import json
 import os
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 PODS_ENV = "KVMPOD_PODS_DIR"
@@ -210,9 +211,11 @@ def manifest_apps(pod: PodDir) -> list[str]:
         return []
 
 
-def gc(older_than: float, now: float | None = None, base: str | None = None) -> tuple[list[str], list[str]]:
+def gc(older_than: float, now: float | None = None, base: str | None = None,
+       before_remove: Callable[[PodDir], bool] | None = None) -> tuple[list[str], list[str]]:
     """Remove pods that are not running and ended (or were last touched) over `older_than` seconds ago.
-    Returns (removed, kept running)."""
+    `before_remove` undoes what a pod left outside its directory (its networks); when it returns False
+    (it could not, and said why) the pod is kept for the next gc. Returns (removed, kept running)."""
     now = time.time() if now is None else now
     removed, running = [], []
     for pod in list_pods(base):
@@ -232,6 +235,8 @@ def gc(older_than: float, now: float | None = None, base: str | None = None) -> 
             running.append(pod.uuid)
             continue
         try:
+            if before_remove is not None and not before_remove(pod):
+                continue
             shutil.rmtree(pod.path)
             try:
                 os.unlink(pod.qmp)

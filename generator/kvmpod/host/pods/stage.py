@@ -78,3 +78,27 @@ def stage_pod(rootfs: str, manifest: bytes, networks: list[dict] | None = None) 
         for fd in reversed(fds):
             os.close(fd)
     return written
+
+
+def stage_etc_files(rootfs: str, apps: list[str], guest_files: dict[str, bytes], app_files: dict[str, bytes],
+                    stage2_dir: str) -> list[str]:
+    """Write `guest_files` into the guest root's /etc and `app_files` into every app's rootfs /etc
+    (/etc/resolv.conf, /etc/hosts, /etc/hostname from kvmpod run's --dns and --hostname), never
+    through a symlink the image holds: each directory opened with O_NOFOLLOW, each file renamed into
+    place (a symlink at the file's name is replaced, not followed)."""
+    written = []
+    targets = [([], guest_files)] + [(stage2_dir.strip("/").split("/") + [app, "rootfs"], app_files) for app in apps]
+    for parts, files in targets:
+        if not files:
+            continue
+        fds = [os.open(rootfs, os.O_RDONLY | os.O_DIRECTORY)]
+        try:
+            for part in parts + ["etc"]:
+                fds.append(_open_dir(fds[-1], part, "--dns/--hostname"))
+            for name, data in files.items():
+                _write(fds[-1], name, data)
+                written.append(os.path.join(rootfs, *parts, "etc", name))
+        finally:
+            for fd in reversed(fds):
+                os.close(fd)
+    return written
