@@ -4,9 +4,10 @@ stage1 rootfs, and explains what host and guest will do with one manifest.
     kvmpod args    --hypervisor lkvm|qemu --manifest POD --rootfs DIR --uuid UUID [...]
     kvmpod stage   --manifest POD --rootfs DIR [--uuid UUID --networks FILE | --cni-result FILE]
     kvmpod explain --hypervisor lkvm|qemu --manifest POD --rootfs DIR [...]
+    kvmpod run     [POD FLAGS] IMAGE [APP FLAGS] [-- ARGS...] [--- IMAGE [APP FLAGS] [-- ARGS...]]...
     kvmpod run     --manifest POD --app NAME=DIR|FILE.aci|IMAGE ... [--hypervisor qemu|lkvm] [--uuid UUID] [--keep]
     kvmpod run     --hypervisor lkvm|qemu --manifest POD --rootfs DIR --uuid UUID [...] [--no-systemd]
-    kvmpod list | status UUID | stop UUID | gc [--older-than AGE]   (pods of kvmpod run, on the host)
+    kvmpod list | status UUID | stop UUID | cat-manifest UUID | gc [--older-than AGE]   (pods of kvmpod run)
     kvmpod stage1 build [--out DIR] [--mirror URL] [--deb FILE]
     kvmpod image fetch IMAGE... | list | rm DIGEST|NAME... | gc [--older-than AGE]   (the image store)
     kvmpod status  [--json] [--generator-dir DIR]                  (in the guest: no UUID)
@@ -40,7 +41,7 @@ from ..pod.image_manifests import load_image_apps
 from ..pod.isolators import read_isolators
 from .hypervisor.launch import exec_hypervisor, host_runs_systemd, launch_environment, start_transient_service
 from .images.image_commands import register as register_image_commands
-from .pod_commands import image_command, pods_command, run_command, stage1_command
+from .pod_commands import add_run_command_line, image_command, pods_command, run_command, stage1_command
 from ..pod.manifest import load_json, parse_pod_manifest
 from ..pod.model import AppSection, Pod
 from ..guest.output import print_outputs
@@ -65,7 +66,7 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     def common(p: argparse.ArgumentParser, *, hypervisor: bool, rootfs_required: bool = True) -> None:
-        p.add_argument("--manifest", required=True, help="the pod manifest (JSON)")
+        p.add_argument("--manifest", required=rootfs_required, help="the pod manifest (JSON)")
         p.add_argument("--rootfs", required=rootfs_required, help="the stage1 rootfs directory (the guest's root)")
         nets = p.add_mutually_exclusive_group()
         nets.add_argument("--networks", help="kvmpod's JSON network description (see kvmpod.host.net.nics)")
@@ -104,9 +105,11 @@ def _parser() -> argparse.ArgumentParser:
     explain = sub.add_parser("explain", help="show the guest's units and the host's argv side by side")
     common(explain, hypervisor=True)
     explain.add_argument("--uuid", default=EXPLAIN_UUID, help="the pod UUID (default: the nil UUID)")
-    run = sub.add_parser("run", help="run a pod to its end: --app NAME=IMAGE for each app (with --rootfs: "
-                                     "only start the hypervisor on a prepared stage1 tree)")
+    run = sub.add_parser("run", help="run a pod to its end: IMAGE [APP FLAGS] [-- ARGS] [--- IMAGE ...] (rkt's "
+                                     "command line), or --manifest POD --app NAME=IMAGE for each app (with "
+                                     "--rootfs: only start the hypervisor on a prepared stage1 tree)")
     common(run, hypervisor=True, rootfs_required=False)
+    add_run_command_line(run)
     run.add_argument("--prerender", action="store_true", help=prerender_help + "; with --app it always is")
     run.add_argument("--uuid", help="the pod UUID (default: a new one)")
     run.add_argument("--app", action="append", default=[], metavar="NAME=DIR|FILE.aci|IMAGE",
@@ -117,6 +120,8 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--no-systemd", action="store_true", help="exec the hypervisor even on a systemd host")
     add_run_flags(run)
     sub.add_parser("list", help="the pods of kvmpod run on this host")
+    cat_manifest = sub.add_parser("cat-manifest", help="print the pod manifest a pod of kvmpod run ran with")
+    cat_manifest.add_argument("uuid")
     stop = sub.add_parser("stop", help="stop a running pod cleanly (the ACPI power button)")
     stop.add_argument("uuid")
     stop.add_argument("--timeout", type=float, default=180.0, help="seconds to wait for the pod to end")
@@ -161,9 +166,13 @@ def _json(path: str, option: str, data: bytes | None = None) -> object:
     return load_json(text, path)
 
 
-def _load(opts: argparse.Namespace) -> _Inputs:
-    manifest_bytes = _read(opts.manifest, "--manifest")  # read once: what is parsed is what is staged
-    pod = parse_pod_manifest(_json(opts.manifest, "--manifest", manifest_bytes))
+def _load(opts: argparse.Namespace, built: tuple[bytes, Pod] | None = None) -> _Inputs:
+    """The inputs of a pod command: the manifest from --manifest, or `built` from the command line."""
+    if built is not None:
+        manifest_bytes, pod = built
+    else:
+        manifest_bytes = _read(opts.manifest, "--manifest")  # read once: what is parsed is what is staged
+        pod = parse_pod_manifest(_json(opts.manifest, "--manifest", manifest_bytes))
     refuse_empty_pod(pod)
     check_isolators(pod)
     networks: tuple[Network, ...] = ()
@@ -311,6 +320,11 @@ def _cmd_explain(opts: argparse.Namespace) -> str:
 def _cmd_run(opts: argparse.Namespace) -> str | int:
     if opts.rootfs is None:
         return run_command(opts, _load, host_argv)
+    if opts.images:
+        raise InvalidInput([Problem("IMAGE", "cannot be given with --rootfs (a prepared stage1 tree); give "
+                                             "images, or the tree, not both")])
+    if opts.manifest is None:
+        raise InvalidInput([Problem("--manifest", "is required with --rootfs")])
     if opts.app:
         raise InvalidInput([Problem("--app", "cannot be given with --rootfs (a prepared stage1 tree); "
                                              "give the apps' images, or the tree, not both")])
@@ -348,6 +362,7 @@ def main(argv: list[str] | None = None) -> int:
             return status
         command = {"args": _cmd_args, "stage": _cmd_stage, "explain": _cmd_explain, "run": _cmd_run,
                    "list": pods_command, "status": pods_command, "stop": pods_command, "gc": pods_command,
+                   "cat-manifest": pods_command,
                    "stage1": stage1_command, "image": image_command}[opts.command]
         text = command(opts)
         if isinstance(text, int):  # commands that printed as they went and end with a status

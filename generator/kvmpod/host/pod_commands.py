@@ -9,6 +9,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from ..pod.files import read_text
 from ..pod.problems import InvalidInput, Problem
 from .hypervisor.launch import host_runs_systemd
 from .pods.machined import register_machine
@@ -19,6 +20,9 @@ from .pods.pod_dirs import (first_failure, gc, list_pods, manifest_apps, parse_d
 from .hypervisor.qmp import QMPError, qmp_command
 from . import run as runner
 from .run import Stage1, new_pod_uuid, parse_app_images, run_pod
+from .images.references import resolve_local
+from .pods.command_line import (APP_BOOL_FLAGS, APP_VALUE_FLAGS, BuiltPod, ImageInfo, PodFlags,
+                                resolve_and_build)
 
 
 def _stage1(opts: argparse.Namespace) -> Stage1:
@@ -39,10 +43,53 @@ def _stage1(opts: argparse.Namespace) -> Stage1:
     return Stage1(str(image.root), str(image.vmlinuz), str(image.initrd))
 
 
+def add_run_command_line(run: argparse.ArgumentParser) -> None:
+    """kvmpod run's pod flags for rkt's command line (host.pods.command_line), and its images."""
+    run.add_argument("--volume", action="append", default=[], metavar="NAME,kind=host,source=PATH|NAME,kind=empty",
+                     help="a pod volume (rkt's syntax; [,readOnly=true][,recursive=false]; empty: [,mode=0755]"
+                          "[,uid=N][,gid=N])")
+    run.add_argument("--set-env", action="append", default=[], metavar="NAME=VALUE", help="for every app")
+    run.add_argument("--set-env-file", action="append", default=[], metavar="FILE",
+                     help="NAME=VALUE lines for every app (# comments)")
+    run.add_argument("--mount", action="append", default=[], metavar="volume=NAME,target=PATH",
+                     help="before the first image: in every app; after an image: in that app")
+    run.add_argument("images", nargs=argparse.REMAINDER, metavar="IMAGE [APP FLAGS] [-- ARGS] [--- IMAGE ...]",
+                     help="oci:PATH[:REF], oci-archive:PATH[:REF], docker-archive:PATH[:REPO:TAG], an .aci or a "
+                          "directory; app flags: " + ", ".join(sorted(APP_VALUE_FLAGS) + list(APP_BOOL_FLAGS)))
+
+
+def resolve_image(word: str) -> ImageInfo:
+    """An IMAGE word of kvmpod run: an .aci or a directory (host.images.references)."""
+    found = resolve_local(word)
+    return ImageInfo(word, found.name, found.path, found.manifest, found.image_id)
+
+
+def command_line_pod(opts: argparse.Namespace) -> BuiltPod:
+    """The pod manifest of `kvmpod run [POD FLAGS] IMAGE ...` (host.pods.command_line)."""
+    given = [f for f, v in (("--manifest", opts.manifest), ("--app", opts.app)) if v]
+    if given:
+        raise InvalidInput([Problem(given[0], "cannot be given with images: give either IMAGE [APP FLAGS] ... or "
+                                              "--manifest POD --app NAME=IMAGE")])
+    flags = PodFlags(volumes=tuple(opts.volume), set_env=tuple(opts.set_env),
+                     set_env_files=tuple(opts.set_env_file), mounts=tuple(opts.mount), cwd=os.getcwd())
+    return resolve_and_build(flags, list(opts.images), resolve_image)
+
+
 def run_command(opts: argparse.Namespace, load: Callable, host_argv: Callable) -> int:
-    """kvmpod run --manifest POD --app NAME=IMAGE ...: the pod from start to end; its exit status."""
-    inputs = load(opts)
-    images = parse_app_images(opts.app, inputs.pod)
+    """kvmpod run IMAGE ... or --manifest POD --app NAME=IMAGE ...: the pod from start to end; its exit
+    status."""
+    if opts.images or not opts.manifest:
+        built = command_line_pod(opts)
+        inputs = load(opts, (json.dumps(built.document, indent=2).encode() + b"\n", built.pod))
+        images = built.images
+    else:
+        pod_only = [f"--{f.replace('_', '-')}" for f in ("volume", "set_env", "set_env_file", "mount")
+                    if getattr(opts, f)]
+        if pod_only:
+            raise InvalidInput([Problem(pod_only[0], "builds the pod manifest from images; with --manifest, write "
+                                                     "it in the manifest")])
+        inputs = load(opts)
+        images = parse_app_images(opts.app, inputs.pod)
     pod_uuid = inputs.pod_uuid or new_pod_uuid()
     for option in ("kernel", "initrd"):
         if getattr(opts, option):
@@ -151,9 +198,22 @@ def _stop(uuid: str, timeout: float) -> int:
     return 0
 
 
+def cat_manifest(uuid: str) -> str:
+    """kvmpod cat-manifest UUID: the pod manifest the pod ran with, as kvmpod run wrote it."""
+    pod = pod_dir(parse_uuid(uuid, "UUID"))
+    if not os.path.isdir(pod.path):
+        raise InvalidInput([Problem("UUID", f"no pod {uuid} in {os.path.dirname(pod.path)}; see kvmpod list")])
+    text = read_text(pod.manifest, f"pod {uuid}: pod.json")
+    if text is None:
+        raise InvalidInput([Problem("UUID", f"pod {uuid} has no pod.json (it was being made, or was removed)")])
+    return text if text.endswith("\n") else text + "\n"
+
+
 def pods_command(opts: argparse.Namespace) -> str | int:
     if opts.command == "list":
         return _list_text()
+    if opts.command == "cat-manifest":
+        return cat_manifest(opts.uuid)
     if opts.command == "status":
         report = pod_report(opts.uuid)
         text = json.dumps(report, indent=2) + "\n" if opts.json else _status_text(report)

@@ -1,0 +1,112 @@
+"""kvmpod run's command line glue (IMAGE ... -> the pod kvmpod run boots) and kvmpod cat-manifest."""
+
+import json
+import os
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import pytest
+from helpers import UUID
+
+from kvmpod.host import pod_commands
+from kvmpod.host.cli import main
+from kvmpod.pod.manifest import parse_pod_manifest
+
+REPO = Path(__file__).resolve().parents[2]
+IMAGE = {"acKind": "ImageManifest", "acVersion": "0.8.11", "name": "example.com/web",
+         "app": {"exec": ["/bin/sh", "-c", "echo hi"], "user": "0", "group": "0",
+                 "mountPoints": [{"name": "cache", "path": "/var/cache"}]}}
+
+
+def _cli(*args: str, env: dict | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "kvmpod.host.cli", *args], capture_output=True, text=True, cwd=cwd,
+                          env=dict(os.environ, PYTHONPATH=str(REPO / "generator"), **(env or {})))
+
+
+@pytest.fixture
+def images(tmp_path: Path) -> Path:
+    (tmp_path / "web/rootfs/bin").mkdir(parents=True)
+    (tmp_path / "web/manifest").write_text(json.dumps(IMAGE))
+    (tmp_path / "bare/bin").mkdir(parents=True)
+    manifest = tmp_path / "manifest"
+    manifest.write_text(json.dumps({**IMAGE, "name": "example.com/tools:2"}))
+    with tarfile.open(tmp_path / "tools.aci", "w:gz") as tar:
+        tar.add(manifest, "manifest")
+        tar.add(tmp_path / "bare", "rootfs")
+    (tmp_path / "data").mkdir()
+    return tmp_path
+
+
+def test_the_command_line_reaches_run_pod_with_its_manifest_and_images(images: Path, monkeypatch):
+    seen = {}
+
+    def run_pod(**kwargs):
+        seen.update(kwargs)
+        return 7
+
+    monkeypatch.setattr(pod_commands, "run_pod", run_pod)
+    monkeypatch.setattr(pod_commands, "_stage1", lambda opts: None)
+    monkeypatch.setattr(pod_commands, "host_runs_systemd", lambda: False)
+    monkeypatch.chdir(images)
+    status = main(["run", "--uuid", UUID, "--volume", "data,kind=host,source=data", "--memory", "300", "web",
+                   "--mount", "volume=data,target=/srv", "---", "tools.aci", "--exec", "/bin/true", "---", "bare",
+                   "--exec", "/bin/sh", "--", "-c", "exit 3"])
+    assert status == 7
+    document = json.loads(seen["manifest_bytes"])
+    assert seen["pod_model"] == parse_pod_manifest(document)
+    assert [a["name"] for a in document["apps"]] == ["web", "tools", "bare"]
+    assert document["volumes"] == [{"name": "data", "kind": "host", "source": str(images / "data")}]
+    assert document["apps"][2]["app"]["exec"] == ["/bin/sh", "-c", "exit 3"]
+    assert seen["images"] == {"web": str(images / "web"), "tools": str(images / "tools.aci"),
+                              "bare": str(images / "bare")}
+    assert seen["pod_uuid"] == UUID
+
+
+@pytest.mark.parametrize("args, stderr", [
+    (["web", "--mount", "volume=nope,target=/x"],
+     "kvmpod: --mount (app web): volume=nope: no such volume; add --volume nope,kind=host,source=PATH (or "
+     "kind=empty) before the first image\n"),
+    (["--volume", "data,kind=host,source=missing", "web"],
+     "kvmpod: --volume data: source '{tmp}/missing' is not a directory on this host; create it or fix the path\n"),
+    (["web", "web"], "kvmpod: image web: its app would be named 'web', as the app of image web; app names are "
+                     "unique in a pod: give one of them --name NAME\n"),
+    (["nothere.aci"], "kvmpod: image nothere.aci: does not exist; give an .aci file, an unpacked image directory "
+                      "(manifest and rootfs/) or a root filesystem directory\n"),
+    (["bare"], "kvmpod: image bare: is a directory without an image manifest, so it has no command to run; give "
+               "it one with --exec CMD after the image\n"),
+    (["--manifest", "pod.json", "web"], "kvmpod: --manifest: cannot be given with images: give either IMAGE "
+                                        "[APP FLAGS] ... or --manifest POD --app NAME=IMAGE\n"),
+    ([], "kvmpod: IMAGE: give at least one image (kvmpod run [POD FLAGS] IMAGE [APP FLAGS] [-- ARGS] [--- IMAGE "
+         "...]), or --manifest POD with --app NAME=IMAGE\n"),
+])
+def test_command_line_errors_exit_2_and_write_nothing(images: Path, args, stderr):
+    env = {"KVMPOD_PODS_DIR": str(images / "pods")}
+    proc = _cli("run", *args, env=env, cwd=images)
+    assert (proc.returncode, proc.stdout, proc.stderr) == (2, "", stderr.replace("{tmp}", str(images)))
+    assert not (images / "pods").exists()
+
+
+def test_manifest_pods_refuse_the_command_lines_pod_flags(images: Path):
+    (images / "pod.json").write_text(json.dumps({"acKind": "PodManifest", "acVersion": "0.8.11", "apps": []}))
+    proc = _cli("run", "--manifest", "pod.json", "--set-env", "A=1", cwd=images,
+                env={"KVMPOD_PODS_DIR": str(images / "pods")})
+    assert (proc.returncode, proc.stderr) == (2, "kvmpod: --set-env: builds the pod manifest from images; with "
+                                                 "--manifest, write it in the manifest\n")
+
+
+def test_cat_manifest_prints_the_pods_manifest(tmp_path: Path):
+    env = {"KVMPOD_PODS_DIR": str(tmp_path)}
+    (tmp_path / UUID).mkdir()
+    text = json.dumps({"acKind": "PodManifest", "acVersion": "0.8.11", "apps": []}, indent=2) + "\n"
+    (tmp_path / UUID / "pod.json").write_text(text)
+    assert _cli("cat-manifest", UUID, env=env).stdout == text
+    other = "00000000-0000-4000-8000-000000000000"
+    proc = _cli("cat-manifest", other, env=env)
+    assert (proc.returncode, proc.stdout) == (2, "") and f"no pod {other}" in proc.stderr
+    assert _cli("cat-manifest", "not-a-uuid", env=env).stderr.startswith("kvmpod: UUID:")
+    (tmp_path / UUID / "pod.json").unlink()
+    os.mkfifo(tmp_path / UUID / "pod.json")  # never blocks: the pod directory is read as untrusted
+    proc = _cli("cat-manifest", UUID, env=env)
+    assert proc.returncode == 2 and "is a FIFO" in proc.stderr
