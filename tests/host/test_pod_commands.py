@@ -110,3 +110,47 @@ def test_cat_manifest_prints_the_pods_manifest(tmp_path: Path):
     os.mkfifo(tmp_path / UUID / "pod.json")  # never blocks: the pod directory is read as untrusted
     proc = _cli("cat-manifest", UUID, env=env)
     assert proc.returncode == 2 and "is a FIFO" in proc.stderr
+
+
+def test_container_images_come_from_the_store_and_the_pod_records_them(tmp_path: Path, monkeypatch):
+    """docker-archive: and oci: through the store (unpacked once); the pod directory lists their digests
+    before the apps are installed, so kvmpod image gc keeps them while the pod runs."""
+    from kvmpod.host.images.oci_writer import write_docker_archive, write_oci_layout
+    from kvmpod.host.images.store import images_in_use
+    from kvmpod.host import run as runner
+
+    root = tmp_path / "rootfs"
+    (root / "bin").mkdir(parents=True)
+    (root / "etc").mkdir()
+    (root / "etc/passwd").write_text("root:x:0:0::/:/bin/sh\nweb:x:1000:1000::/:/bin/sh\n")
+    config = {"Entrypoint": ["/bin/sh", "-c"], "Cmd": ["id"], "Env": ["PATH=/bin"], "User": "web",
+              "WorkingDir": "/srv", "Volumes": {"/data": {}}}
+    archive_id = write_docker_archive(str(root), config, str(tmp_path / "web.tar"), "example.com/web:1.0")
+    layout_digest = write_oci_layout(str(root), {**config, "Cmd": ["true"]}, str(tmp_path / "layout"), ref="2")
+    monkeypatch.setenv("KVMPOD_IMAGES_DIR", str(tmp_path / "store"))
+    monkeypatch.setenv("KVMPOD_PODS_DIR", str(tmp_path / "pods"))
+    seen = {}
+
+    def install_app(root, app, image, field):
+        pod = os.path.dirname(os.path.dirname(root))  # <pod>/stage1/rootfs
+        seen["in_use"] = images_in_use([pod])
+        seen["manifest"] = json.loads(Path(pod, "pod.json").read_text())
+        seen.setdefault("images", []).append(image)
+        raise RuntimeError("stop here: no boot in a unit test")
+
+    (tmp_path / "stage1root/etc").mkdir(parents=True)
+    monkeypatch.setattr(runner, "install_app", install_app)
+    monkeypatch.setattr(pod_commands, "_stage1", lambda opts: runner.Stage1(str(tmp_path / "stage1root"), "", None))
+    monkeypatch.setattr(pod_commands, "host_runs_systemd", lambda: False)
+    status = main(["run", "--uuid", UUID, f"docker-archive:{tmp_path}/web.tar", "--set-env", "X=1", "---",
+                   f"oci:{tmp_path}/layout:2"])
+    assert status == 2  # the RuntimeError above, reported as one line
+    web, layout = seen["manifest"]["apps"]
+    assert (web["name"], web["image"]["id"]) == ("web", archive_id)
+    assert web["app"]["exec"] == ["/bin/sh", "-c", "id"] and web["app"]["workingDirectory"] == "/srv"
+    assert {"name": "X", "value": "1"} in web["app"]["environment"]
+    assert [mp["path"] for mp in web["app"]["mountPoints"]] == ["/data"]
+    assert layout["image"]["id"] == layout_digest and layout["app"]["exec"] == ["/bin/sh", "-c", "true"]
+    assert sorted(seen["in_use"]) == sorted([archive_id, layout_digest])
+    assert os.path.isfile(os.path.join(seen["images"][0], "manifest"))
+    assert not (tmp_path / "pods" / UUID).exists()  # nothing half-made stays

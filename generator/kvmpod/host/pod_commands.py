@@ -20,6 +20,8 @@ from .pods.pod_dirs import (first_failure, gc, list_pods, manifest_apps, parse_d
 from .hypervisor.qmp import QMPError, qmp_command
 from . import run as runner
 from .run import Stage1, new_pod_uuid, parse_app_images, run_pod
+from .images import store
+from .images.image_source import is_image_reference
 from .images.references import resolve_local
 from .pods.command_line import (APP_BOOL_FLAGS, APP_VALUE_FLAGS, BuiltPod, ImageInfo, PodFlags,
                                 resolve_and_build)
@@ -59,13 +61,19 @@ def add_run_command_line(run: argparse.ArgumentParser) -> None:
 
 
 def resolve_image(word: str) -> ImageInfo:
-    """An IMAGE word of kvmpod run: an .aci or a directory (host.images.references)."""
+    """An IMAGE word of kvmpod run: oci:, oci-archive:, docker-archive: through the image store
+    (unpacked once, host.images.store), else an .aci or a directory (host.images.references)."""
+    if is_image_reference(word):
+        stored = store.fetch(word, say=lambda text: sys.stderr.write(f"kvmpod: {text}\n"))
+        manifest = resolve_local(stored.path).manifest
+        return ImageInfo(word, stored.name, stored.path, manifest, stored.digest)
     found = resolve_local(word)
     return ImageInfo(word, found.name, found.path, found.manifest, found.image_id)
 
 
 def command_line_pod(opts: argparse.Namespace) -> BuiltPod:
-    """The pod manifest of `kvmpod run [POD FLAGS] IMAGE ...` (host.pods.command_line)."""
+    """The pod manifest of `kvmpod run [POD FLAGS] IMAGE ...` (host.pods.command_line). Store images are
+    recorded as the pod's (store.record_use) by run.prepare, as for --app."""
     given = [f for f, v in (("--manifest", opts.manifest), ("--app", opts.app)) if v]
     if given:
         raise InvalidInput([Problem(given[0], "cannot be given with images: give either IMAGE [APP FLAGS] ... or "

@@ -103,6 +103,7 @@ class BuiltPod:
     document: dict
     pod: Pod
     images: dict[str, str]  # app name -> the path kvmpod run installs
+    infos: dict[str, ImageInfo] = field(default_factory=dict)  # IMAGE word -> what it resolved to
 
 
 # ---------------------------------------------------------------- argv -> app lines
@@ -526,7 +527,7 @@ def build_pod(flags: PodFlags, apps: list[AppLine], infos: dict[str, ImageInfo])
         pod = parse_pod_manifest(document)
     except InvalidInput as error:
         raise InvalidInput(_translate(error.problems, origins)) from None
-    return BuiltPod(document, pod, images)
+    return BuiltPod(document, pod, images, dict(infos))
 
 
 def _merge_env_pairs(into: list[tuple[str, str]], pairs: list[tuple[str, str]]) -> None:
