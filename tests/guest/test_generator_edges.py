@@ -29,7 +29,40 @@ def test_a_name_already_taken_fails_the_run_and_removes_what_it_wrote(fs, capsys
     assert tree(OUT) == ["mnt-data.mount"]
     assert open(f"{OUT}/mnt-data.mount").read() == "someone else's\n"
     assert capsys.readouterr().err == (
-        f"kvmpod-generator: cannot write {OUT}/mnt-data.mount: File exists; nothing of this run was left behind\n")
+        f"kvmpod-generator: cannot write {OUT}/mnt-data.mount: File exists; removed what this run had written\n"
+        "kvmpod-generator: no app is staged in /opt/stage2: nothing to refuse\n")
+
+
+def test_after_a_failed_write_it_says_it_refused_the_staged_apps(fs, capsys):
+    """Issue 22: the generator fails closed after a failed write (refusal drop-ins), and says so."""
+    fs.create_file("/guest/etc/kvmpod/pod.json", contents=MANIFEST)
+    fs.create_dir("/guest/opt/stage2/web/rootfs")
+    fs.create_dir("/guest/opt/stage2/other/rootfs")
+    fs.create_file(f"{OUT}/mnt-data.mount", contents="someone else's\n")
+
+    assert main(["--root", "/guest", OUT]) == 1
+
+    assert tree(OUT) == ["mnt-data.mount", "other.service.d", "other.service.d/50-kvmpod-invalid-manifest.conf",
+                         "web.service.d", "web.service.d/50-kvmpod-invalid-manifest.conf"]
+    assert "AssertPathExists=!/" in open(f"{OUT}/web.service.d/50-kvmpod-invalid-manifest.conf").read()
+    assert capsys.readouterr().err == (
+        f"kvmpod-generator: cannot write {OUT}/mnt-data.mount: File exists; removed what this run had written\n"
+        "kvmpod-generator: wrote the refusal drop-in (50-kvmpod-invalid-manifest.conf) for other, web: these apps "
+        "will not start\n")
+
+
+def test_after_a_failed_write_it_names_the_apps_it_could_not_refuse(fs, capsys):
+    fs.create_file("/guest/etc/kvmpod/pod.json", contents=MANIFEST)
+    fs.create_dir("/guest/opt/stage2/web/rootfs")
+    fs.create_dir("/guest/opt/stage2/other/rootfs")
+    fs.create_file(f"{OUT}/mnt-data.mount", contents="someone else's\n")
+    fs.create_file(f"{OUT}/other.service.d", contents="a file where the drop-in directory goes\n")
+
+    assert main(["--root", "/guest", OUT]) == 1
+
+    err = capsys.readouterr().err
+    assert "wrote the refusal drop-in (50-kvmpod-invalid-manifest.conf) for web: these apps will not start\n" in err
+    assert err.endswith("kvmpod-generator: could not refuse other: they may start without their volumes\n")
 
 
 def test_a_clean_run_writes_the_whole_set(fs):

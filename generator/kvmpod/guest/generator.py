@@ -5,6 +5,7 @@ This module is the edge: it reads the guest's files, runs the pure core and writ
 """
 
 import os
+import stat
 import sys
 from _collections_abc import Callable  # collections.abc without the collections package: ~2 ms at boot
 from ..pod.frozen import frozen
@@ -15,7 +16,7 @@ from .app_settings import app_settings
 from ..pod.image_annotations import DOCKER_REPOSITORY, image_annotations
 from ..pod.guest_paths import DEFAULT_MANIFEST, NETWORKS_PATH
 from .mount_units import GuestSettings, plan_guest_units
-from ..pod.inside_root import readlink_on_disk
+from ..pod.inside_root import UnsafePath, readlink_on_disk, resolve_inside_root
 from .kernel_cmdline import debug_requested, kvmpod_settings
 from .kmsg import Log
 from ..pod.files import read_text
@@ -27,7 +28,7 @@ from ..pod.names import is_ac_name
 from .output import print_outputs, write_outputs
 from ..pod.problems import InvalidInput, Problem
 from ..pod.staging import staged_volumes
-from ..pod.limits import NAME_MAX, path_problem
+from ..pod.limits import NAME_MAX, path_problem, program_problem
 from .unitfile import DOCUMENTATION, PROGRAM, GeneratedFile, Output, UnsafeValue, render_unit, unit_value
 
 # Where a unit shipped in the guest would be (systemd.unit(5), system units).
@@ -122,10 +123,19 @@ def main(argv: list[str] | None = None) -> int:
             assert args.output_dir is not None  # parse_arguments: only a dry run may omit it
             write_outputs(outputs, args.output_dir)
         except OSError as error:
-            log.error(f"cannot write {error.filename or args.output_dir}: {error.strerror}; nothing of this run "
-                      "was left behind")
-            if status == 0:  # still fail closed: an app must not start without the mounts just removed
-                _write_refusals(args, log, announce=False)
+            log.error(f"cannot write {error.filename or args.output_dir}: {error.strerror}; removed what this run "
+                      "had written")
+            # Still fail closed: an app must not start without the mounts just removed. Each refusal on
+            # its own, so one failing write does not cost the others; say what is left.
+            written = _write_refusals(args, log, announce=False)
+            staged = [r.path.split(".service.d/")[0] for r in _refuse_apps(args.root, None, log)]
+            if written:
+                log.error(f"wrote the refusal drop-in (50-kvmpod-invalid-manifest.conf) for {', '.join(written)}: "
+                          "these apps will not start")
+            if len(written) < len(staged) or not staged:
+                missing = [a for a in staged if a not in written]
+                log.error("no app is staged in /opt/stage2: nothing to refuse" if not staged else
+                          f"could not refuse {', '.join(missing)}: they may start without their volumes")
             return EXIT_INVALID
         return status
     except Exception as error:  # MemoryError, RecursionError, a bug: whatever it is, fail closed
@@ -136,20 +146,23 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_INVALID
 
 
-def _write_refusals(args: Arguments, log: Log, *, announce: bool) -> None:
+def _write_refusals(args: Arguments, log: Log, *, announce: bool) -> list[str]:
     """The last resort: refuse every staged app, each drop-in on its own (one failing write must not
-    cost the others), depending on nothing but the listing of /opt/stage2."""
+    cost the others), depending on nothing but the listing of /opt/stage2. Returns the apps refused."""
     refusals = _refuse_apps(args.root, None, log)
     if announce:
         _log_refused(log, refusals)
     if args.dry_run or args.output_dir is None:
         print_outputs(refusals, sys.stdout.write)
-        return
+        return []
+    written = []
     for refusal in refusals:
         try:
             write_outputs([refusal], args.output_dir)
+            written.append(refusal.path.split(".service.d/")[0])
         except OSError as error:
             log.error(f"cannot write {error.filename}: {error.strerror}")
+    return written
 
 
 def _log_refused(log: Log, refusals: list[Output]) -> None:
@@ -293,20 +306,39 @@ def _plan_app_services(pod: ResolvedPod, root: str, manifest: str,
 
 
 def _program(app: ResolvedApp, root: str, problems: list[Problem]) -> str | None:
-    """exec[0] as a path inside the app (rkt's FindBinPath); a problem when it names nothing there."""
+    """exec[0] as a path inside the app (rkt's FindBinPath); a problem when it names nothing there,
+    a directory, or a path systemd would refuse (the manifest's checks saw only exec[0] as written)."""
     assert app.section is not None
     program = app.section.exec[0]
-    if program.startswith("/"):
-        return program
-    from .exec_path import find_program  # only apps with a relative exec[0] pay
+    field = f"{app.section_field}.exec[0]"
+    found: str | None = program
+    if not program.startswith("/"):
+        from .exec_path import find_program  # only apps with a relative exec[0] pay
 
-    path = next((e.value for e in app.section.environment if e.name == "PATH"), None)
-    found = find_program(root + app.rootfs, program, app.section.working_directory or "/", path)
-    if found is None:
-        where = f"the app's PATH {path!r}" if path is not None else "its working directory, /bin and /usr/bin"
-        problems.append(Problem(f"{app.section_field}.exec[0]", f"{program!r} is not an executable file in {where} "
-                                                                "inside the app's rootfs; give its absolute path"))
+        path = next((e.value for e in app.section.environment if e.name == "PATH"), None)
+        found = find_program(root + app.rootfs, program, app.section.working_directory or "/", path)
+        if found is None:
+            where = f"the app's PATH {path!r}" if path is not None else "its working directory, /bin and /usr/bin"
+            problems.append(Problem(field, f"{program!r} is not an executable file in {where} inside the app's "
+                                           "rootfs; give its absolute path"))
+            return None
+    problem = program_problem(found)
+    if problem is None and _is_directory_inside(root + app.rootfs, found):
+        problem = "names a directory in the app's rootfs (systemd: \"Is a directory\"); give the program's file"
+    if problem is not None:
+        problems.append(Problem(field, f"{program!r:.300}" + (f" (found as {found!r:.300})" if found != program
+                                                               else "") + f" {problem}"))
+        return None
     return found
+
+
+def _is_directory_inside(rootfs_on_disk: str, path: str) -> bool:
+    """Whether `path`, resolved inside the app's rootfs as systemd's RootDirectory= will, is a directory there."""
+    try:
+        real = resolve_inside_root(rootfs_on_disk, path, readlink_on_disk)
+        return stat.S_ISDIR(os.lstat(rootfs_on_disk.rstrip("/") + real).st_mode)
+    except (UnsafePath, OSError, ValueError):
+        return False
 
 
 def _refuse_apps(root: str, manifest: str | None, log: Log) -> list[Output]:

@@ -42,3 +42,39 @@ def stage_name_problem(name: str) -> str | None:
         return (f"makes the staging directory /mnt/{name[:40]}… longer than {NAME_MAX} bytes; "
                 "use shorter app or volume names")
     return None
+
+
+# systemd mounts these over an app's root (MountAPIVFS=, PrivateDevices=): no file of the image is there.
+API_FILESYSTEMS = ("proc", "sys", "dev")
+
+
+def program_problem(program: str) -> str | None:
+    """Why systemd 252 would refuse `program` as an ExecStart= path (load-fragment.c
+    config_parse_exec: string_is_safe, "Executable path specifies a directory", path_is_valid or
+    filename_is_valid), or could never run it (a path in /proc, /sys, /dev); None when it may.
+    The end of a sentence about exec[0]."""
+    if not program.strip():
+        return "is empty or white space only; give the program's path in the image, or its name on the app's PATH"
+    if any(c < " " or c == "\x7f" or c in "\"'\\" for c in program):
+        return ("contains a quote, a backslash or a control character, which systemd refuses in a program's path "
+                "(\"Executable name contains special characters\"); rename the program")
+    if program.endswith("/"):
+        return "ends in '/', which names a directory (systemd: \"Executable path specifies a directory\"); give the " \
+               "program's file"
+    if len(program.encode("utf-8", "surrogatepass")) >= PATH_MAX:
+        return f"is longer than {PATH_MAX - 1} bytes (PATH_MAX); use a shorter path"
+    if any(len(c.encode("utf-8", "surrogatepass")) > NAME_MAX for c in program.split("/")):
+        return f"has a component longer than {NAME_MAX} bytes (NAME_MAX), which systemd refuses; use a shorter name"
+    if program.startswith("/"):
+        parts: list[str] = []
+        for part in program.split("/"):
+            if part == "..":
+                parts = parts[:-1]
+            elif part not in ("", "."):
+                parts.append(part)
+        if not parts:
+            return "names the root directory; give the program's file"
+        if parts[0] in API_FILESYSTEMS:
+            return (f"is in /{parts[0]}, which systemd mounts over the app's root: no file of the image is there; "
+                    "give the program's path in the image")
+    return None

@@ -21,7 +21,7 @@ from .model import (
     Volume,
 )
 from .ids import ID_HINT, is_valid_id, parse_id
-from .limits import MAX_APP_NAME_BYTES, MAX_VOLUME_NAME_BYTES, path_problem
+from .limits import MAX_APP_NAME_BYTES, MAX_VOLUME_NAME_BYTES, path_problem, program_problem
 from .names import is_ac_name
 from .problems import InvalidInput, Problem
 
@@ -397,6 +397,10 @@ def _app_section(check: _Checker, raw: object, field: str) -> AppSection | None:
     if exec_ and exec_[0] == "":
         check.report(f"{field}.exec[0]", "is empty; give the program's path in the image, or its name on the "
                                          "app's PATH")
+    elif exec_ and isinstance(exec_[0], str) and "\0" not in exec_[0]:
+        problem = program_problem(exec_[0])
+        if problem is not None:
+            check.report(f"{field}.exec[0]", f"{exec_[0]!r:.300} {problem}")
     user = check.user_or_group(obj, "user", f"{field}.user", 'a uid or user name, "0" for root')
     group = check.user_or_group(obj, "group", f"{field}.group", 'a gid or group name, "0" for root')
     working_directory = check.absolute_path(obj, "workingDirectory", f"{field}.workingDirectory", required=False)
@@ -527,6 +531,10 @@ def _event_handlers(check: _Checker, obj: dict, field: str) -> tuple[EventHandle
         if not exec_ or not all(isinstance(w, str) for w in exec_) or not exec_[0].startswith("/"):
             check.report(f"{field}[{k}].exec", 'must be a command as an array of strings starting with an absolute '
                                                'path, e.g. ["/bin/migrate", "--up"]')
+            continue
+        problem = program_problem(exec_[0]) if "\0" not in exec_[0] else None
+        if problem is not None:
+            check.report(f"{field}[{k}].exec[0]", f"{exec_[0]!r:.300} {problem}")
             continue
         if name is not None:
             handlers.append(EventHandler(name, tuple(exec_)))

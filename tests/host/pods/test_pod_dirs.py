@@ -59,6 +59,21 @@ def test_the_pod_exits_with_the_first_app_that_failed():
     assert pods.pod_exit_status({"o": exits["o"], "n": exits["n"]}) == 1  # an app that never started failed
 
 
+# The app's main process exited 0, then its post-stop handler (ExecStopPost=) failed: systemd 252
+# records the service's Result=exit-code while ExecMainStatus stays 0. rkt's pod failed then.
+POST_STOP_FAILED = ("Result=exit-code\nExecMainStartTimestampMonotonic=156116578\n"
+                    "ExecMainExitTimestampMonotonic=160000000\nExecMainCode=1\nExecMainStatus=0\n")
+
+
+def test_a_failed_app_whose_main_process_exited_0_fails_the_pod_with_1():
+    failed = pods.parse_exit("p", POST_STOP_FAILED)
+    assert (failed.failed, failed.exit_status, failed.describe()) == (True, 0, "exited 0 (failed)")
+    exits = {"o": pods.parse_exit("o", OK), "p": failed}
+    assert pods.first_failure(exits).app == "p"
+    assert pods.pod_exit_status(exits) == 1
+    assert pods.pod_exit_status({"p": failed, "t": pods.parse_exit("t", TERMINATED)}) == 1
+
+
 def _pod(base: Path, uuid: str = UUID, **state) -> pods.PodDir:
     pod = pods.pod_dir(uuid, str(base))
     os.makedirs(pod.exits)

@@ -185,9 +185,12 @@ def first_failure(exits: dict[str, AppExit | None]) -> AppExit | None:
 
 
 def pod_exit_status(exits: dict[str, AppExit | None]) -> int:
-    """rkt's rule: the status of the first app that failed, else 0."""
+    """rkt's rule: the status of the first app that failed, else 0. A failed app whose main process
+    exited 0 (its post-stop handler failed: Result=exit-code, ExecMainStatus=0) fails the pod with 1."""
     first = first_failure(exits)
-    return 0 if first is None else (first.exit_status or 1)
+    if first is None:
+        return 0
+    return first.exit_status if first.exit_status != 0 else 1
 
 
 # ---------------------------------------------------------------- listing and garbage collection
