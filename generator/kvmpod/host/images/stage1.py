@@ -32,6 +32,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from . import stage1_trim
+
 SUITE = "bookworm"
 MIRROR_ENV = "KVMPOD_E2E_MIRROR"
 # The e2e suite's names are kept: its cache is the product's cache (one base image on a machine).
@@ -382,12 +384,14 @@ def _install_stage1(root: Path, deb: Path) -> None:
     dropin.parent.mkdir(parents=True, exist_ok=True)
     dropin.write_text(JOURNALD_SETTINGS)
     (root / "etc/hostname").write_text(STAGE1_HOSTNAME + "\n")
+    stage1_trim.trim(root)  # what a pod does not run (issue 20)
 
 
 def stage1_hash(base_hash: str, deb: Path) -> str:
     h = hashlib.sha256(base_hash.encode())
     h.update(hashlib.sha256(deb.read_bytes()).digest())
     h.update(inspect.getsource(_install_stage1).encode())
+    h.update(inspect.getsource(stage1_trim).encode())
     h.update(json.dumps([APPS_TTY, JOURNALD_DROPIN, JOURNALD_SETTINGS, STAGE1_HOSTNAME]).encode())
     return h.hexdigest()[:16]
 

@@ -1,0 +1,80 @@
+"""What a pod's guest does not run (issue 20): masks and disabled generators in the stage1 layer.
+
+A Debian minbase boots like a small server: timers, utmp, kernel modules for devices a pod never
+has, debug and config filesystems, a dozen generators for disks a 9p root does not have. Under TCG
+each of these costs seconds (every program is read over 9p, every unit is a fork and an exec), and
+they were measured in a booted pod (`tests/benchmarks/bench_run.py`, the guest's journal; README
+"Where a pod's time goes"). rkt's stage1 booted a systemd with a handful of units; this keeps
+Debian's systemd and switches off what a pod does not need, in the stage1 layer only (the base
+image, shared with the e2e suite, is unchanged; kvmpod's .deb, installed on hosts too, masks nothing).
+
+Kept on purpose: udev and its coldplug (the NIC units bind to the NICs' device units, and logind
+finds the power button through udev), systemd-logind and dbus (the ACPI power button of `kvmpod
+stop` and Ctrl-C; `kvmpod status` over D-Bus), journald and its flush (the persistent journal a kept
+pod is read from), systemd-tmpfiles-setup(-dev) (/run's and /dev's entries apps and dbus expect),
+dev-mqueue.mount (POSIX message queues for apps), systemd-sysctl, the fstab, debug and run
+generators (systemd.mask=, systemd.run= and the like still work on the kernel command line).
+"""
+
+from pathlib import Path
+
+# Each masked unit and why a pod does not need it.
+MASKED: dict[str, str] = {
+    "apt-daily.timer": "no package updates inside a pod",
+    "apt-daily-upgrade.timer": "no package updates inside a pod",
+    "dpkg-db-backup.timer": "a pod's dpkg database is the stage1's",
+    "e2scrub_all.timer": "no ext4 in the guest (9p root)",
+    "e2scrub_reap.service": "no ext4 in the guest (9p root)",
+    "fstrim.timer": "no block devices",
+    "systemd-tmpfiles-clean.timer": "a pod's /tmp lives as long as the pod",
+    "systemd-update-utmp.service": "no logins in a pod",
+    "systemd-update-utmp-runlevel.service": "no logins in a pod",
+    "systemd-user-sessions.service": "no logins in a pod",
+    "modprobe@configfs.service": "no configfs users",
+    "modprobe@dm_mod.service": "no device mapper",
+    "modprobe@drm.service": "no display",
+    "modprobe@efi_pstore.service": "no EFI",
+    "modprobe@fuse.service": "loaded on demand when an app opens /dev/fuse",
+    "modprobe@loop.service": "loaded on demand when an app opens /dev/loop-control",
+    "systemd-modules-load.service": "the stage1 lists no modules to load",
+    "sys-kernel-config.mount": "no configfs users",
+    "sys-kernel-debug.mount": "no debugging inside a pod's system",
+    "sys-kernel-tracing.mount": "no tracing inside a pod's system",
+    "sys-fs-fuse-connections.mount": "no FUSE control",
+    "dev-hugepages.mount": "no huge page users",
+    "proc-sys-fs-binfmt_misc.automount": "no foreign binary formats",
+    "systemd-binfmt.service": "no foreign binary formats",
+    "systemd-pstore.service": "no persistent platform storage",
+    "systemd-random-seed.service": "the kernel seeds itself (RDRAND, jitter); nothing to carry between pods",
+    "systemd-remount-fs.service": "the fstab is empty; the root is mounted rw by the kernel command line",
+    "systemd-sysusers.service": "the stage1's users exist; kvmpod-app-ids.service adds the apps' own",
+}
+
+# Generators for what a 9p root on a VM without disks never has; each is a program read over 9p.
+DISABLED_GENERATORS: tuple[str, ...] = (
+    "systemd-cryptsetup-generator",
+    "systemd-gpt-auto-generator",
+    "systemd-hibernate-resume-generator",
+    "systemd-integritysetup-generator",
+    "systemd-veritysetup-generator",
+    "systemd-rc-local-generator",
+    "systemd-system-update-generator",
+    "systemd-sysv-generator",  # /etc/init.d's scripts all have native units
+    "systemd-getty-generator",  # the gettys are masked already
+)
+
+
+def _null_link(path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.is_symlink() or path.exists():
+        path.unlink()
+    path.symlink_to("/dev/null")
+
+
+def trim(root: Path) -> None:
+    """Mask MASKED and disable DISABLED_GENERATORS in the stage1 root (systemd's own way: a link to
+    /dev/null in /etc/systemd/system and /etc/systemd/system-generators)."""
+    for unit in MASKED:
+        _null_link(root / "etc/systemd/system" / unit)
+    for generator in DISABLED_GENERATORS:
+        _null_link(root / "etc/systemd/system-generators" / generator)
