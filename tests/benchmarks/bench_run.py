@@ -190,7 +190,8 @@ def one_run(work: Path, busybox_root: Path, kernel_params: str = "", stage1_imag
         raise SystemExit(f"kvmpod run exited {proc.returncode}: {err}")
     [pod_dir] = list(pods.iterdir())
     state = json.loads((pod_dir / "state.json").read_text())
-    marks = journal_marks(pod_dir / "stage1/rootfs")
+    own = pod_dir / "stage1/upper" if (pod_dir / "stage1/upper").is_dir() else pod_dir / "stage1/rootfs"
+    marks = journal_marks(own)
     figures = {"kvmpod run -> first output line (host)": first or float("nan"),
                "kvmpod run -> the pod's end (host)": ended,
                "preparing the pod dir (host)": state["started"] - state["created"],
@@ -204,7 +205,7 @@ def one_run(work: Path, busybox_root: Path, kernel_params: str = "", stage1_imag
         if name in marks:
             figures[f"guest: {previous_name} -> {name}"] = marks[name] - previous
             previous, previous_name = marks[name], name
-    span = journal_marks(pod_dir / "stage1/rootfs", SPAN)
+    span = journal_marks(own, SPAN)
     if len(span) == 2:
         figures["guest: kvmpod-generator's own run"] = span["generator done"] - span["generator started"]
     if "app exited" in marks:

@@ -8,8 +8,9 @@ Three boots, each shared by the tests of one scenario, plus one that is killed b
   pod powers off by itself and `kvmpod run` exits 0;
 - "run-sigint": an app that never exits keeps the pod up until the test sends SIGINT to `kvmpod run`
   (a Ctrl-C): the apps get SIGTERM, the VM powers off, and the ends are still reported (exit 130);
-- SIGKILL of `kvmpod run` while the VM starts: the VM dies with it (nothing runs unwatched), nothing
-  is mounted on the host, the pod shows as aborted, and `kvmpod gc` removes it.
+- SIGKILL of `kvmpod run` while the VM starts: the VM dies with it (nothing runs unwatched), the pod's
+  root overlay (mounted in the VM's namespace only, never the host's) is gone with it, in no process's
+  mount namespace is anything of the pod left, the pod shows as aborted, and `kvmpod gc` removes it.
 """
 
 from __future__ import annotations
@@ -161,7 +162,7 @@ def test_volume_writes_reach_the_host_and_the_pod_leaves_no_mount(run_fail: RunS
     run_fail.require()
     assert (run_fail.vols["out"] / "hello.txt").read_text() == "hi\n", run_fail.where()
     pod = run_fail.pods / run_fail.uuid
-    assert not (pod / "stage1").exists(), "the pod's stage1 root copy stays only with --keep"
+    assert not (pod / "stage1").exists(), "the pod's root (its overlay's upper dir) stays only with --keep"
     assert sorted(p.name for p in (pod / "share/apps").iterdir()) == ["fail", "hello", "sleeper"]
     mounts = Path("/proc/self/mounts").read_text()
     assert str(run_fail.pods) not in mounts
@@ -318,6 +319,20 @@ def test_gc_removes_an_ended_pod(run_sigint: RunState) -> None:
 
 # ---------------------------------------------------------------- SIGKILL (no full boot)
 
+def _mounted_anywhere(path: str) -> list[str]:
+    """Mount points at or under `path` seen by any process on the host, in any mount namespace."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                text = (entry / "mountinfo").read_text()
+            except OSError:
+                continue
+            found += [f"{entry.name}: {line.split(' ')[4]}" for line in text.splitlines()
+                      if line.split(" ")[4] == path or line.split(" ")[4].startswith(path + "/")]
+    return found
+
+
 def test_sigkill_leaves_no_vm_and_no_mount_and_gc_cleans_it(tmp_path: Path) -> None:
     state = RunState(logs=kept_dir("run-sigkill"))
     manifest = {"acKind": "PodManifest", "acVersion": "0.8.11", "apps": [sh_app("forever", "exec sleep 100000")]}
@@ -331,6 +346,11 @@ def test_sigkill_leaves_no_vm_and_no_mount_and_gc_cleans_it(tmp_path: Path) -> N
         time.sleep(0.2)
     assert hypervisor, f"kvmpod run never started its VM: {proc.communicate()}"
     time.sleep(2)
+    # The pod's root is an overlay of the stage1, mounted only in the namespace of kvmpod run and its VM.
+    rootfs = str(state.pods / state.uuid / "stage1/rootfs")
+    inside = Path(f"/proc/{hypervisor}/mountinfo").read_text()
+    assert any(line.split(" ")[4] == rootfs and " - overlay " in line for line in inside.splitlines()), inside
+    assert str(state.pods) not in Path("/proc/self/mounts").read_text()
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     deadline = time.monotonic() + 30
@@ -338,6 +358,8 @@ def test_sigkill_leaves_no_vm_and_no_mount_and_gc_cleans_it(tmp_path: Path) -> N
         time.sleep(0.2)
     assert not Path(f"/proc/{hypervisor}").exists(), "the VM outlived its kvmpod run"
     assert str(state.pods) not in Path("/proc/self/mounts").read_text()
+    # Nor in any namespace: no process on the host sees a mount (the overlay, a staged volume) of the pod.
+    assert _mounted_anywhere(str(state.pods)) == [], "a mount of the killed pod outlived it"
     status = json.loads(host_kvmpod("status", state.uuid, "--json", env=state.env).stdout)
     assert status["state"] == "aborted", status
     assert host_kvmpod("gc", env=state.env).stdout == f"removed {state.uuid}\n"

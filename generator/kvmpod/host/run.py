@@ -1,8 +1,9 @@
 """`kvmpod run`: from a pod manifest and app images to a finished pod, in one process.
 
 1. Checks everything it can before writing anything (manifest, one image per app, networks).
-2. Makes the pod directory (host.pods): a copy of the stage1 root (a plain copy, not an overlay: a
-   killed kvmpod leaves no mount behind, and the cached image is never written), each app's rootfs at
+2. Makes the pod directory (host.pods): the stage1 root as an overlay of the cached one with the pod's
+   own upper dir, mounted in kvmpod run's own mount namespace (host.pods.pod_root: a killed kvmpod
+   leaves no mount behind, and the cached image is never written), each app's rootfs at
    /opt/stage2/<app>/rootfs from a directory or an .aci, the image manifests, the pod manifest and
    the networks (staged as `kvmpod stage` does), and the pod share for the apps' exit records.
 3. Boots it with the argv `kvmpod args --pod-dir` prints (the caller passes that function in), as a
@@ -39,6 +40,7 @@ from .pods.app_output import Follower, Progress, app_line_name, boot_status
 from .pods.pod_dirs import (PodDir, first_failure, hold_lock, pod_dir, pod_exit_status, pods_dir, read_exits,
                    write_state)
 from .hypervisor.qmp import QMPError, qmp_command
+from .pods import pod_root
 from .pods.stage import stage_pod
 
 STOP_SECONDS = 180.0  # TCG guests take a while to stop their units and power off
@@ -132,11 +134,11 @@ def prepare(pod: PodDir, stage1: Stage1, manifest_bytes: bytes, images: dict[str
     with open(pod.manifest, "wb") as f:
         f.write(manifest_bytes)
     os.makedirs(pod.stage1)
-    _copy_tree(stage1.root, pod.rootfs)
-    say(f"stage1 root copied in {time.monotonic() - started:.1f} s")
+    how = pod_root.make_root(stage1.root, pod, private_namespace=False)  # an overlay, in our own namespace
+    say(f"stage1 root ready ({how}) in {time.monotonic() - started:.1f} s")
     stored = [s for path in images.values() if is_store_entry(path) and (s := stored_image_at(path)) is not None]
     if stored:  # before installing: from now on image gc leaves these entries alone
-        record_use(pod.path, stored)
+        record_use(pod.path, stored) (kvmpod run: the pod's root is an overlay of the cached stage1 (upper dir in the pod directory) mounted in kvmpod run's own mount namespace, which QEMU inherits and which dies with them; a copy only when overlayfs cannot be used; e2e: the overlay is seen only in the VM's namespace and no process's namespace keeps anything of a killed pod)
     for app, image in images.items():
         install_app(pod.rootfs, app, image, f"--app {app}")
     stage_pod(pod.rootfs, manifest_bytes, networks)
@@ -286,6 +288,7 @@ def run_pod(*, pod_model: Pod, manifest_bytes: bytes, images: dict[str, str], ne
                 network_up(pod, say)  # taps, addresses, rules (host.net), recorded in the pod directory first
             argv = argv_for(pod)
         except BaseException:
+            pod_root.unmount(pod)
             if network_teardown():  # else the pod stays, with its net.json, for kvmpod gc
                 shutil.rmtree(pod.path, ignore_errors=True)  # nothing half-made stays behind
             raise
@@ -322,6 +325,7 @@ def run_pod(*, pod_model: Pod, manifest_bytes: bytes, images: dict[str, str], ne
     finally:
         if os.path.isdir(pod.path):
             network_teardown()
+        pod_root.unmount(pod)
         if not keep:
             shutil.rmtree(pod.stage1, ignore_errors=True)
         try:

@@ -4,8 +4,10 @@
       pod.json              the pod manifest as given
       state.json            what kvmpod run last recorded: state, times, the pod's exit status
       lock                  flock()ed by kvmpod run and inherited by its hypervisor: held = running
-      stage1/rootfs/        this pod's copy of the stage1 root (the guest's 9p root); removed when
-                            the pod ends unless kvmpod run --keep
+      stage1/rootfs/        the guest's 9p root: an overlay of the cached stage1 root, mounted only in
+                            kvmpod run's own mount namespace (pods.pod_root), else a copy
+      stage1/upper/, work/  the overlay's upper dir (the pod's own files and journal) and work dir;
+                            stage1/ is removed when the pod ends unless kvmpod run --keep
       share/apps/<app>      the pod share (9p tag kvmpod_pod): each app's end, written by the guest
       console.log           the guest console
       apps.log              the apps' output as the guest sent it ("[  12.3] app[42]: line")
