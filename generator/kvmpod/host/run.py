@@ -138,7 +138,7 @@ def prepare(pod: PodDir, stage1: Stage1, manifest_bytes: bytes, images: dict[str
     say(f"stage1 root ready ({how}) in {time.monotonic() - started:.1f} s")
     stored = [s for path in images.values() if is_store_entry(path) and (s := stored_image_at(path)) is not None]
     if stored:  # before installing: from now on image gc leaves these entries alone
-        record_use(pod.path, stored) (kvmpod run: the pod's root is an overlay of the cached stage1 (upper dir in the pod directory) mounted in kvmpod run's own mount namespace, which QEMU inherits and which dies with them; a copy only when overlayfs cannot be used; e2e: the overlay is seen only in the VM's namespace and no process's namespace keeps anything of a killed pod)
+        record_use(pod.path, stored)
     for app, image in images.items():
         install_app(pod.rootfs, app, image, f"--app {app}")
     stage_pod(pod.rootfs, manifest_bytes, networks)
