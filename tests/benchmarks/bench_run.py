@@ -168,7 +168,7 @@ def one_run(work: Path, busybox_root: Path, kernel_params: str = "", stage1_imag
         {"name": "hello", "app": {"exec": ["/bin/sh", "-c", APP_SCRIPT], "user": "0", "group": "0"}}]}
     (work / "pod.json").write_text(json.dumps(pod))
     env = dict(os.environ, PYTHONPATH=str(REPO / "generator"), KVMPOD_PODS_DIR=str(pods),
-               KVMPOD_EXTRA_KERNEL_PARAMS=kernel_params)
+               KVMPOD_EXTRA_KERNEL_PARAMS=kernel_params, KVMPOD_NET="none")  # no taps on this host
     started = time.monotonic()
     proc = subprocess.Popen([sys.executable, "-m", "kvmpod.host.cli", "run", "--manifest", str(work / "pod.json"),
                              "--app", f"hello={busybox_root}", "--keep"], env=env, stdout=subprocess.PIPE,

@@ -31,6 +31,10 @@ class PodNet:
         self.dns, self.dns_search = opts.dns, opts.dns_search
         self.hostname = check_hostname(opts.hostname)
         resolv_conf(self.dns, self.dns_search)  # a bad --dns is named now, before anything is written
+        wanted = wanted_forwards(self.port_flags, pod)  # and a bad --port (names are checked against the
+        if wanted and not self.configs and not external:  # images once they are installed, in `up`)
+            raise InvalidInput([Problem(wanted[0][2], "the pod has no network to forward to (--net none); give it "
+                                                      "a network, e.g. --net default")])
         self.networks: tuple[Network, ...] = ()
         self.sockets: list = []
 
