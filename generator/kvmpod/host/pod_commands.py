@@ -16,7 +16,7 @@ from .pods.machined import register_machine
 from .net.nics import guest_description, parse_uuid
 from . import net_glue
 from .pods.pod_dirs import (first_failure, gc, list_pods, manifest_apps, parse_duration, pod_dir, pod_exit_status, pod_state,
-                   read_exits, read_state, is_running)
+                   read_exit_records, read_state, is_running)
 from .hypervisor.qmp import QMPError, qmp_command
 from . import run as runner
 from .run import Stage1, new_pod_uuid, parse_app_images, run_pod
@@ -142,11 +142,11 @@ def pod_report(uuid: str) -> dict:
         raise InvalidInput([Problem("UUID", f"no pod {uuid} in {os.path.dirname(pod.path)}; see kvmpod list")])
     state = read_state(pod)
     apps = state.get("apps") or manifest_apps(pod)
-    exits = read_exits(pod, apps)
+    exits, unreadable = read_exit_records(pod, apps)
     report = {"uuid": pod.uuid, "state": pod_state(pod), "created": state.get("created"),
               "finished": state.get("finished"), "exit_status": state.get("exit_status"), "how": state.get("how"),
               "apps": [{"name": a, "exit_status": e.exit_status if e else None, "result": e.result if e else None,
-                        "ended": e.describe() if e else "running or no record"} for a, e in exits.items()],
+                        "ended": e.describe() if e else unreadable.get(a, "running or no record")} for a, e in exits.items()],
               "networks": net_glue.addresses(pod)}
     if report["state"] == "aborted":
         report["how"] = "kvmpod run and its VM were killed before the pod's end was recorded"

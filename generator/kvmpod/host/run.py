@@ -37,7 +37,7 @@ from .hypervisor.argv import hypervisor_part
 from .images.aci import extract_aci
 from .images.store import fetch as fetch_image, is_image_reference, is_store_entry, record_use, stored_image_at
 from .pods.app_output import Follower, Progress, app_line_name, boot_status
-from .pods.pod_dirs import (PodDir, first_failure, hold_lock, pod_dir, pod_exit_status, pods_dir, read_exits,
+from .pods.pod_dirs import (PodDir, first_failure, hold_lock, pod_dir, pod_exit_status, pods_dir, read_exit_records,
                    write_state)
 from .hypervisor.qmp import QMPError, qmp_command
 from .pods import pod_root
@@ -300,11 +300,12 @@ def run_pod(*, pod_model: Pod, manifest_bytes: bytes, images: dict[str, str], ne
         started = time.monotonic()
         rc, interrupted = boot_and_follow(pod, argv, lock_fd, register, out, err)
         seconds = time.monotonic() - started
-        exits = read_exits(pod, apps)
+        exits, unreadable = read_exit_records(pod, apps)  # the guest wrote them: read as untrusted data
         status = pod_exit_status(exits)
         first = first_failure(exits)
         missing = [a for a, e in exits.items() if e is None]
-        summary = ", ".join(f"{a} {e.describe()}" if e else f"{a}: no record" for a, e in exits.items())
+        summary = ", ".join(f"{a} {e.describe()}" if e else f"{a}: {unreadable.get(a, 'no record')}"
+                            for a, e in exits.items())
         say(f"pod {pod_uuid} ended after {seconds:.1f} s: {summary}")
         if missing and first is None:
             how = (f"the VM ended (hypervisor exit {rc}) before the guest recorded {', '.join(missing)}"

@@ -14,6 +14,8 @@ import shutil
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 _STATUS = re.compile(r"^\[\s*(?:OK|FAILED|DEPEND|TIME)\s*\]\s+(.*)$")
 MAX_LINE = 64 * 1024
+MAX_READ = 1024 * 1024  # per poll: a guest flooding its serial port costs kvmpod run bounded memory
+MAX_FINAL_READ = 16 * MAX_READ
 
 
 class Follower:
@@ -28,7 +30,8 @@ class Follower:
         try:
             with open(self.path, "rb") as f:
                 f.seek(self.offset)
-                data = f.read()
+                # the last call drains what is left, up to MAX_FINAL_READ more (apps.log keeps it all)
+                data = f.read(MAX_FINAL_READ if final else MAX_READ)
         except FileNotFoundError:
             return []
         self.offset += len(data)

@@ -153,30 +153,74 @@ class AppExit:
         return f"killed by signal {self.status}" + ("" if self.result == "success" else " (failed)")
 
 
-def parse_exit(app: str, text: str) -> AppExit | None:
+_RESULT_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz-")
+_MAX_MONOTONIC_US = 2**63 - 1
+
+
+def exit_problem(text: str) -> str | None:
+    """Why a record cannot be an end systemd recorded (the guest wrote it: anything is possible)."""
+    if "\0" in text:
+        return "holds a NUL byte"
     fields = dict(line.split("=", 1) for line in text.splitlines() if "=" in line)
-    try:
-        started = int(fields.get("ExecMainStartTimestampMonotonic") or 0) > 0
-        return AppExit(app=app, result=fields.get("Result", ""), code=_CODES.get(fields.get("ExecMainCode", ""), ""),
-                       status=int(fields.get("ExecMainStatus") or 0), started=started,
-                       exited_at_us=int(fields.get("ExecMainExitTimestampMonotonic") or 0))
-    except ValueError:
+    result = fields.get("Result", "")
+    if not result or len(result) > 32 or not _RESULT_CHARS.issuperset(result):
+        return f"has no valid Result= ({result[:40]!r})"
+    code = fields.get("ExecMainCode", "0") or "0"
+    if code not in ("0", *_CODES):
+        return f"has an ExecMainCode= systemd never writes ({code[:40]!r})"
+    status = fields.get("ExecMainStatus") or "0"
+    if not (status.isascii() and status.isdigit()) or len(status) > 3 or int(status) > 255 \
+            or (_CODES.get(code) in ("killed", "dumped") and not 1 <= int(status) <= 64):
+        return f"has an ExecMainStatus= out of range ({status[:40]!r})"
+    for key in ("ExecMainStartTimestampMonotonic", "ExecMainExitTimestampMonotonic"):
+        value = fields.get(key) or "0"
+        if not (value.isascii() and value.isdigit()) or len(value) > 19 or int(value) > _MAX_MONOTONIC_US:
+            return f"has a {key}= out of range ({value[:40]!r})"
+    return None
+
+
+def parse_exit(app: str, text: str) -> AppExit | None:
+    """The app's end from its record (`systemctl show` output); None when it is not a valid one."""
+    if exit_problem(text) is not None:
         return None
+    fields = dict(line.split("=", 1) for line in text.splitlines() if "=" in line)
+    started = int(fields.get("ExecMainStartTimestampMonotonic") or 0) > 0
+    return AppExit(app=app, result=fields["Result"], code=_CODES.get(fields.get("ExecMainCode", ""), ""),
+                   status=int(fields.get("ExecMainStatus") or 0), started=started,
+                   exited_at_us=int(fields.get("ExecMainExitTimestampMonotonic") or 0))
+
+
+def read_exit_records(pod: PodDir, apps: list[str]) -> tuple[dict[str, AppExit | None], dict[str, str]]:
+    """Each app's end as the guest recorded it (None: no valid record), and for each app whose record
+    exists but could not be read or is not valid, why. Read as untrusted data (host.pods.share_reader):
+    never following a link, regular files only, at most MAX_RECORD_BYTES each, only the pod's apps."""
+    from .share_reader import read_records
+
+    exits: dict[str, AppExit | None] = {}
+    problems: dict[str, str] = {}
+    records = read_records(pod.path, ("share", "apps"), apps, MAX_RECORD_BYTES)
+    for app in apps:
+        record = records[app]
+        exits[app] = None
+        if record.problem is not None:
+            problems[app] = f"its record {record.problem}"
+        elif record.data is not None:
+            try:
+                text = record.data.decode("utf-8")
+            except UnicodeDecodeError:
+                problems[app] = "its record is not UTF-8"
+                continue
+            problem = exit_problem(text)
+            if problem is not None:
+                problems[app] = f"its record {problem}"
+            else:
+                exits[app] = parse_exit(app, text)
+    return exits, problems
 
 
 def read_exits(pod: PodDir, apps: list[str]) -> dict[str, AppExit | None]:
-    """Each app's end as the guest recorded it; None for an app with no (readable) record."""
-    out: dict[str, AppExit | None] = {}
-    for app in apps:
-        try:
-            fd = os.open(os.path.join(pod.exits, app), os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-        except OSError:
-            out[app] = None
-            continue
-        with os.fdopen(fd, "rb") as f:
-            data = f.read(MAX_RECORD_BYTES)
-        out[app] = parse_exit(app, data.decode("utf-8", "replace"))
-    return out
+    """Each app's end as the guest recorded it; None for an app with no (valid, readable) record."""
+    return read_exit_records(pod, apps)[0]
 
 
 def first_failure(exits: dict[str, AppExit | None]) -> AppExit | None:
