@@ -29,6 +29,7 @@ outside it.
 import hashlib
 import io
 import os
+import shutil
 import stat
 import subprocess
 import tarfile
@@ -54,7 +55,7 @@ LAYER_MEDIA_TYPES = {
 def _layer_parts(name: str) -> list[str]:
     if len(name.encode("utf-8", "surrogateescape")) > MAX_NAME_BYTES:
         raise Refused(f"{name[:80]!r}... is longer than {MAX_NAME_BYTES} bytes")
-    if name.startswith("/"):
+    if name.startswith("/") and name.strip("/"):  # "/" alone is the root, as umoci insert writes it
         raise Refused(f"{name!r} is an absolute name")
     parts = [p for p in name.split("/") if p not in ("", ".")]
     if ".." in parts:
@@ -148,13 +149,16 @@ class Applier:
             self.warn(f"{what}: {devices - 3} more device nodes skipped")
 
     def _remove(self, fd: int, name: str) -> None:
-        self._forget()
+        """Remove `name` in the directory `fd`; the cached directory fd is closed afterwards (it may
+        have been inside), so callers get theirs again."""
         st = os.lstat(name, dir_fd=fd)
-        if stat.S_ISDIR(st.st_mode):
-            import shutil
-            shutil.rmtree(name, dir_fd=fd)  # fd-based, never follows a symlink (shutil's safe rmtree)
-        else:
-            os.unlink(name, dir_fd=fd)
+        try:
+            if stat.S_ISDIR(st.st_mode):
+                shutil.rmtree(name, dir_fd=fd)  # fd-based, never follows a symlink (shutil's safe rmtree)
+            else:
+                os.unlink(name, dir_fd=fd)
+        finally:
+            self._forget()
 
     def _whiteout(self, dir_parts: list[str], name: str, this_layer: set[str]) -> None:
         if not name or name in (".", ".."):
