@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import stage1_trim
+from .installed_tree import InstalledTree, NotInstalled, installed_tree
 
 SUITE = "bookworm"
 MIRROR_ENV = "KVMPOD_E2E_MIRROR"
@@ -371,12 +372,15 @@ def checkout_deb(out: Path) -> Path:
     return Path(lines[-1])
 
 
-def _install_stage1(root: Path, deb: Path) -> None:
-    shutil.copy2(deb, root / "tmp" / deb.name)
-    try:
-        _chroot(root, "dpkg", "-i", f"/tmp/{deb.name}")
-    finally:
-        (root / "tmp" / deb.name).unlink()
+def _install_stage1(root: Path, deb: Path | InstalledTree) -> None:
+    if isinstance(deb, InstalledTree):  # an installed kvmpod: its own installed files (installed_tree.py)
+        deb.install(root, _chroot)
+    else:
+        shutil.copy2(deb, root / "tmp" / deb.name)
+        try:
+            _chroot(root, "dpkg", "-i", f"/tmp/{deb.name}")
+        finally:
+            (root / "tmp" / deb.name).unlink()
     for path in ("usr/lib/systemd/system-generators/kvmpod-generator", "usr/bin/kvmpod"):
         if not (root / path).exists():
             raise ImageBuildError(f"{deb.name} installed no /{path}")
@@ -387,16 +391,16 @@ def _install_stage1(root: Path, deb: Path) -> None:
     stage1_trim.trim(root)  # what a pod does not run (issue 20)
 
 
-def stage1_hash(base_hash: str, deb: Path) -> str:
+def stage1_hash(base_hash: str, deb: Path | InstalledTree) -> str:
     h = hashlib.sha256(base_hash.encode())
-    h.update(hashlib.sha256(deb.read_bytes()).digest())
+    h.update(deb.digest().encode() if isinstance(deb, InstalledTree) else hashlib.sha256(deb.read_bytes()).digest())
     h.update(inspect.getsource(_install_stage1).encode())
     h.update(inspect.getsource(stage1_trim).encode())
     h.update(json.dumps([APPS_TTY, JOURNALD_DROPIN, JOURNALD_SETTINGS, STAGE1_HOSTNAME]).encode())
     return h.hexdigest()[:16]
 
 
-def _build_stage1(base: GuestImage, entry: Path, deb: Path) -> None:
+def _build_stage1(base: GuestImage, entry: Path, deb: Path | InstalledTree) -> None:
     tmp = entry.with_name(f".tmp-{entry.name}-{os.getpid()}")
     _remove_tree(tmp)
     tmp.mkdir(parents=True)
@@ -404,7 +408,7 @@ def _build_stage1(base: GuestImage, entry: Path, deb: Path) -> None:
     try:
         with _step(f"copy the base image {base.root.parent.name}", started):
             subprocess.run(["cp", "-a", "--reflink=auto", str(base.root), str(tmp / "root")], check=True)
-        with _step(f"install {deb.name}", started):
+        with _step(f"install kvmpod from {deb.name}", started):
             _install_stage1(tmp / "root", deb)
         shutil.copy2(base.vmlinuz, tmp / "vmlinuz")
         shutil.copy2(base.initrd, tmp / "initrd.img")
@@ -418,7 +422,8 @@ def _build_stage1(base: GuestImage, entry: Path, deb: Path) -> None:
 
 
 def ensure_stage1(deb: Path | None = None, mirror: str | None = None) -> GuestImage:
-    """The stage1 for this checkout's kvmpod (or the given .deb), building what is missing.
+    """The stage1 for this kvmpod (this checkout's .deb, else its installed files), or the given
+    .deb, building what is missing.
 
     The base is built first when missing (minutes); the stage1 layer is a copy of it with the .deb
     installed (seconds). Returns paths inside the cache: read them, never write them.
@@ -428,7 +433,12 @@ def ensure_stage1(deb: Path | None = None, mirror: str | None = None) -> GuestIm
     started = time.monotonic()
     base = ensure_image()
     with tempfile_dir() as tmp:
-        if deb is None:
+        if deb is None and not BUILD_DEB.is_file():
+            try:  # installed, not a checkout: this kvmpod's own installed files
+                deb = installed_tree()
+            except NotInstalled as error:
+                raise ImageBuildError(str(error)) from None
+        elif deb is None:
             with _step("build kvmpod's .deb (packaging/build-deb)", started):
                 deb = checkout_deb(tmp)
         elif not deb.is_file():
