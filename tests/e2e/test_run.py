@@ -30,6 +30,8 @@ from typing import ClassVar
 
 import pytest
 
+from kvmpod.host.images.oci_writer import write_oci_layout
+
 from .conftest import BootState, module_boot
 from .kvmpod_guest import busybox_rootfs, host_kvmpod, kept_dir, kvmpod_cli, pod_uuid, write_json
 
@@ -53,13 +55,14 @@ class RunState(BootState):
     stdout: str = ""
     stderr: str = ""
     vols: dict[str, Path] = field(default_factory=dict)
+    fetched: subprocess.CompletedProcess | None = None
 
     def output_dir(self) -> Path | None:
         return self.logs
 
     @property
     def env(self) -> dict[str, str]:
-        return {"KVMPOD_PODS_DIR": str(self.pods)}
+        return {"KVMPOD_PODS_DIR": str(self.pods), "KVMPOD_IMAGES_DIR": str(self.logs / "image-store")}
 
     def app_lines(self) -> list[tuple[str, str]]:
         return [(m["app"], m["text"]) for m in map(LINE.match, self.stdout.splitlines()) if m]
@@ -168,7 +171,7 @@ def test_volume_writes_reach_the_host_and_the_pod_leaves_no_mount(run_fail: RunS
     assert str(run_fail.pods) not in mounts
 
 
-# ---------------------------------------------------------------- run-ok (.aci app included)
+# ---------------------------------------------------------------- run-ok (.aci and OCI apps included)
 
 def _aci(path: Path, rootfs: Path, image_manifest: dict) -> Path:
     manifest = path.with_suffix(".manifest")
@@ -188,15 +191,28 @@ def _run_ok(state: RunState, tmp: Path) -> Iterator[None]:
         "acKind": "ImageManifest", "acVersion": "0.8.11", "name": "example.com/two",
         "app": {"exec": ["/bin/sh", "-c", "echo two from an aci; echo two > /out/two.txt"], "user": "0", "group": "0",
                 "mountPoints": [{"name": "out", "path": "/out"}]}})
+    # An OCI layout (the image store unpacks it, fetched once before the run: the run unpacks nothing)
+    # whose config gives the command (a bare "sh" found on the image's PATH), env, user, working dir.
+    three = busybox_rootfs(images / "three-rootfs")
+    (three / "etc").mkdir()
+    (three / "etc/passwd").write_text("root:x:0:0::/root:/bin/sh\nweb:x:1000:1001::/home/web:/bin/sh\n")
+    (three / "etc/group").write_text("root:x:0:\nwebgrp:x:1001:\nextra:x:1002:web\n")
+    write_oci_layout(str(three), {"Entrypoint": ["sh", "-c"], "Cmd": [
+        'echo "three uid=$(id -u) gid=$(id -g) groups=$(id -G) pwd=$(pwd) greeting=$GREETING"'],
+        "Env": ["PATH=/bin", "GREETING=hello from oci"], "User": "web", "WorkingDir": "/srv/www"},
+        str(images / "three-oci"), ref="example.com/three:1.0")
+    state.fetched = host_kvmpod("image", "fetch", f"oci:{images / 'three-oci'}:example.com/three:1.0", env=state.env)
     manifest = {"acKind": "PodManifest", "acVersion": "0.8.11", "apps": [
         sh_app("one", "echo one here; busybox tr '\\0' '\\n' < /proc/$$/environ > /out/one.env; "
                       "echo one > /out/one.txt", [("out", "/out")]),
         {"name": "two", "image": {"name": "example.com/two"}},
+        {"name": "three", "image": {"name": "example.com/three"}},
     ], "volumes": [{"name": "out", "kind": "host", "source": str(out)}]}
     # appc allows "." and "-" in names, systemd 252 drops them: the stage1's static busybox passes them.
     manifest["apps"][0]["app"]["environment"] = [{"name": "my.dotted-name", "value": "it arrived"}]
     started = time.monotonic()
-    _finish(state, _start(state, manifest, {"one": busybox_rootfs(images / "one"), "two": aci}))
+    _finish(state, _start(state, manifest, {"one": busybox_rootfs(images / "one"), "two": aci,
+                                            "three": f"oci:{images / 'three-oci'}:example.com/three:1.0"}))
     state.seconds = time.monotonic() - started
     yield
 
@@ -211,7 +227,7 @@ def test_pod_whose_apps_all_succeed_powers_off_by_itself(run_ok: RunState) -> No
     assert run_ok.rc == 0, run_ok.where()
     status = run_ok.status()
     assert (status["state"], status["exit_status"], status["how"]) == ("exited", 0, "every app exited successfully")
-    assert {a["name"]: a["exit_status"] for a in status["apps"]} == {"one": 0, "two": 0}
+    assert {a["name"]: a["exit_status"] for a in status["apps"]} == {"one": 0, "two": 0, "three": 0}
 
 
 def test_aci_app_runs_with_its_image_manifest(run_ok: RunState) -> None:
@@ -219,6 +235,18 @@ def test_aci_app_runs_with_its_image_manifest(run_ok: RunState) -> None:
     assert ("two", "two from an aci") in run_ok.app_lines(), run_ok.where()
     assert (run_ok.vols["out"] / "two.txt").read_text() == "two\n"
     assert (run_ok.vols["out"] / "one.txt").read_text() == "one\n"
+
+
+def test_oci_app_runs_with_its_image_config_from_the_store(run_ok: RunState) -> None:
+    run_ok.require()
+    assert ("three", "three uid=1000 gid=1001 groups=1001 1002 pwd=/srv/www greeting=hello from oci") \
+        in run_ok.app_lines(), run_ok.where()
+    digest = run_ok.fetched.stdout.strip()
+    assert "unpacking 1 layer" in run_ok.fetched.stderr
+    assert f"image example.com/three:1.0: already in the store ({digest})" in run_ok.stderr, run_ok.where()
+    assert json.loads((run_ok.pods / run_ok.uuid / "images.json").read_text()) == [digest]
+    entry = run_ok.logs / "image-store" / digest.replace(":", "-")
+    assert (entry / "rootfs/srv/www").is_dir() and (entry / "manifest").is_file()  # WorkingDir made in the image
 
 
 def test_an_environment_name_systemd_drops_reaches_the_app(run_ok: RunState) -> None:
