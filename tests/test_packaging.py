@@ -143,6 +143,8 @@ def test_deb_control_fields(deb):
     assert field("Version") == version()
     assert field("Architecture") == "all"
     assert field("Depends") == "python3 (>= 3.11~)"
+    # kvmpod run boots QEMU; an installed kvmpod builds its stage1 with debootstrap (installed_tree.py)
+    assert field("Recommends") == "qemu-system-x86, debootstrap"
     assert field("Suggests") == "python3-pystemd"
     info = run(["dpkg-deb", "-I", str(deb)]).stdout
     assert "postinst" in info and "prerm" in info
