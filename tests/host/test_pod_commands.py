@@ -78,6 +78,12 @@ def test_the_command_line_reaches_run_pod_with_its_manifest_and_images(images: P
                "it one with --exec CMD after the image\n"),
     (["--manifest", "pod.json", "web"], "kvmpod: --manifest: cannot be given with images: give either IMAGE "
                                         "[APP FLAGS] ... or --manifest POD --app NAME=IMAGE\n"),
+    (["--exec", "/bin/x", "web"], "kvmpod: --exec: is an app flag and comes after its image: kvmpod run [POD "
+                                  "FLAGS] IMAGE [APP FLAGS] [-- ARGS]\n"),
+    (["--cpu", "1", "web"], "kvmpod: --cpu: is an app flag and comes after its image: kvmpod run [POD FLAGS] "
+                            "IMAGE [APP FLAGS] [-- ARGS]\n"),
+    (["--readonly-rootfs", "web"], "kvmpod: --readonly-rootfs: is an app flag and comes after its image: kvmpod "
+                                   "run [POD FLAGS] IMAGE [APP FLAGS] [-- ARGS]\n"),
     ([], "kvmpod: IMAGE: give at least one image (kvmpod run [POD FLAGS] IMAGE [APP FLAGS] [-- ARGS] [--- IMAGE "
          "...]), or --manifest POD with --app NAME=IMAGE\n"),
 ])

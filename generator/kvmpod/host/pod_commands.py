@@ -45,6 +45,15 @@ def _stage1(opts: argparse.Namespace) -> Stage1:
     return Stage1(str(image.root), str(image.vmlinuz), str(image.initrd))
 
 
+class _AppFlagFirst(argparse.Action):
+    """An app flag before the first image: rkt said "--exec must follow an image" (and argparse would
+    take --cpu for an abbreviation of --cpus)."""
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        raise InvalidInput([Problem(option_string or self.dest, "is an app flag and comes after its image: kvmpod "
+                                                                "run [POD FLAGS] IMAGE [APP FLAGS] [-- ARGS]")])
+
+
 def add_run_command_line(run: argparse.ArgumentParser) -> None:
     """kvmpod run's pod flags for rkt's command line (host.pods.command_line), and its images."""
     run.add_argument("--volume", action="append", default=[], metavar="NAME,kind=host,source=PATH|NAME,kind=empty",
@@ -55,6 +64,9 @@ def add_run_command_line(run: argparse.ArgumentParser) -> None:
                      help="NAME=VALUE lines for every app (# comments)")
     run.add_argument("--mount", action="append", default=[], metavar="volume=NAME,target=PATH",
                      help="before the first image: in every app; after an image: in that app")
+    for flag in (*APP_VALUE_FLAGS, *APP_BOOL_FLAGS):
+        if flag not in run._option_string_actions:  # --memory, --set-env, --mount: pod flags here
+            run.add_argument(flag, nargs="?", action=_AppFlagFirst, help=argparse.SUPPRESS)
     run.add_argument("images", nargs=argparse.REMAINDER, metavar="IMAGE [APP FLAGS] [-- ARGS] [--- IMAGE ...]",
                      help="oci:PATH[:REF], oci-archive:PATH[:REF], docker-archive:PATH[:REPO:TAG], an .aci or a "
                           "directory; app flags: " + ", ".join(sorted(APP_VALUE_FLAGS) + list(APP_BOOL_FLAGS)))
