@@ -3,6 +3,7 @@ image, use by running pods."""
 
 import json
 import os
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -53,6 +54,7 @@ def test_fetch_an_oci_layout_then_again_unpacks_nothing(store: Path, busybox_roo
     assert said == [f"image web:1.0: already in the store ({digest})"]
     assert (Path(stored.path) / "rootfs/bin").stat().st_mtime_ns == mtime
     assert [e.digest for e in stored_images()] == [digest]
+    assert stat.S_IMODE(store.stat().st_mode) == 0o700  # setuid programs of images out of the host users' reach
 
 
 def test_fetch_a_docker_archive(store: Path, busybox_rootfs: Path, tmp_path: Path):

@@ -11,6 +11,9 @@ treestore kept them.
         image.json                digest, name, reference, config digest, size, when fetched
       sha256-<hex>.use            the mutable part beside it: last use (mtime) and every name it
                                   was fetched as (JSON)
+    <images> is mode 0700: an image's files keep their owners and modes, and a setuid-root program of
+    an image must never be something a user of the host can run from the store.
+
       .locks/sha256-<hex>.lock    flock()ed while the entry is made or removed
       .tmp/sha256-<hex>.<pid>/    an entry being made: renamed into place when complete, so an
                                   entry is there whole or not at all; a killed fetch's leftover is
@@ -105,7 +108,9 @@ def fetch(reference: str, say: Callable[[str], None] = _say_nothing) -> StoredIm
 
 def _store(image, reference: str, say: Callable[[str], None]) -> StoredImage:
     base = images_dir()
-    os.makedirs(base, mode=0o755, exist_ok=True)
+    os.makedirs(base, mode=0o700, exist_ok=True)
+    if os.stat(base).st_mode & 0o077 and os.stat(base).st_uid == os.geteuid():
+        os.chmod(base, 0o700)  # the images' setuid programs must not be reachable by the host's users
     entry = entry_path(image.digest, base)
     stored = StoredImage(image.digest, image.name, entry)
     with _Lock(base, image.digest):
