@@ -19,6 +19,8 @@ EXAMPLE_ROOT = SOURCE / "examples" / "appc-pod" / "root"
 DRY_RUN_EXPECTED = REPO / "tests" / "guest" / "generator_cases" / "dry-run-appc-example" / "expected.stdout"
 PKGDIR = "/usr/lib/python3/dist-packages"
 GENERATOR = "/usr/lib/systemd/system-generators/kvmpod-generator"
+ENTER_UNITS = {"/usr/lib/systemd/system/kvmpod-enter.socket", "/usr/lib/systemd/system/kvmpod-enter.service",
+               "/usr/lib/udev/rules.d/60-kvmpod-enter.rules"}
 CLI = "/usr/bin/kvmpod"
 MAN_PAGES = {"/usr/share/man/man1/kvmpod.1.gz", "/usr/share/man/man8/kvmpod-generator.8.gz"}
 DEB_DOCS = {"/usr/share/doc/kvmpod/copyright", "/usr/share/doc/kvmpod/changelog.gz"}
@@ -112,7 +114,7 @@ def rpm(tmp_path_factory) -> Path:
 
 
 def test_deb_holds_exactly_the_expected_files(deb_listing):
-    files = package_files() | {GENERATOR, CLI} | MAN_PAGES | DEB_DOCS
+    files = package_files() | {GENERATOR, CLI} | MAN_PAGES | DEB_DOCS | ENTER_UNITS
     assert f"{PKGDIR}/kvmpod/examples/appc-pod/root/etc/kvmpod/pod.json" in files
     listed_files = {p for p in deb_listing if not p.endswith("/")}
     listed_dirs = {p.rstrip("/") for p in deb_listing if p.endswith("/")} - {""}

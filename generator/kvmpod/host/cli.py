@@ -85,7 +85,7 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--initrd", help="initrd (default: ROOTFS/initrd.img when present)")
         p.add_argument("--cpus", type=int, help="override the CPU count computed from the isolators")
         p.add_argument("--memory", type=int, help="override the memory in MiB computed from the isolators")
-        p.add_argument("--console", default="stdio", help="stdio or file:PATH (qemu only)")
+        p.add_argument("--console", default="stdio", help="stdio, file:PATH or socket:PATH (qemu only)")
         p.add_argument("--root-tag", default=DEFAULT_ROOT_TAG, help="9p tag of the root share (qemu, "
                                                                     "or lkvm with --initrd)")
         p.add_argument("--security-model", choices=SECURITY_MODELS, help=SECURITY_MODEL_HELP)

@@ -12,6 +12,7 @@ from pathlib import Path
 from ..pod.files import read_text
 from ..pod.problems import InvalidInput, Problem
 from .hypervisor.launch import host_runs_systemd
+from .hypervisor.pod_devices import qemu_console_chardev
 from .pods.machined import register_machine
 from .net.nics import guest_description, parse_uuid
 from . import net_glue
@@ -123,8 +124,9 @@ def run_command(opts: argparse.Namespace, load: Callable, host_argv: Callable) -
         def argv_for(pod) -> list[str]:
             boot = argparse.Namespace(**vars(opts))
             boot.rootfs, boot.kernel, boot.initrd = pod.rootfs, stage1.vmlinuz, stage1.initrd
-            # lkvm has no file console: its console is its stdout, which kvmpod keeps in hypervisor.log
-            boot.console = f"file:{pod.console}" if opts.hypervisor == "qemu" else "stdio"
+            # QEMU's console is a socket kvmpod run reads into the capped console.log; lkvm's console
+            # is its stdout, which kvmpod run keeps in the capped hypervisor.log
+            boot.console = qemu_console_chardev(pod.path) if opts.hypervisor == "qemu" else "stdio"
             boot.pod_dir, boot.uuid = pod.path, pod_uuid
             nets = pod_net.networks if pod_net is not None else inputs.networks
             return host_argv(boot, type(inputs)(inputs.manifest_bytes, inputs.pod, nets, pod_uuid))

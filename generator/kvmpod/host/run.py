@@ -21,6 +21,7 @@
 import ctypes
 import json
 import os
+import select
 import shutil
 import signal
 import subprocess
@@ -36,7 +37,9 @@ from ..pod.problems import InvalidInput, Problem
 from .hypervisor.argv import hypervisor_part
 from .images.aci import extract_aci
 from .images.store import fetch as fetch_image, is_image_reference, is_store_entry, record_use, stored_image_at
-from .pods.app_output import Follower, Progress, app_line_name, boot_status
+from .pods.app_output import Progress, app_line_name, boot_status
+from .pods.capped_log import CappedLog, LogSource
+from .pods.enter_relay import EnterRelay
 from .pods.pod_dirs import (PodDir, first_failure, hold_lock, pod_dir, pod_exit_status, pods_dir, read_exit_records,
                    write_state)
 from .hypervisor.qmp import QMPError, qmp_command
@@ -46,6 +49,7 @@ from .pods.stage import stage_pod
 STOP_SECONDS = 180.0  # TCG guests take a while to stop their units and power off
 PRESS_AGAIN_SECONDS = 15.0  # the power button again: the first press may come before logind listens
 POLL_SECONDS = 0.1
+CONNECT_POLL_SECONDS = 0.005
 EXIT_INTERRUPTED = 130
 EXIT_POD_BROKEN = 1
 
@@ -176,70 +180,104 @@ def press_power_button(pod: PodDir) -> str | None:
         return str(error)
 
 
+def _log_sources(pod: PodDir, argv: list[str], hypervisor_out: int) -> tuple[LogSource, LogSource | None, LogSource]:
+    """The apps' output, the console (None when the argv has no console socket: lkvm) and the
+    hypervisor's own output, each into its capped log in the pod directory."""
+    words = "\n".join(argv)
+    apps = LogSource(CappedLog(pod.apps_log), socket_path=pod.apps_socket if pod.apps_socket in words else None)
+    console = (LogSource(CappedLog(pod.console), socket_path=pod.console_socket)
+               if pod.console_socket in words else None)
+    hypervisor = LogSource(CappedLog(pod.hypervisor_log), fd=hypervisor_out)
+    return apps, console, hypervisor
+
+
 def boot_and_follow(pod: PodDir, argv: list[str], lock_fd: int, register: Callable[[int], str] | None, out,
                     err) -> tuple[int | None, bool]:
     """Run the VM to its end; (hypervisor's exit status or None when killed by kvmpod, interrupted)."""
     progress = Progress(err)
-    app_output = Follower(pod.apps_log)
-    console = Follower(pod.console)
     started = time.monotonic()
     first_line_at = None
-    with open(pod.hypervisor_log, "wb") as log, _Signals() as signals:
-        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True,
-                                pass_fds=(lock_fd,), preexec_fn=_die_with_parent)
-        write_state(pod, state="running", hypervisor_pid=proc.pid, started=time.time())
-        if register is not None:
+    read_end, write_end = os.pipe()
+    relay = EnterRelay(pod.enter_port, pod.enter_socket) if pod.enter_port in "\n".join(argv) else None
+    sources: list[LogSource] = []
+    try:
+        with _Signals() as signals:
             try:
-                write_state(pod, machine=register(proc.pid))
-            except Exception as error:  # the pod runs on; only machinectl will not show it
-                err.write(f"kvmpod: warning: cannot register the pod with systemd-machined: {error}\n")
-        stop_at = pressed_at = None
-        interrupted = killed = pressed = False
-        last_status = "starting the VM"
-        while True:
-            rc = proc.poll()
-            lines = app_output.lines(final=rc is not None)
-            if lines:
-                progress.clear()
-                for line in lines:
-                    if first_line_at is None:
-                        first_line_at = time.monotonic() - started
-                        write_state(pod, first_output_seconds=round(first_line_at, 3))
-                    out.write(line + "\n")
-                out.flush()
-            status = boot_status(console.lines())
-            if status:
-                last_status = status
-            if rc is not None:
-                break
-            now = time.monotonic()
-            if signals.received:
-                sig = signals.received.pop(0)
-                if sig == signal.SIGINT:
-                    interrupted = True
-                if stop_at is not None and sig == signal.SIGINT:
+                proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=write_end, stderr=write_end,
+                                        start_new_session=True, pass_fds=(lock_fd,), preexec_fn=_die_with_parent)
+            finally:
+                os.close(write_end)
+            app_output, console, hypervisor = _log_sources(pod, argv, read_end)
+            if relay is not None:
+                relay.start()
+            write_state(pod, state="running", hypervisor_pid=proc.pid, started=time.time(),
+                        enter=relay is not None)
+            if register is not None:
+                try:
+                    write_state(pod, machine=register(proc.pid))
+                except Exception as error:  # the pod runs on; only machinectl will not show it
+                    err.write(f"kvmpod: warning: cannot register the pod with systemd-machined: {error}\n")
+            stop_at = pressed_at = None
+            interrupted = killed = pressed = False
+            last_status = "starting the VM"
+            sources = [s for s in (app_output, console, hypervisor) if s is not None]
+            while True:
+                rc = proc.poll()
+                connected = all(s.connect() for s in sources)
+                hypervisor.lines(final=rc is not None)
+                lines = app_output.lines(final=rc is not None)
+                if lines:
                     progress.clear()
-                    err.write("kvmpod: second interrupt: killing the VM\n")
-                    proc.kill()
-                    killed = True
-                elif stop_at is None:
-                    progress.clear()
-                    err.write(f"kvmpod: stopping pod {pod.uuid}: the apps get SIGTERM, then the VM powers off "
-                              f"(Ctrl-C again to kill it)\n")
-                    stop_at = now
-            if stop_at is not None and not killed:
-                # until a press gets through, retry each second (QEMU may not have made its socket yet)
-                if pressed_at is None or now - pressed_at > (PRESS_AGAIN_SECONDS if pressed else 1.0):
-                    pressed = pressed or press_power_button(pod) is None
-                    pressed_at = now
-                if now - stop_at > STOP_SECONDS:
-                    err.write(f"kvmpod: the VM did not power off within {STOP_SECONDS:.0f} s: killing it\n")
-                    proc.kill()
-                    killed = True
-            if first_line_at is None and stop_at is None:
-                progress.show(f"kvmpod: booting pod {pod.uuid[:8]} {now - started:5.1f} s  {last_status}")
-            time.sleep(POLL_SECONDS)
-        progress.clear()
+                    for line in lines:
+                        if first_line_at is None:
+                            first_line_at = time.monotonic() - started
+                            write_state(pod, first_output_seconds=round(first_line_at, 3))
+                        out.write(line + "\n")
+                    out.flush()
+                status = boot_status(console.lines(final=rc is not None)) if console is not None else None
+                if status:
+                    last_status = status
+                if rc is not None:
+                    break
+                now = time.monotonic()
+                if signals.received:
+                    sig = signals.received.pop(0)
+                    if sig == signal.SIGINT:
+                        interrupted = True
+                    if stop_at is not None and sig == signal.SIGINT:
+                        progress.clear()
+                        err.write("kvmpod: second interrupt: killing the VM\n")
+                        proc.kill()
+                        killed = True
+                    elif stop_at is None:
+                        progress.clear()
+                        err.write(f"kvmpod: stopping pod {pod.uuid}: the apps get SIGTERM, then the VM powers off "
+                                  f"(Ctrl-C again to kill it)\n")
+                        stop_at = now
+                if stop_at is not None and not killed:
+                    # until a press gets through, retry each second (QEMU may not have made its socket yet)
+                    if pressed_at is None or now - pressed_at > (PRESS_AGAIN_SECONDS if pressed else 1.0):
+                        pressed = pressed or press_power_button(pod) is None
+                        pressed_at = now
+                    if now - stop_at > STOP_SECONDS:
+                        err.write(f"kvmpod: the VM did not power off within {STOP_SECONDS:.0f} s: killing it\n")
+                        proc.kill()
+                        killed = True
+                if first_line_at is None and stop_at is None:
+                    progress.show(f"kvmpod: booting pod {pod.uuid[:8]} {now - started:5.1f} s  {last_status}")
+                # until QEMU's sockets are connected, look again soon: what comes before is lost
+                ready = [s for s in sources if s.fileno() is not None and not s.ended]
+                select.select(ready, [], [], POLL_SECONDS if connected else CONNECT_POLL_SECONDS)
+            progress.clear()
+    finally:
+        if relay is not None:
+            relay.stop()
+            relay.join(timeout=5)
+        if not sources:
+            os.close(read_end)
+        for source in sources:
+            source.close()
+            source.log.close()
     return (None if killed else rc), interrupted
 
 
@@ -329,8 +367,9 @@ def run_pod(*, pod_model: Pod, manifest_bytes: bytes, images: dict[str, str], ne
         pod_root.unmount(pod)
         if not keep:
             shutil.rmtree(pod.stage1, ignore_errors=True)
-        try:
-            os.unlink(pod.qmp)
-        except OSError:
-            pass
+        for path in pod.runtime_sockets:
+            try:
+                os.unlink(path)
+            except OSError:
+                pass
         os.close(lock_fd)

@@ -47,7 +47,7 @@ def test_qemu_console_on_stdio():
                                 "would wait for a block device)"),
     ({"root_tag": "db"}, "--root-tag: 'db' is also the 9p tag of volume 'db'; choose another root tag, "
                          "e.g. --root-tag kvmpod_root"),
-    ({"console": "file:"}, "--console: is 'file:'; use stdio or file:PATH"),
+    ({"console": "file:"}, "--console: is 'file:'; use stdio, file:PATH or socket:PATH"),
     ({"hypervisor": "lkvm", "console": "file:/x", "unsafe_volume_writes": True}, "--console: lkvm writes the guest console to its standard "
                                                    "output; redirect that instead of file:PATH"),
     ({"extra_kernel_params": "a\nb"}, f"{EXTRA_KERNEL_PARAMS_ENV}: contains a line break or NUL; give one line"),

@@ -101,19 +101,26 @@ def test_real_qemu_rejects_what_kvmpod_must_never_emit(tmp_path):
 
 
 def test_real_qemu_accepts_kvmpod_runs_pod_devices(tmp_path, monkeypatch):
-    """--pod-dir: the pod share, the apps' serial port (a file) and the QMP socket, with a comma in the path."""
+    """--pod-dir: the pod share, the apps' serial port and the enter port (sockets QEMU serves), the
+    console as kvmpod run boots it (a socket too) and the QMP socket, with a comma in the path."""
+    import tempfile
+
     from kvmpod.host.pods import pod_dirs as pods
 
-    monkeypatch.setattr(pods, "QMP_DIR", str(tmp_path / "run"))
+    run = tempfile.mkdtemp(prefix="kp-")  # short: a socket path must fit 108 bytes
+    monkeypatch.setattr(pods, "QMP_DIR", run)
     pod_dir = tmp_path / "pods, here" / UUID
     (pod_dir / "share/apps").mkdir(parents=True)
     root, _, _ = hostile_tree(tmp_path)
     p = pod([])
     settings = HostSettings(hypervisor="qemu", pod_uuid=UUID, rootfs=root, kernel="/nonexistent/vmlinuz",
-                            console=f"file:{tmp_path}/console.log", accel="tcg", pod_dir=str(pod_dir))
+                            console=f"socket:{run}/{UUID}.console", accel="tcg", pod_dir=str(pod_dir))
     argv = build_argv(p, staged_host_volumes(p), (), settings, Resources(cpus=1, memory_mib=512))
     assert "kvmpod.pod_share=kvmpod_pod" in argv[argv.index("-append") + 1]
+    assert "virtserialport,bus=kvmpod-serial.0,chardev=enter,name=kvmpod.enter" in argv
     result = run_paused(argv)
     assert result.returncode == 0, f"QEMU refused the argv {argv}:\n{result.stderr}"
     assert result.stderr == ""
-    assert (pod_dir / "apps.log").exists()  # QEMU opened the apps' port file
+    assert not (pod_dir / "apps.log").exists()  # QEMU writes no log file: kvmpod run does, capped
+    # QEMU served its ports (it removes the sockets as it exits: they were there while it ran)
+    assert "apps.log" not in " ".join(argv)

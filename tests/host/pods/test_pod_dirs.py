@@ -124,11 +124,16 @@ def test_qemu_gets_the_pod_share_the_apps_port_and_qmp(tmp_path: Path, monkeypat
     monkeypatch.setattr(pods, "QMP_DIR", str(tmp_path / "run"))
     pod = str(tmp_path / "pods" / UUID)
     args = pod_devices.qemu_pod_args(pod, "none")
-    assert args == ["-chardev", f"file,id=apps,path={pod}/apps.log", "-serial", "chardev:apps",
+    run = f"{tmp_path}/run/{UUID}"
+    assert args == ["-chardev", f"socket,id=apps,path={run}.apps,server=on,wait=off", "-serial", "chardev:apps",
+                    "-device", "virtio-serial-pci,id=kvmpod-serial",
+                    "-chardev", f"socket,id=enter,path={run}.vport,server=on,wait=off",
+                    "-device", "virtserialport,bus=kvmpod-serial.0,chardev=enter,name=kvmpod.enter",
                     "-qmp", f"unix:{tmp_path}/run/{UUID}.qmp,server=on,wait=off",
                     "-fsdev", f"local,id=pod,path={pod}/share,security_model=none",
                     "-device", "virtio-9p-pci,fsdev=pod,mount_tag=kvmpod_pod"]
     assert pod_devices.pod_kernel_params(pod) == ["kvmpod.pod_share=kvmpod_pod"]
+    assert pod_devices.qemu_console_chardev(pod) == f"socket:{run}.console"
 
 
 # ---------------------------------------------------------------- kvmpod run's checks

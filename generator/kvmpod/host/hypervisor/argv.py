@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from ...guest.mount_units import ninep_mount_options
 from ..net.nics import Network, kernel_ip_param, lkvm_network_args, qemu_network_args
-from .pod_devices import lkvm_pod_args, pod_kernel_params, qemu_pod_args
+from .pod_devices import lkvm_pod_args, pod_kernel_params, qemu_pod_args, socket_chardev
 from .resources import Resources
 from .supervisor import supervisor_argv
 from .virtiofs import VIRTIOFSD, MEMORY_BACKEND_ID, qemu_memory_args, qemu_virtiofs_args
@@ -60,7 +60,7 @@ class HostSettings:
     rootfs: str  # the stage1 rootfs directory: the guest's root
     kernel: str
     initrd: str | None = None
-    console: str = "stdio"  # "stdio" or "file:PATH" (QEMU only; lkvm's console is its stdout)
+    console: str = "stdio"  # "stdio", "file:PATH" or "socket:PATH" (QEMU only; lkvm's console is its stdout)
     root_tag: str = DEFAULT_ROOT_TAG
     security_model: str | None = None  # None: not given (DEFAULT_SECURITY_MODEL for QEMU's 9p)
     share: str = "9p"  # host volumes over "9p" or "virtiofs" (QEMU only)
@@ -141,8 +141,9 @@ def check_settings(settings: HostSettings, staged: tuple[StagedVolume, ...], net
         problems.append(Problem("--root-tag", f"{tag!r} is also the 9p tag of volume {tag!r}; choose another "
                                               f"root tag, e.g. --root-tag kvmpod_root"))
     console = settings.console
-    if console != "stdio" and not (console.startswith("file:") and len(console) > len("file:")):
-        problems.append(Problem("--console", f"is {console!r}; use stdio or file:PATH"))
+    if console != "stdio" and not any(console.startswith(kind) and len(console) > len(kind)
+                                      for kind in ("file:", "socket:")):
+        problems.append(Problem("--console", f"is {console!r}; use stdio, file:PATH or socket:PATH"))
     elif console != "stdio" and settings.hypervisor == "lkvm":
         problems.append(Problem("--console", "lkvm writes the guest console to its standard output; "
                                              "redirect that instead of file:PATH"))
@@ -263,6 +264,8 @@ def qemu_argv(pod: Pod, staged: tuple[StagedVolume, ...], networks: tuple[Networ
     accel = detect() if settings.accel == "auto" else settings.accel
     if settings.console == "stdio":
         chardev = "stdio,id=console"
+    elif settings.console.startswith("socket:"):
+        chardev = socket_chardev("console", os.path.abspath(settings.console[len("socket:"):]))
     else:
         chardev = f"file,id=console,path={qemu_value(os.path.abspath(settings.console[len('file:'):]))}"
     argv = [

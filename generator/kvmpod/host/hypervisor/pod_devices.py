@@ -14,17 +14,37 @@ def pod_kernel_params(pod_path: str) -> list[str]:
     return [f"kvmpod.pod_share={POD_SHARE_TAG}"]
 
 
+ENTER_PORT_NAME = "kvmpod.enter"  # /dev/virtio-ports/kvmpod.enter in the guest (guest.enter_protocol)
+
+
+def socket_chardev(chardev_id: str, path: str) -> str:
+    """A chardev QEMU serves on a UNIX socket for kvmpod run to read. wait=off: QEMU never waits for
+    the reader, and drops what it cannot send while none is connected (a reader gone never blocks
+    the guest; kvmpod run connects within milliseconds of QEMU making the socket)."""
+    return f"socket,id={chardev_id},path={qemu_value(path)},server=on,wait=off"
+
+
 def qemu_pod_args(pod_path: str, security_model: str) -> list[str]:
-    """The pod share, the apps' output port (the VM's second serial port, /dev/ttyS1, a file here)
-    and the QMP socket kvmpod stop presses the power button through."""
+    """The pod share, the apps' output port (the VM's second serial port, /dev/ttyS1), the enter
+    port (a virtio-serial port named kvmpod.enter) and the QMP socket kvmpod stop presses the power
+    button through. The ports are sockets in /run/kvmpod (0700) that kvmpod run reads: it caps the
+    logs (host.pods.capped_log) and relays `kvmpod enter` (host.pods.enter_relay)."""
     pod = PodDir(os.path.abspath(pod_path))
     os.makedirs(pod_dirs.QMP_DIR, mode=0o700, exist_ok=True)
     return [
-        "-chardev", f"file,id=apps,path={qemu_value(pod.apps_log)}",
+        "-chardev", socket_chardev("apps", pod.apps_socket),
         "-serial", "chardev:apps",
+        "-device", "virtio-serial-pci,id=kvmpod-serial",
+        "-chardev", socket_chardev("enter", pod.enter_port),
+        "-device", f"virtserialport,bus=kvmpod-serial.0,chardev=enter,name={ENTER_PORT_NAME}",
         "-qmp", f"unix:{qemu_value(pod.qmp)},server=on,wait=off",
         *qemu_9p_args("pod", pod.share, POD_SHARE_TAG, security_model, read_only=False),
     ]
+
+
+def qemu_console_chardev(pod_path: str) -> str:
+    """The console as kvmpod run boots it: a socket it reads (and caps into console.log)."""
+    return "socket:" + PodDir(os.path.abspath(pod_path)).console_socket
 
 
 def lkvm_pod_args(pod_path: str) -> list[str]:

@@ -9,11 +9,17 @@
       stage1/upper/, work/  the overlay's upper dir (the pod's own files and journal) and work dir;
                             stage1/ is removed when the pod ends unless kvmpod run --keep
       share/apps/<app>      the pod share (9p tag kvmpod_pod): each app's end, written by the guest
-      console.log           the guest console
-      apps.log              the apps' output as the guest sent it ("[  12.3] app[42]: line")
-      hypervisor.log        the hypervisor's own stdout and stderr
+      apps.log              the apps' output as the guest sent it ("[  12.3] app[42]: line"),
+                            written by kvmpod run, at most LOG_CAP bytes (older output: apps.log.1)
+      console.log           likewise capped (console.log.1)
+      hypervisor.log        the hypervisor's own stdout and stderr, likewise capped
     /run/kvmpod/<uuid>.qmp  QEMU's QMP socket (kvmpod stop, Ctrl-C: the ACPI power button); not in the
                             pod directory because a socket path must fit 108 bytes
+    /run/kvmpod/<uuid>.apps, .console   QEMU's apps' output port and console (socket chardevs read
+                            by kvmpod run, which writes the capped logs: host.pods.capped_log)
+    /run/kvmpod/<uuid>.vport            QEMU's virtio-serial port kvmpod.enter (kvmpod run's relay
+                            holds it: host.pods.enter_relay)
+    /run/kvmpod/<uuid>.enter            the relay's socket for `kvmpod enter`
 
 Everything the host reads from the share was written by the guest: it is opened without following
 symlinks, size-capped and parsed as data.
@@ -65,6 +71,15 @@ class PodDir:
     apps_log = property(lambda self: self._in("apps.log"))
     hypervisor_log = property(lambda self: self._in("hypervisor.log"))
     qmp = property(lambda self: os.path.join(QMP_DIR, f"{self.uuid}.qmp"))
+    apps_socket = property(lambda self: os.path.join(QMP_DIR, f"{self.uuid}.apps"))
+    console_socket = property(lambda self: os.path.join(QMP_DIR, f"{self.uuid}.console"))
+    enter_port = property(lambda self: os.path.join(QMP_DIR, f"{self.uuid}.vport"))
+    enter_socket = property(lambda self: os.path.join(QMP_DIR, f"{self.uuid}.enter"))
+
+    @property
+    def runtime_sockets(self) -> tuple[str, ...]:
+        """What QEMU and kvmpod run make in /run/kvmpod for this pod (removed when it ends)."""
+        return (self.qmp, self.apps_socket, self.console_socket, self.enter_port, self.enter_socket)
 
 
 def pod_dir(uuid: str, base: str | None = None) -> PodDir:
@@ -287,10 +302,11 @@ def gc(older_than: float, now: float | None = None, base: str | None = None,
             if before_remove is not None and not before_remove(pod):
                 continue
             shutil.rmtree(pod.path)
-            try:
-                os.unlink(pod.qmp)
-            except FileNotFoundError:
-                pass
+            for path in pod.runtime_sockets:
+                try:
+                    os.unlink(path)
+                except FileNotFoundError:
+                    pass
         finally:
             os.close(fd)
         removed.append(pod.uuid)
