@@ -41,7 +41,8 @@ from ..pod.image_manifests import load_image_apps
 from ..pod.isolators import read_isolators
 from .hypervisor.launch import exec_hypervisor, host_runs_systemd, launch_environment, start_transient_service
 from .images.image_commands import register as register_image_commands
-from .pod_commands import add_run_command_line, image_command, pods_command, run_command, stage1_command
+from .pod_commands import (add_run_command_line, enter_command, image_command, logs_command, pods_command, run_command,
+                           stage1_command)
 from ..pod.manifest import load_json, parse_pod_manifest
 from ..pod.model import AppSection, Pod
 from ..guest.output import print_outputs
@@ -123,6 +124,14 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("list", help="the pods of kvmpod run on this host")
     cat_manifest = sub.add_parser("cat-manifest", help="print the pod manifest a pod of kvmpod run ran with")
     cat_manifest.add_argument("uuid")
+    enter = sub.add_parser("enter", help="run a command (default /bin/sh) in an app's environment in a running pod")
+    enter.add_argument("uuid")
+    enter.add_argument("--app", help="the app (may be left out when the pod has one)")
+    enter.add_argument("cmd", nargs=argparse.REMAINDER, help="-- CMD ARGS...: the command (default: /bin/sh)")
+    logs = sub.add_parser("logs", help="the apps' output of a pod (running or ended)")
+    logs.add_argument("uuid")
+    logs.add_argument("--app", help="only this app's lines")
+    logs.add_argument("--follow", "-f", action="store_true", help="keep printing until the pod ends")
     stop = sub.add_parser("stop", help="stop a running pod cleanly (the ACPI power button)")
     stop.add_argument("uuid")
     stop.add_argument("--timeout", type=float, default=180.0, help="seconds to wait for the pod to end")
@@ -363,7 +372,7 @@ def main(argv: list[str] | None = None) -> int:
             return status
         command = {"args": _cmd_args, "stage": _cmd_stage, "explain": _cmd_explain, "run": _cmd_run,
                    "list": pods_command, "status": pods_command, "stop": pods_command, "gc": pods_command,
-                   "cat-manifest": pods_command,
+                   "cat-manifest": pods_command, "enter": enter_command, "logs": logs_command,
                    "stage1": stage1_command, "image": image_command}[opts.command]
         text = command(opts)
         if isinstance(text, int):  # commands that printed as they went and end with a status

@@ -292,3 +292,25 @@ def stage1_command(opts: argparse.Namespace) -> str:
     except stage1.ImageBuildError as error:
         raise RuntimeError(f"cannot build the stage1 image: {error}") from None
     return f"{image.root.parent}\n"
+
+
+# ---------------------------------------------------------------- enter, logs
+
+def enter_command(opts: argparse.Namespace) -> int:
+    from .pods.enter_client import check_pod, enter
+
+    pod = pod_dir(parse_uuid(opts.uuid, "UUID"))
+    command = opts.cmd[1:] if opts.cmd[:1] == ["--"] else opts.cmd
+    app = check_pod(pod, opts.app)
+    sys.stdout.flush()
+    return enter(pod, app, command)
+
+
+def logs_command(opts: argparse.Namespace) -> int:
+    from .pods.pod_logs import show_logs
+
+    pod = pod_dir(parse_uuid(opts.uuid, "UUID"))
+    try:
+        return show_logs(pod, opts.app, opts.follow, sys.stdout.write, sys.stdout.flush)
+    except KeyboardInterrupt:
+        return 130

@@ -38,7 +38,7 @@ from .hypervisor.argv import hypervisor_part
 from .images.aci import extract_aci
 from .images.store import fetch as fetch_image, is_image_reference, is_store_entry, record_use, stored_image_at
 from .pods.app_output import Progress, app_line_name, boot_status
-from .pods.capped_log import CappedLog, LogSource
+from .pods.capped_log import CappedLog, LogSource, log_cap
 from .pods.enter_relay import EnterRelay
 from .pods.pod_dirs import (PodDir, first_failure, hold_lock, pod_dir, pod_exit_status, pods_dir, read_exit_records,
                    write_state)
@@ -184,10 +184,11 @@ def _log_sources(pod: PodDir, argv: list[str], hypervisor_out: int) -> tuple[Log
     """The apps' output, the console (None when the argv has no console socket: lkvm) and the
     hypervisor's own output, each into its capped log in the pod directory."""
     words = "\n".join(argv)
-    apps = LogSource(CappedLog(pod.apps_log), socket_path=pod.apps_socket if pod.apps_socket in words else None)
-    console = (LogSource(CappedLog(pod.console), socket_path=pod.console_socket)
+    cap = log_cap()
+    apps = LogSource(CappedLog(pod.apps_log, cap), socket_path=pod.apps_socket if pod.apps_socket in words else None)
+    console = (LogSource(CappedLog(pod.console, cap), socket_path=pod.console_socket)
                if pod.console_socket in words else None)
-    hypervisor = LogSource(CappedLog(pod.hypervisor_log), fd=hypervisor_out)
+    hypervisor = LogSource(CappedLog(pod.hypervisor_log, cap), fd=hypervisor_out)
     return apps, console, hypervisor
 
 
@@ -298,6 +299,7 @@ def run_pod(*, pod_model: Pod, manifest_bytes: bytes, images: dict[str, str], ne
             network_up: Callable[[PodDir, Callable[[str], None]], None] | None = None,
             network_down: Callable[[PodDir], list[str]] | None = None) -> int:
     apps = [a.name for a in pod_model.apps]
+    log_cap()  # a bad $KVMPOD_LOG_CAP is refused before anything is made
     base = pods_dir()
     os.makedirs(base, mode=0o700, exist_ok=True)
     pod = pod_dir(pod_uuid, base)
@@ -334,6 +336,7 @@ def run_pod(*, pod_model: Pod, manifest_bytes: bytes, images: dict[str, str], ne
             json.dump(argv, f)
         own = hypervisor_part(argv)  # the hypervisor inside kvmpod's supervisor, when it has one
         hypervisor = own[0] + ("" if own is argv else ", supervised by kvmpod.host.hypervisor.supervisor")
+        write_state(pod, hypervisor=os.path.basename(own[0]))
         say(f"pod {pod_uuid}: booting {hypervisor} (console: {pod.console})")
         started = time.monotonic()
         rc, interrupted = boot_and_follow(pod, argv, lock_fd, register, out, err)

@@ -14,8 +14,20 @@ QEMU does not write the pod's log files itself: its apps' output port and its co
 import os
 
 LOG_CAP = 8 * 1024 * 1024  # bytes per file; with the one rotated file, 16 MiB per log at most
+LOG_CAP_ENV = "KVMPOD_LOG_CAP"  # another cap, in bytes (at least MIN_LOG_CAP)
+MIN_LOG_CAP = 4096
 MAX_LINE = 64 * 1024
 ROTATED_SUFFIX = ".1"
+
+
+def log_cap(environ=os.environ) -> int:
+    """LOG_CAP, or $KVMPOD_LOG_CAP; ValueError naming the variable when it is not a size kvmpod takes."""
+    text = environ.get(LOG_CAP_ENV)
+    if not text:
+        return LOG_CAP
+    if not text.isdigit() or int(text) < MIN_LOG_CAP:
+        raise ValueError(f"{LOG_CAP_ENV}={text!r}: give a number of bytes, at least {MIN_LOG_CAP}")
+    return int(text)
 
 
 class CappedLog:
