@@ -46,7 +46,7 @@ class EnterState(RunState):
 
     @property
     def env(self) -> dict[str, str]:
-        return {"KVMPOD_PODS_DIR": str(self.pods), "KVMPOD_LOG_CAP": str(CAP)}
+        return {"KVMPOD_PODS_DIR": str(self.pods), "KVMPOD_LOG_CAP": str(CAP), "KVMPOD_NET": "none"}
 
 
 def enter(state: EnterState, *args: str, stdin: bytes = b"", timeout: float = ENTER_TIMEOUT
