@@ -365,7 +365,9 @@ def _cmd_status(opts: argparse.Namespace) -> tuple[str, int]:
 
 def main(argv: list[str] | None = None) -> int:
     try:
-        opts = _parser().parse_args(sys.argv[1:] if argv is None else argv)
+        words = sys.argv[1:] if argv is None else argv
+        opts = _parser().parse_args(words)
+        opts.argv_words = list(words)
         if opts.command == "status" and opts.uuid is None:
             text, status = _cmd_status(opts)
             sys.stdout.write(text)

@@ -13,11 +13,12 @@ from ..pod.files import read_text
 from ..pod.problems import InvalidInput, Problem
 from .hypervisor.launch import host_runs_systemd
 from .hypervisor.pod_devices import qemu_console_chardev
-from .pods.machined import register_machine
+from .pods.machined import register_machine, register_own_unit
+from .pods.machine_unit import RUN_UNIT_ENV, run_in_unit, run_unit_name
 from .net.nics import guest_description, parse_uuid
 from . import net_glue
 from .pods.pod_dirs import (first_failure, gc, list_pods, manifest_apps, parse_duration, pod_dir, pod_exit_status, pod_state,
-                   read_exit_records, read_state, is_running)
+                   pods_dir, read_exit_records, read_state, is_running)
 from .hypervisor.qmp import QMPError, qmp_command
 from . import run as runner
 from .run import Stage1, new_pod_uuid, parse_app_images, run_pod
@@ -115,6 +116,17 @@ def run_command(opts: argparse.Namespace, load: Callable, host_argv: Callable) -
     for option in ("kernel", "initrd"):
         if getattr(opts, option):
             raise InvalidInput([Problem(f"--{option}", "comes from the stage1 with --app; use --stage1 DIR")])
+    in_unit = os.environ.get(RUN_UNIT_ENV) == run_unit_name(pod_uuid)
+    if host_runs_systemd() and not opts.no_systemd and not in_unit:
+        # the pod's own unit in machine.slice runs this same command (host.pods.machine_unit)
+        if os.path.exists(pod_dir(pod_uuid).path):
+            raise InvalidInput([Problem("--uuid", f"pod {pod_uuid} already exists in {pods_dir()}; give another "
+                                                  f"UUID or remove it (kvmpod gc)")])
+        words = list(getattr(opts, "argv_words", None) or sys.argv[1:])
+        if "--uuid" not in words and not any(w.startswith("--uuid=") for w in words):
+            words += ["--uuid", pod_uuid]
+        return run_in_unit([sys.executable, "-m", "kvmpod.host.cli", *words], pod_uuid,
+                           runner.STOP_SECONDS + 30)
     networks = guest_description(inputs.networks, pod_uuid) if inputs.networks else None
     pod_net = net_glue.PodNet.from_options(opts, inputs.pod, inputs.manifest_bytes, pod_uuid,
                                            external=bool(inputs.networks))
@@ -132,7 +144,10 @@ def run_command(opts: argparse.Namespace, load: Callable, host_argv: Callable) -
             return host_argv(boot, type(inputs)(inputs.manifest_bytes, inputs.pod, nets, pod_uuid))
 
         register = None
-        if host_runs_systemd() and not opts.no_systemd:
+        if in_unit:
+            def register(pid: int) -> str:  # the machine is this unit; its leader, this kvmpod run
+                return register_own_unit(pod_uuid, os.getpid())
+        elif host_runs_systemd() and not opts.no_systemd:
             def register(pid: int) -> str:
                 return register_machine(pod_uuid, pid)
 

@@ -162,7 +162,8 @@ class _Signals:
         self.previous = {}
 
     def __enter__(self) -> "_Signals":
-        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        # SIGRTMIN+4: `machinectl poweroff` of the pod's machine (host.pods.machine_unit)
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGRTMIN + 4):
             self.previous[sig] = signal.signal(sig, lambda signum, frame: self.received.append(signum))
         return self
 

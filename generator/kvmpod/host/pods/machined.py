@@ -32,3 +32,20 @@ def register_machine(pod_uuid: str, leader_pid: int, root_directory: str = "", m
         m.Manager.CreateMachine(name.encode(), uuidlib.UUID(pod_uuid).bytes, SERVICE, CLASS, leader_pid,
                                 root_directory.encode(), [])
     return name
+
+
+def register_own_unit(pod_uuid: str, leader_pid: int, root_directory: str = "", manager=None) -> str:
+    """RegisterMachine: the machine is the unit `leader_pid` runs in (kvmpod run's own
+    kvmpod-<uuid>.service, host.pods.machine_unit), so `machinectl terminate` stops that unit and
+    `machinectl poweroff` signals kvmpod run; returns the machine's name."""
+    if manager is None:
+        try:
+            from pystemd.machine1 import Manager as manager
+        except ImportError:
+            raise RuntimeError("this host runs systemd but pystemd is not installed; install kvmpod[systemd] "
+                               "(pip) or python3-pystemd (apt), or pass --no-systemd") from None
+    name = machine_name(pod_uuid)
+    with manager() as m:
+        m.Manager.RegisterMachine(name.encode(), uuidlib.UUID(pod_uuid).bytes, SERVICE, CLASS, leader_pid,
+                                  root_directory.encode())
+    return name
