@@ -122,6 +122,8 @@ def run_command(opts: argparse.Namespace, load: Callable, host_argv: Callable) -
         if os.path.exists(pod_dir(pod_uuid).path):
             raise InvalidInput([Problem("--uuid", f"pod {pod_uuid} already exists in {pods_dir()}; give another "
                                                   f"UUID or remove it (kvmpod gc)")])
+        if opts.stage1:
+            _stage1(opts)  # a bad --stage1 is refused here, before a unit is made
         words = list(getattr(opts, "argv_words", None) or sys.argv[1:])
         if "--uuid" not in words and not any(w.startswith("--uuid=") for w in words):
             words += ["--uuid", pod_uuid]
