@@ -55,3 +55,18 @@ def test_open_requests():
 
 def test_sizes_are_clamped():
     assert p.unpack_size(p.pack_size(-1, 100000)) == (0, 65535)
+
+
+def test_the_guest_server_doubles_dollars_in_arguments_only_and_finds_commands_in_the_app(tmp_path):
+    from kvmpod.guest import enter_server as s
+
+    assert s.exec_argv("/bin/sh", ["sh", "-c", "kill $$; echo ${FOO}"]) == [b"/bin/sh", b"-c", b"kill $$$$; echo $${FOO}"]
+    root = tmp_path / "rootfs"
+    (root / "bin").mkdir(parents=True)
+    (root / "bin/sh").symlink_to("busybox")  # a dangling link in the host's view still counts
+    assert s.resolve_command(str(root), "/bin/sh") == "/bin/sh"
+    assert s.resolve_command(str(root), "sh") == "/bin/sh"
+    for bad, message in (("/bin/bash", "/bin/bash is not in the app's image"), ("bash", "not on the PATH"),
+                         ("bin/sh", "give an absolute path")):
+        with pytest.raises(s.SessionError, match=message):
+            s.resolve_command(str(root), bad)

@@ -16,6 +16,7 @@ the command left behind.
 
 import fcntl
 import os
+import select
 import selectors
 import signal
 import struct
@@ -32,6 +33,8 @@ COPIED = ("RootDirectory", "User", "Group", "SupplementaryGroups", "WorkingDirec
 DEFAULT_COMMAND = "/bin/sh"
 _CODES_KILLED = (2, 3)  # CLD_KILLED, CLD_DUMPED
 MAX_PENDING_STDIN = p.STDIN_WINDOW + p.MAX_PAYLOAD
+DRAIN_SECONDS = 5.0
+DRAIN_QUIET_SECONDS = 0.3
 
 
 class SessionError(Exception):
@@ -54,6 +57,12 @@ def resolve_command(root: str, argv0: str) -> str:
         if os.path.lexists(f"{root.rstrip('/')}{directory}/{argv0}"):
             return f"{directory}/{argv0}"
     raise SessionError(f"{argv0} is not on the PATH in the app's image ({root})")
+
+
+def exec_argv(path: str, argv: list[str]) -> list[bytes]:
+    """ExecStart= words: systemd expands $VAR in the arguments of a transient unit too, so every "$"
+    is doubled there (never in the program's path), and each word arrives as written."""
+    return [os.fsencode(path), *[os.fsencode(a.replace("$", "$$")) for a in argv[1:]]]
 
 
 def app_settings(app: str) -> dict[bytes, object]:
@@ -104,7 +113,7 @@ class Session:
                 self.resize(request["rows"], request["cols"])
             os.set_blocking(self.master, False)
             self.outputs[self.master] = p.STDOUT
-            self.unit = pystemd.run([path.encode(), *[os.fsencode(a) for a in argv[1:]]], name=self.unit_name,
+            self.unit = pystemd.run(exec_argv(path, argv), name=self.unit_name,
                                     pty_path=os.ttyname(self.slave).encode(), remain_after_exit=True,
                                     user_mode=False, extra=extra)
             self.stdin_fd = self.master
@@ -113,7 +122,7 @@ class Session:
             out_r, out_w = os.pipe()
             err_r, err_w = os.pipe()
             try:
-                self.unit = pystemd.run([path.encode(), *[os.fsencode(a) for a in argv[1:]]], name=self.unit_name,
+                self.unit = pystemd.run(exec_argv(path, argv), name=self.unit_name,
                                         stdin=child_in, stdout=out_w, stderr=err_w, remain_after_exit=True,
                                         user_mode=False, extra=extra)
             finally:
@@ -213,38 +222,45 @@ class Session:
             pass
 
     def finish(self, send_exit: bool) -> None:
+        """Stop the unit (ending what the command left running), pass on what it wrote, send EXIT.
+        Never blocks: the unit keeps a copy of the pipes' write ends until systemd unloads it, so the
+        output is read until it has been quiet for DRAIN_QUIET_SECONDS (at most DRAIN_SECONDS)."""
         self.stop_unit()
-        deadline = time.monotonic() + 2.0
-        while self.outputs and time.monotonic() < deadline:  # what the command wrote before it ended
-            for fd in list(self.outputs):
-                if fd == self.master:
-                    try:
-                        data = os.read(fd, p.MAX_PAYLOAD)
-                    except OSError:
-                        data = b""
-                    if data and send_exit:
-                        self.server.send(self.channel, p.STDOUT, data)
-                    if not data:
-                        self.server.selector.unregister(fd)
-                        del self.outputs[fd]
-                else:
-                    os.set_blocking(fd, True)
+        deadline = time.monotonic() + DRAIN_SECONDS
+        quiet_since = time.monotonic()
+        while self.outputs and time.monotonic() < deadline:
+            ready, _, _ = select.select(list(self.outputs), [], [], DRAIN_QUIET_SECONDS / 2)
+            if not ready:
+                if time.monotonic() - quiet_since >= DRAIN_QUIET_SECONDS:
+                    break
+                continue
+            quiet_since = time.monotonic()
+            for fd in ready:
+                try:
                     data = os.read(fd, p.MAX_PAYLOAD)
-                    if data and send_exit:
+                except BlockingIOError:
+                    continue
+                except OSError:
+                    data = b""
+                if data:
+                    if send_exit:
                         self.server.send(self.channel, self.outputs[fd], data)
-                    if not data:
-                        self.server.selector.unregister(fd)
-                        os.close(fd)
-                        del self.outputs[fd]
+                    continue
+                self.server.selector.unregister(fd)
+                if fd != self.master:
+                    os.close(fd)
+                del self.outputs[fd]
         for fd in list(self.outputs):
             self.server.selector.unregister(fd)
             if fd != self.master:
                 os.close(fd)
+        self.outputs.clear()
         for fd in {self.master, self.slave, self.stdin_fd} - {None}:
             try:
                 os.close(fd)
             except OSError:
                 pass
+        self.master = self.slave = self.stdin_fd = None
         if send_exit:
             self.server.send(self.channel, p.EXIT, p.pack_status(self.status if self.status is not None else 255))
 

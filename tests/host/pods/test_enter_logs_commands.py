@@ -131,3 +131,49 @@ def test_the_unit_registers_itself_as_the_machine():
 
     assert register_own_unit(UUID, 77, manager=FakeManager) == f"kvmpod-{UUID}"
     assert calls == [(f"kvmpod-{UUID}".encode(), uuid.UUID(UUID).bytes, b"kvmpod", b"vm", 77, b"")]
+
+
+def test_enter_streams_a_regular_file_as_stdin(pod, tmp_path, monkeypatch):
+    """epoll refuses regular files and /dev/null (EPERM): the client reads them without it."""
+    import socket as socketlib
+
+    from kvmpod.guest import enter_protocol as p
+
+    monkeypatch.setattr(pod_dirs, "QMP_DIR", tempfile_dir())
+    lock = pod_dirs.hold_lock(pod)
+    server = socketlib.socket(socketlib.AF_UNIX, socketlib.SOCK_STREAM)
+    server.bind(pod.enter_socket)
+    server.listen(1)
+    got = []
+
+    def relay():
+        conn, _ = server.accept()
+        reader, frames = p.FrameReader(p.TO_GUEST), []
+        while not any(k == p.STDIN_EOF for _, k, _ in frames):
+            frames += reader.feed(conn.recv(65536))
+        got.extend(frames)
+        conn.sendall(p.frame(0, p.STDOUT, b"out") + p.frame(0, p.EXIT, p.pack_status(3)))
+        conn.close()
+
+    thread = threading.Thread(target=relay)
+    thread.start()
+    stdin = tmp_path / "in"
+    stdin.write_bytes(b"x" * 100000)
+    out = tmp_path / "out"
+    fd_in, fd_out = os.open(stdin, os.O_RDONLY), os.open(out, os.O_WRONLY | os.O_CREAT)
+    try:
+        assert enter_client.enter(pod, "db", ["cat"], stdin=fd_in, stdout=fd_out) == 3
+    finally:
+        os.close(fd_in)
+        os.close(fd_out)
+        os.close(lock)
+    thread.join(5)
+    assert out.read_bytes() == b"out"
+    assert json.loads(got[0][2])["argv"] == ["cat"]
+    assert b"".join(d for _, k, d in got if k == p.STDIN) == b"x" * 100000
+
+
+def tempfile_dir() -> str:
+    import tempfile
+
+    return tempfile.mkdtemp(prefix="ke-")

@@ -93,11 +93,21 @@ def enter(pod: PodDir, app: str, argv: list[str], stdin: int = 0, stdout: int = 
         selector.register(sock, selectors.EVENT_READ, "sock")
         selector.register(wake_r, selectors.EVENT_READ, "wake")
         stdin_open = True
-        selector.register(stdin, selectors.EVENT_READ, "stdin")
+        try:
+            selector.register(stdin, selectors.EVENT_READ, "stdin")
+            stdin_file = False
+        except PermissionError:  # a regular file or /dev/null: epoll cannot watch it, it is always ready
+            stdin_file = True
         in_flight = 0
         reader = p.FrameReader(p.TO_HOST)
         while True:
-            for key, _ in selector.select():
+            events = selector.select(0 if stdin_file and stdin_open and in_flight < p.STDIN_WINDOW else None)
+            if stdin_file and stdin_open and in_flight < p.STDIN_WINDOW:
+                data = os.read(stdin, p.MAX_PAYLOAD)
+                sock.sendall(p.frame(0, p.STDIN, data) if data else p.frame(0, p.STDIN_EOF))
+                in_flight += len(data)
+                stdin_open = bool(data)
+            for key, _ in events:
                 if key.data == "wake":
                     os.read(wake_r, 64)
                     while received:
@@ -134,7 +144,8 @@ def enter(pod: PodDir, app: str, argv: list[str], stdin: int = 0, stdout: int = 
                             _write_all(stderr, payload)
                         elif kind == p.STDIN_ACK:
                             in_flight = max(0, in_flight - p.unpack_count(payload))
-                            if stdin_open and in_flight < p.STDIN_WINDOW and stdin not in _registered(selector):
+                            if (stdin_open and not stdin_file and in_flight < p.STDIN_WINDOW
+                                    and stdin not in _registered(selector)):
                                 selector.register(stdin, selectors.EVENT_READ, "stdin")
                         elif kind == p.EXIT:
                             return p.unpack_status(payload)
