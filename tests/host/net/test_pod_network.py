@@ -24,6 +24,10 @@ from kvmpod.host.net.port_forwards import PortForward
 pod_path, data = sys.argv[2], sys.argv[3]
 UUID = "6733c3e4-5a57-4ac6-8e2a-5d8f6a6c1d2e"
 subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
+# a new namespace inherits the host's IPv4 forwarding: start from the kernel's default (off) in this
+# private one, so the test sees setup turn it on whatever the host's own setting is
+with open("/proc/sys/net/ipv4/ip_forward", "w") as f:
+    f.write("0")
 
 def conf(name, typ, subnet, **extra):
     c = {"cniVersion": "1.0.0", "name": name, "type": typ,
