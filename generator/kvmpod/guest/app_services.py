@@ -8,8 +8,8 @@ from ..pod.frozen import frozen
 
 from ..pod.mounts import ResolvedApp
 from .environment_helper import HELPER_IN_APP, systemd_accepts
-from .unitfile import (DOCUMENTATION, GeneratedFile, Output, Section, quote_word, render_unit, requires_link,
-                       wants_link)
+from .unitfile import (DOCUMENTATION, POD_UNIT_DEPENDENCIES, GeneratedFile, Output, Section, quote_word,
+                       render_unit, requires_link, wants_link)
 
 # Characters that need no quoting in ExecStart= (systemd.service(5), "Command lines").
 _PLAIN = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789/._:=,@+-")
@@ -86,7 +86,7 @@ def plan_app_ids(identities: dict[str, Identity], guest_uids: set[int], guest_gi
     sections: list[Section] = [
         ("Unit", [("Description", "kvmpod user and group entries for the apps' ids"),
                   ("Documentation", DOCUMENTATION), ("SourcePath", manifest_path),
-                  ("After", "systemd-sysusers.service"),
+                  *POD_UNIT_DEPENDENCIES, ("After", "systemd-sysusers.service"),
                   ("Before", " ".join(app_service(app) for app in apps))]),
         ("Service", [("Type", "oneshot"), ("RemainAfterExit", "yes"),
                      ("ExecStart", " ".join([SYSUSERS, "--inline", *(exec_word(line) for line in lines)]))]),
@@ -124,6 +124,7 @@ def plan_app_service(app: ResolvedApp, identity: Identity, manifest_path: str,
     sections: list[Section] = [
         ("Unit", [("Description", f"kvmpod app {app.name}"), ("Documentation", DOCUMENTATION),
                   ("SourcePath", manifest_path),
+                  *POD_UNIT_DEPENDENCIES,
                   # The NIC units (if any) are Before=network.target: apps find their network up.
                   ("After", "network.target")]),
         ("Service", service),

@@ -24,7 +24,7 @@ SIGTERM in the usual shutdown; each reaper still records its app on the way down
 from ..pod.problems import InvalidInput, Problem
 from .app_services import app_service, exec_word
 from .mount_units import ninep_mount_options
-from .unitfile import DOCUMENTATION, GeneratedFile, Output, Section, render_unit
+from .unitfile import DOCUMENTATION, POD_UNIT_DEPENDENCIES, GeneratedFile, Output, Section, render_unit
 from .unitname import mount_unit_name
 
 POD_SHARE_SETTING = "pod_share"  # kvmpod.pod_share=TAG on the kernel command line
@@ -39,12 +39,14 @@ SHOWN = ("Result", "ExecMainCode", "ExecMainStatus", "ExecMainStartTimestampMono
 _TAG_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-.")
 
 # $1: the app. Written under a temporary name and renamed, so the host never reads half a record.
+# One systemctl (each one is seconds under TCG, read over 9p): the start time comes from its output.
 REAPER_SCRIPT = (
-    'app=$1; d=' + EXITS_DIR + '; ' + SYSTEMCTL + ' show ' + " ".join(f"-p {p}" for p in SHOWN)
-    + ' "$app.service" > "$d/.$app.tmp" && mv -f "$d/.$app.tmp" "$d/$app"; '
-    # never started (a dependency failed): the app failed; end the pod as OnFailure= would have
-    + 'case $(' + SYSTEMCTL + ' show -P ExecMainStartTimestampMonotonic "$app.service") in '
-    + '0|"") ' + SYSTEMCTL + ' --no-block poweroff;; esac; exit 0'
+    'app=$1; d=' + EXITS_DIR + '; r=$(' + SYSTEMCTL + ' show ' + " ".join(f"-p {p}" for p in SHOWN)
+    + ' "$app.service"); printf "%s\\n" "$r" > "$d/.$app.tmp" && mv -f "$d/.$app.tmp" "$d/$app"; '
+    # never started (a dependency failed; the time is 0 or missing): the app failed; end the pod as
+    # OnFailure= would have
+    + 'case $r in *ExecMainStartTimestampMonotonic=[1-9]*) ;; *) ' + SYSTEMCTL + ' --no-block poweroff;; esac; '
+    + 'exit 0'
 )
 
 
@@ -79,7 +81,7 @@ def plan_lifecycle(app_names: list[str], tag: str, manifest_path: str, ninep_opt
         ])),
         GeneratedFile(POD_END_UNIT, render_unit([
             ("Unit", unit("kvmpod: power the pod off when its last app has exited",
-                          ("StopWhenUnneeded", "yes"))),
+                          *POD_UNIT_DEPENDENCIES, ("StopWhenUnneeded", "yes"))),
             ("Service", [("Type", "oneshot"), ("RemainAfterExit", "yes"), ("ExecStart", "/bin/true"),
                          # --force: every app has exited and its reaper has recorded it, so nothing is
                          # left to stop in order; systemd-shutdown still sends every process SIGTERM,
@@ -91,7 +93,7 @@ def plan_lifecycle(app_names: list[str], tag: str, manifest_path: str, ninep_opt
     for name in app_names:
         reaper = reaper_unit(name)
         sections: list[Section] = [
-            ("Unit", unit(f"kvmpod: record how app {name} ended",
+            ("Unit", unit(f"kvmpod: record how app {name} ended", *POD_UNIT_DEPENDENCIES,
                           ("StopWhenUnneeded", "yes"), ("Wants", POD_END_UNIT), ("After", POD_END_UNIT),
                           ("RequiresMountsFor", POD_SHARE_DIR))),
             ("Service", [("Type", "oneshot"), ("RemainAfterExit", "yes"), ("ExecStart", "/bin/true"),

@@ -8,6 +8,15 @@ DOCUMENTATION = "man:kvmpod-generator(8)"
 
 Section = tuple[str, list[tuple[str, str]]]
 
+# The units kvmpod adds for a pod's apps (each app, its reaper, the pod's end, the apps' ids), as rkt's
+# app units: no default dependencies, which order a service after sysinit.target and basic.target, i.e.
+# after every unit of the system's own boot (tmpfiles, udev's coldplug, the journal's flush, timers:
+# seconds under TCG, issue 20); ordered only after what they need (their mounts, network.target, the
+# reaper, the journal's socket, which StandardOutput=journal adds itself), and still stopped before
+# shutdown.target as a default service is, so a stopped pod's apps get SIGTERM and are recorded.
+POD_UNIT_DEPENDENCIES: tuple[tuple[str, str], ...] = (
+    ("DefaultDependencies", "no"), ("Conflicts", "shutdown.target"), ("Before", "shutdown.target"))
+
 
 class UnsafeValue(ValueError):
     pass

@@ -161,8 +161,11 @@ def test_resources_sum_app_limits_plus_overhead():
 
 def test_resources_floor_and_cpu_cap():
     p = pod([], [app("a", ("resource/memory", "64Mi"), ("resource/cpu", "16"))])
-    assert app_resources(p, {}, host_cpus=4) == Resources(cpus=4, memory_mib=512)
-    assert app_resources(pod([], [app("a")]), {}, host_cpus=3) == Resources(cpus=3, memory_mib=512)
+    assert app_resources(p, {}, host_cpus=4) == Resources(cpus=4, memory_mib=256)
+    assert app_resources(pod([], [app("a")]), {}, host_cpus=3) == Resources(cpus=3, memory_mib=256)
+    # above the floor: the limits and the system's 128 MiB
+    p = pod([], [app("a", ("resource/memory", "200Mi"))])
+    assert app_resources(p, {}, host_cpus=1) == Resources(cpus=1, memory_mib=328)
 
 
 def test_bad_quantity_names_the_isolator():

@@ -1,7 +1,11 @@
 """CPUs and memory for the VM from the apps' resource isolators, as rkt 1.30 computed them.
 
 rkt (stage1/init/kvm/resources.go): the sum of the apps' `resource/memory` limits plus 128 MiB
-for the guest system, at least 512 MiB (kvmpod's floor: a systemd guest on 9p needs it); the sum
+for the guest system, at least 256 MiB (kvmpod's floor, measured, issue 20: the stage1's systemd,
+journald, udevd, logind and dbus use 42-52 MiB (MemTotal - MemAvailable) while a pod's app runs, so
+256 MiB leaves an app without a memory limit about 200 MiB and the guest's page cache the rest;
+512 MiB, the guessed floor before, left most of it unused and cost the host up to 680 MiB of QEMU's
+resident memory per pod under TCG); the sum
 of the apps' `resource/cpu` limits, each rounded up, or every host CPU when no app says or the
 sum is larger. Pod-level isolators are not counted, as in rkt.
 """
@@ -15,7 +19,7 @@ from ...pod.problems import InvalidInput, Problem
 from ...pod.quantity import Quantity, parse_quantity  # noqa: F401  (also this module's API)
 
 SYSTEM_MEMORY_OVERHEAD_MIB = 128
-MIN_MEMORY_MIB = 512
+MIN_MEMORY_MIB = 256
 MIB = 1024 * 1024
 
 
