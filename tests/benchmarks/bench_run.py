@@ -213,6 +213,10 @@ def one_run(work: Path, busybox_root: Path, kernel_params: str = "", stage1_imag
         figures["app exited -> kvmpod run returns (host, from the guest's app output line)"] = \
             ended - first - (marks["app exited"] - marks.get("app output", marks["app exited"])) \
             if first and "app output" in marks else float("nan")
+    # What the pod cost on disk (kept with --keep here): the overlay's upper dir, or the whole copy.
+    du = subprocess.run(["du", "-sk", "-x", str(pod_dir / "stage1")], capture_output=True, text=True).stdout
+    if du.split():
+        figures["the pod's stage1 on disk after its end, MiB"] = int(du.split()[0]) / 1024
     if stage1_image is not None:
         argv = json.loads((pod_dir / "argv.json").read_text())
         figures.update(floor_run(floor_argv(argv, str(stage1_image.root), str(stage1_image.vmlinuz),
@@ -224,6 +228,9 @@ def one_run(work: Path, busybox_root: Path, kernel_params: str = "", stage1_imag
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=1)
+    parser.add_argument("--also", metavar="PARAMS", action="append", default=[],
+                        help="also boot with these kernel parameters (KVMPOD_EXTRA_KERNEL_PARAMS), runs alternated: "
+                             "a candidate measured beside the default in one run, e.g. --also rootflags=...")
     parser.add_argument("--both-ways", action="store_true",
                         help="alternate the prerendered and the Python way, booting with systemd.log_level=debug")
     args = parser.parse_args()
@@ -231,7 +238,8 @@ def main() -> None:
     from kvmpod.host.hypervisor.argv import detect_accel
 
     image = stage1.ensure_stage1()  # warm: built before the measurement
-    ways = WAYS if args.both_ways else {"prerendered": ""}
+    ways = dict(WAYS) if args.both_ways else {"prerendered": ""}
+    ways.update({f"+{params}": params for params in args.also})
     results: dict[str, list[dict[str, float]]] = {way: [] for way in ways}
     with tempfile.TemporaryDirectory(prefix="kvmpod-bench-run-", dir="/var/tmp") as tmp:
         work = Path(tmp)
