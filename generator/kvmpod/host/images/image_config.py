@@ -7,7 +7,10 @@
     User                  app.user, app.group, as numbers: `name`, `uid`, `uid:gid`, `name:group`
                           looked up in the image's /etc/passwd and /etc/group; no group: the user's
                           primary group from /etc/passwd (0 for a uid it lacks), as Docker does;
-                          empty: root. Other groups listing the user: app.supplementaryGIDs.
+                          empty: root. Other groups listing the user (Docker adds them) are not
+                          given: the guest's systemd 252 refuses a supplementary gid its own
+                          database lacks (exit 216/GROUP, seen in a boot) and the guest adds
+                          database entries for an app's primary ids only.
     WorkingDir            app.workingDirectory, made in the rootfs when missing (as Docker does)
     ExposedPorts          app.ports: "8080/tcp" -> {"name": "8080-tcp", "protocol": "tcp", "port": 8080}
     Volumes               app.mountPoints: "/var/lib/data" -> {"name": "volume-var-lib-data", ...}
@@ -191,8 +194,7 @@ def image_manifest(image: Image, rootfs: str, warn: Callable[[str], None]) -> di
     uid, gid, extra = resolve_user(rootfs, str(config.get("User") or ""))
     app: dict = {"exec": exec_, "user": str(uid), "group": str(gid),
                  "environment": [{"name": k, "value": v} for k, v in environment.items()]}
-    if extra:
-        app["supplementaryGIDs"] = extra
+    del extra  # not given: see SUPPLEMENTARY below
     working_dir = config.get("WorkingDir")
     if isinstance(working_dir, str) and working_dir:
         if not working_dir.startswith("/"):
