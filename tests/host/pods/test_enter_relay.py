@@ -110,3 +110,26 @@ def test_a_client_that_does_not_read_is_dropped_not_waited_for(relay, monkeypatc
     assert (slow_channel, p.CLOSE, b"") in read_frames(guest, p.TO_GUEST, 1)
     guest.sendall(p.frame(quick_channel, p.EXIT, p.pack_status(5)))
     assert read_frames(quick, p.TO_HOST, 1) == [(0, p.EXIT, p.pack_status(5))]
+
+
+def test_a_guest_that_does_not_read_its_input_still_gets_its_output_read(relay):
+    """Both ways at once (a `cat` of a big stdin): the relay never blocks on the port's input side,
+    so the guest's output keeps flowing while the guest is not reading."""
+    _, guest, path = relay
+    a = client(path)
+    a.sendall(p.frame(0, p.OPEN, p.open_request("app", ["cat"], False)))
+    (channel, _, _), = read_frames(guest, p.TO_GUEST, 1)
+    a.sendall(p.frames(0, p.STDIN, b"i" * p.STDIN_WINDOW))  # the guest does not read it (yet)
+    sender = threading.Thread(target=lambda: guest.sendall(p.frames(channel, p.STDOUT, b"o" * (2 << 20))
+                                                           + p.frame(channel, p.EXIT, p.pack_status(0))))
+    sender.start()
+    got, reader = 0, p.FrameReader(p.TO_HOST)
+    while True:
+        frames = reader.feed(a.recv(1 << 16))
+        got += sum(len(d) for _, k, d in frames if k == p.STDOUT)
+        if any(k == p.EXIT for _, k, _ in frames):
+            break
+    sender.join(10)
+    assert got == 2 << 20 and not sender.is_alive()
+    stdin = read_frames(guest, p.TO_GUEST, p.STDIN_WINDOW // p.MAX_PAYLOAD)
+    assert sum(len(d) for _, k, d in stdin if k == p.STDIN) == p.STDIN_WINDOW

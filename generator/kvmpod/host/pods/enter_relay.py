@@ -25,6 +25,7 @@ from ...guest import enter_protocol as p
 CLIENT_QUEUE_BYTES = 4 * 1024 * 1024
 CONNECT_RETRY_SECONDS = 0.01
 MAX_CLIENTS = 64
+PORT_QUEUE_BYTES = MAX_CLIENTS * (p.STDIN_WINDOW + 2 * (p.MAX_PAYLOAD + p.HEADER.size))
 
 
 class _Client:
@@ -48,6 +49,7 @@ class EnterRelay(threading.Thread):
         self.port: socket.socket | None = None
         self.listener: socket.socket | None = None
         self.broken: str | None = None
+        self.port_queue = bytearray()
 
     # ------------------------------------------------------------ setup and teardown
 
@@ -60,6 +62,7 @@ class EnterRelay(threading.Thread):
                 sock.close()
                 time.sleep(CONNECT_RETRY_SECONDS)
                 continue
+            sock.setblocking(False)
             self.port = sock
             return True
         return False
@@ -92,7 +95,10 @@ class EnterRelay(threading.Thread):
             while not self.stopping.is_set():
                 for key, events in self.selector.select(0.2):
                     if key.data == "port":
-                        self._from_guest()
+                        if events & selectors.EVENT_WRITE:
+                            self._flush_port()
+                        if events & selectors.EVENT_READ and self.port is not None:
+                            self._from_guest()
                     elif key.data == "listen":
                         self._accept()
                     else:
@@ -159,12 +165,33 @@ class EnterRelay(threading.Thread):
             self._to_guest(p.frame(client.channel, kind, payload))
 
     def _to_guest(self, data: bytes) -> None:
+        """Queued and sent as the port takes it: a blocking send could wait on a guest that is itself
+        waiting for us to read its output. Each client keeps to its stdin window, so the queue is
+        bounded by the clients' windows; past PORT_QUEUE_BYTES something is wrong and enter ends."""
         if self.port is None:
             return
-        try:
-            self.port.sendall(data)
-        except OSError:
-            self._break("the pod's enter port closed")
+        self.port_queue += data
+        if len(self.port_queue) > PORT_QUEUE_BYTES:
+            self._break("more than the clients' windows waited for the guest's enter port")
+            return
+        self._flush_port()
+
+    def _flush_port(self) -> None:
+        while self.port is not None and self.port_queue:
+            try:
+                n = self.port.send(self.port_queue)
+            except BlockingIOError:
+                break
+            except OSError:
+                self._break("the pod's enter port closed")
+                return
+            del self.port_queue[:n]
+        if self.port is not None:
+            wanted = selectors.EVENT_READ | (selectors.EVENT_WRITE if self.port_queue else 0)
+            try:
+                self.selector.modify(self.port, wanted, "port")
+            except (KeyError, ValueError):
+                pass
 
     def _queue(self, client: _Client, data: bytes) -> None:
         client.queue += data
@@ -222,6 +249,8 @@ class EnterRelay(threading.Thread):
     def _from_guest(self) -> None:
         try:
             data = self.port.recv(p.MAX_PAYLOAD + p.HEADER.size)
+        except BlockingIOError:
+            return
         except OSError:
             data = b""
         if not data:
