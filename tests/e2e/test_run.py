@@ -204,7 +204,7 @@ def _run_ok(state: RunState, tmp: Path) -> Iterator[None]:
     state.fetched = host_kvmpod("image", "fetch", f"oci:{images / 'three-oci'}:example.com/three:1.0", env=state.env)
     manifest = {"acKind": "PodManifest", "acVersion": "0.8.11", "apps": [
         sh_app("one", "echo one here; busybox tr '\\0' '\\n' < /proc/$$/environ > /out/one.env; "
-                      "echo one > /out/one.txt", [("out", "/out")]),
+                      "busybox ip -o link > /out/one.links; echo one > /out/one.txt", [("out", "/out")]),
         {"name": "two", "image": {"name": "example.com/two"}},
         {"name": "three", "image": {"name": "example.com/three"}},
     ], "volumes": [{"name": "out", "kind": "host", "source": str(out)}]}
@@ -212,7 +212,7 @@ def _run_ok(state: RunState, tmp: Path) -> Iterator[None]:
     manifest["apps"][0]["app"]["environment"] = [{"name": "my.dotted-name", "value": "it arrived"}]
     started = time.monotonic()
     _finish(state, _start(state, manifest, {"one": busybox_rootfs(images / "one"), "two": aci,
-                                            "three": f"oci:{images / 'three-oci'}:example.com/three:1.0"}))
+                                            "three": f"oci:{images / 'three-oci'}:example.com/three:1.0"}, "--net", "none"))
     state.seconds = time.monotonic() - started
     yield
 
@@ -247,6 +247,13 @@ def test_oci_app_runs_with_its_image_config_from_the_store(run_ok: RunState) -> 
     assert json.loads((run_ok.pods / run_ok.uuid / "images.json").read_text()) == [digest]
     entry = run_ok.logs / "image-store" / digest.replace(":", "-")
     assert (entry / "rootfs/srv/www").is_dir() and (entry / "manifest").is_file()  # WorkingDir made in the image
+
+
+def test_a_pod_on_net_none_has_only_loopback(run_ok: RunState) -> None:
+    run_ok.require()
+    links = [line.split(":")[1].strip() for line in (run_ok.vols["out"] / "one.links").read_text().splitlines()]
+    assert links == ["lo"], links
+    assert not (run_ok.pods / run_ok.uuid / "net.json").exists()
 
 
 def test_an_environment_name_systemd_drops_reaches_the_app(run_ok: RunState) -> None:

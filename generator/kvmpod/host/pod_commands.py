@@ -142,7 +142,7 @@ def run_command(opts: argparse.Namespace, load: Callable, host_argv: Callable) -
             # is its stdout, which kvmpod run keeps in the capped hypervisor.log
             boot.console = qemu_console_chardev(pod.path) if opts.hypervisor == "qemu" else "stdio"
             boot.pod_dir, boot.uuid = pod.path, pod_uuid
-            nets = pod_net.networks if pod_net is not None else inputs.networks
+            nets = pod_net.networks if pod_net is not None and pod_net.configs else inputs.networks
             return host_argv(boot, type(inputs)(inputs.manifest_bytes, inputs.pod, nets, pod_uuid))
 
         register = None
