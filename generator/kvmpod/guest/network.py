@@ -22,6 +22,8 @@ from .unitfile import DOCUMENTATION, GeneratedFile, Output, Section, render_unit
 # /sbin/ip is the path that exists on merged and unmerged Debian alike.
 IP = "/sbin/ip"
 WANTED_BY = "multi-user.target"
+DEVICE_DROP_IN = "50-kvmpod-timeout.conf"
+DEVICE_TIMEOUT = "10min"
 
 
 @frozen
@@ -150,5 +152,9 @@ def plan_network_units(networks: tuple[GuestNic, ...], manifest_path: str) -> li
         ]
         outputs.append(GeneratedFile(unit, render_unit(sections)))
         outputs.append(wants_link(WANTED_BY, unit))
+        # The NIC appears once udev has loaded virtio_net; a loaded TCG guest was seen take longer than
+        # the device job's default 90 s (DefaultTimeoutStartSec), failing the NIC's unit for good.
+        outputs.append(GeneratedFile(f"{device}.d/{DEVICE_DROP_IN}", render_unit(
+            [("Unit", [("JobRunningTimeoutSec", DEVICE_TIMEOUT)])])))
     outputs.sort(key=lambda o: o.path)
     return outputs
