@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from ...guest.mount_units import ninep_mount_options
 from ..net.nics import Network, kernel_ip_param, lkvm_network_args, qemu_network_args
-from .pod_devices import lkvm_pod_args, pod_kernel_params, qemu_pod_args, socket_chardev
+from .pod_devices import lkvm_pod_args, pod_kernel_params, pod_share, qemu_pod_args, socket_chardev
 from .resources import Resources
 from .supervisor import supervisor_argv
 from .virtiofs import VIRTIOFSD, MEMORY_BACKEND_ID, qemu_memory_args, qemu_virtiofs_args
@@ -250,7 +250,7 @@ def lkvm_argv(pod: Pod, staged: tuple[StagedVolume, ...], networks: tuple[Networ
         argv += lkvm_pod_args(settings.pod_dir)
     # Always supervised: lkvm needs a HOME for its control socket, and read-only or non-recursive
     # volumes need their staged binds (lkvm's 9p has no read-only option at all).
-    return supervisor_argv(settings.python, exports, argv, home=LKVM_HOME)
+    return supervisor_argv(settings.python, exports, argv, home=LKVM_HOME, pod_share=pod_share(settings.pod_dir))
 
 
 def qemu_argv(pod: Pod, staged: tuple[StagedVolume, ...], networks: tuple[Network, ...],
@@ -300,10 +300,11 @@ def qemu_argv(pod: Pod, staged: tuple[StagedVolume, ...], networks: tuple[Networ
     if settings.pod_dir is not None:
         # The pod share is kvmpod's own directory inside the 0700 pod directory, like the root share.
         argv += qemu_pod_args(settings.pod_dir, ROOT_SECURITY_MODEL)
+    share = pod_share(settings.pod_dir)  # kvmpod run's pods: the share is a capped tmpfs (supervised)
     if virtiofs:
-        return supervisor_argv(settings.python, exports, argv, virtiofsd=settings.virtiofsd_binary)
-    if needs_namespace(exports):
-        return supervisor_argv(settings.python, exports, argv)
+        return supervisor_argv(settings.python, exports, argv, virtiofsd=settings.virtiofsd_binary, pod_share=share)
+    if needs_namespace(exports) or share is not None:
+        return supervisor_argv(settings.python, exports, argv, pod_share=share)
     return argv
 
 

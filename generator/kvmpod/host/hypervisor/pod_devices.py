@@ -9,6 +9,16 @@ from ..pods.pod_dirs import POD_SHARE_TAG, PodDir
 from .volumes import qemu_9p_args, qemu_value
 
 
+# The pod share's cap: a size-capped tmpfs in the supervisor's namespace (supervisor.mount_pod_share).
+# The guest writes one record of ~200 bytes per app there; root in a hostile guest can write no more.
+POD_SHARE_BYTES = 4 * 1024 * 1024
+
+
+def pod_share(pod_path: str | None) -> tuple[str, int] | None:
+    """The supervisor's --pod-share for a pod directory (None without one)."""
+    return None if pod_path is None else (os.path.abspath(PodDir(pod_path).share), POD_SHARE_BYTES)
+
+
 def pod_kernel_params(pod_path: str) -> list[str]:
     """Turns on the guest's pod lifecycle (kvmpod.guest.lifecycle) with the pod share's tag."""
     return [f"kvmpod.pod_share={POD_SHARE_TAG}"]

@@ -1,7 +1,7 @@
 """The pod's launched command when its volumes need host-side work:
 
     python3 -m kvmpod.host.hypervisor.supervisor [--home DIR] [--mount OPTS SRC DEST]... \
-        [--virtiofsd BINARY SOCKET SOURCE]... -- HYPERVISOR ARGV...
+        [--virtiofsd BINARY SOCKET SOURCE]... [--pod-share DIR BYTES] -- HYPERVISOR ARGV...
 
 It enters a mount namespace of its own (unshare(CLONE_NEWNS), mounts marked slave so host mounts
 still propagate in but none of ours propagates out), mounts a tmpfs on volume_staging.STAGING_DIR,
@@ -11,6 +11,15 @@ passing on SIGTERM/SIGINT/SIGHUP, and exits with the hypervisor's status after s
 daemons. Every child gets PR_SET_PDEATHSIG=SIGKILL: if the supervisor is killed, they die with it,
 and with the last of them the namespace and every staged mount are gone. Nothing is ever mounted in
 the host's namespace, so nothing can be left there.
+
+With `--pod-share DIR BYTES` (every pod of `kvmpod run`), the pod share (<pod>/share, which the
+guest writes its apps' ends into) is, inside that namespace, a tmpfs of BYTES bytes and
+POD_SHARE_INODES inodes (nosuid, nodev, noexec) mounted over DIR: whatever the guest writes there
+(root in the guest can write anything) stays in memory the size of the cap and is gone with the
+namespace. When the hypervisor has exited, the supervisor copies the apps' records (regular files of
+at most 4 KiB in apps/, read as untrusted data: host.pods.share_reader) into the host's DIR/apps
+underneath, where kvmpod reads them. A supervisor killed before that leaves no record (the pod then
+ends with status 1, "before the guest recorded ...").
 
 `kvmpod args`/`run` produce this command (argv.build_argv), so both run paths (transient unit and
 child) get the same staging. Errors: one line on stderr, exit 2, before the hypervisor starts.
@@ -23,6 +32,7 @@ import sys
 import time
 from collections.abc import Sequence
 
+from ..pods.share_reader import MAX_RECORD_BYTES, is_component, open_dir_below, read_regular_at
 from .virtiofs import virtiofsd_argv
 from .volume_staging import STAGING_DIR, Export
 
@@ -31,15 +41,21 @@ SOCKET_WAIT_SECONDS = 20.0
 
 CLONE_NEWNS = 0x00020000
 MS_RDONLY, MS_NOSUID, MS_NODEV, MS_REMOUNT, MS_BIND, MS_REC, MS_SLAVE = 1, 2, 4, 32, 4096, 16384, 1 << 19
+MS_NOEXEC = 8
+POD_SHARE_INODES = 256  # the share holds one record per app (a pod has a few apps) and their temp files
+MAX_COPIED_RECORDS = 1024  # entries of apps/ looked at when copying out
 PR_SET_PDEATHSIG = 1
 
 
 def supervisor_argv(python: str, exports: tuple[Export, ...], hypervisor_argv: Sequence[str], *,
-                    virtiofsd: str | None = None, home: str | None = None) -> list[str]:
+                    virtiofsd: str | None = None, home: str | None = None,
+                    pod_share: tuple[str, int] | None = None) -> list[str]:
     """The self-contained launched command: binds and daemons as arguments, then the hypervisor."""
     argv = [python, "-m", "kvmpod.host.hypervisor.supervisor"]
     if home is not None:
         argv += ["--home", home]
+    if pod_share is not None:
+        argv += ["--pod-share", pod_share[0], str(pod_share[1])]
     for e in exports:
         if e.bind_options is not None:
             argv += ["--mount", e.bind_options, e.source, e.path]
@@ -91,6 +107,64 @@ def enter_private_namespace(libc) -> None:
     _mount(libc, "kvmpod-staging", STAGING_DIR, "tmpfs", MS_NOSUID | MS_NODEV, "mode=0700")
 
 
+def mount_pod_share(libc, directory: str, size: int) -> int:
+    """The size-capped tmpfs over the pod share (see the module's docstring); returns a descriptor of
+    the host's directory underneath, which the records are copied into at the end."""
+    host_fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        _mount(libc, "kvmpod-pod-share", directory, "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC,
+               f"size={size},nr_inodes={POD_SHARE_INODES},mode=0755")
+        os.mkdir(os.path.join(directory, "apps"), 0o755)
+    except BaseException:
+        os.close(host_fd)
+        raise
+    return host_fd
+
+
+def copy_out_records(directory: str, host_fd: int) -> list[str]:
+    """The apps' records from the tmpfs share into the host's share/apps (host_fd: the host's share
+    directory): regular files of at most MAX_RECORD_BYTES, names of one component not starting with
+    a dot (the reapers' temporary files), created exclusively without following links. Returns the
+    names copied; anything else the guest left is dropped with the tmpfs."""
+    copied: list[str] = []
+    try:
+        source = open_dir_below(directory, ("apps",))
+    except OSError:
+        return copied
+    try:
+        os.mkdir("apps", 0o755, dir_fd=host_fd)
+    except FileExistsError:
+        pass
+    try:
+        target = os.open("apps", os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=host_fd)
+    except OSError:
+        os.close(source)
+        return copied
+    try:
+        with os.scandir(source) as entries:
+            for count, entry in enumerate(entries):
+                if count >= MAX_COPIED_RECORDS:
+                    break
+                name = entry.name
+                if not is_component(name) or name.startswith("."):
+                    continue
+                record = read_regular_at(source, name, MAX_RECORD_BYTES)
+                if record.data is None:
+                    continue
+                try:
+                    fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644,
+                                 dir_fd=target)
+                except OSError:
+                    continue
+                with os.fdopen(fd, "wb") as f:
+                    f.write(record.data)
+                copied.append(name)
+    finally:
+        os.close(source)
+        os.close(target)
+    return copied
+
+
 def stage_bind(libc, options: str, source: str, dest: str) -> None:
     words = options.split(",")
     os.mkdir(dest, 0o700)
@@ -105,17 +179,20 @@ def _die_with_parent() -> None:
     _check(_libc().prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0), "prctl(PR_SET_PDEATHSIG)")
 
 
-def _parse(argv: list[str]) -> tuple[str | None, list[tuple[str, str, str]], list[tuple[str, str, str]], list[str]]:
+def _parse(argv: list[str]) -> tuple[str | None, list[tuple[str, str, str]], list[tuple[str, str, str]],
+                                    tuple[str, int] | None, list[str]]:
     if "--" not in argv:
         raise ValueError("usage: python3 -m kvmpod.host.hypervisor.supervisor [OPTIONS] -- HYPERVISOR ARGV...")
     split = argv.index("--")
     options, hypervisor = argv[:split], argv[split + 1:]
-    home, mounts, daemons = None, [], []
+    home, mounts, daemons, share = None, [], [], None
     i = 0
     while i < len(options):
         word = options[i]
         if word == "--home" and i + 1 < len(options):
             home, i = options[i + 1], i + 2
+        elif word == "--pod-share" and i + 2 < len(options) and options[i + 2].isdigit():
+            share, i = (options[i + 1], int(options[i + 2])), i + 3
         elif word in ("--mount", "--virtiofsd") and i + 3 < len(options):
             (mounts if word == "--mount" else daemons).append(tuple(options[i + 1:i + 4]))
             i += 4
@@ -123,7 +200,7 @@ def _parse(argv: list[str]) -> tuple[str | None, list[tuple[str, str, str]], lis
             raise ValueError(f"unknown or incomplete option {word!r}")
     if not hypervisor:
         raise ValueError("no hypervisor command after --")
-    return home, mounts, daemons, hypervisor
+    return home, mounts, daemons, share, hypervisor
 
 
 def _wait_for_sockets(daemons: list[subprocess.Popen], sockets: list[str]) -> None:
@@ -154,6 +231,7 @@ def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     daemons: list[subprocess.Popen] = []
     children: list[subprocess.Popen] = []
+    share, share_fd = None, -1
     pending: list[int] = []
 
     def forward(signum: int, _frame: object) -> None:
@@ -166,16 +244,18 @@ def main(argv: list[str] | None = None) -> int:
     for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(signum, forward)
     try:
-        home, mounts, virtiofsds, hypervisor = _parse(args)
+        home, mounts, virtiofsds, share, hypervisor = _parse(args)
         env = dict(os.environ)
         if home is not None:
             os.makedirs(home, mode=0o700, exist_ok=True)
             env["HOME"] = home
-        if mounts or virtiofsds:
+        if mounts or virtiofsds or share:
             libc = _libc()
             enter_private_namespace(libc)
             for options, source, dest in mounts:
                 stage_bind(libc, options, source, dest)
+            if share is not None:
+                share_fd = mount_pod_share(libc, *share)
         for binary, socket, source in virtiofsds:
             daemons.append(subprocess.Popen(virtiofsd_argv(binary, socket, source), stdin=subprocess.DEVNULL,
                                             preexec_fn=_die_with_parent))
@@ -193,6 +273,9 @@ def main(argv: list[str] | None = None) -> int:
         status = proc.wait()
     finally:
         _stop(daemons)
+        if share is not None:
+            copy_out_records(share[0], share_fd)
+            os.close(share_fd)
     return 128 - status if status < 0 else status
 
 
