@@ -60,9 +60,12 @@ class RunState(BootState):
     def output_dir(self) -> Path | None:
         return self.logs
 
+    extra_env: dict[str, str] = field(default_factory=dict)
+
     @property
     def env(self) -> dict[str, str]:
-        return {"KVMPOD_PODS_DIR": str(self.pods), "KVMPOD_IMAGES_DIR": str(self.logs / "image-store")}
+        return {"KVMPOD_PODS_DIR": str(self.pods), "KVMPOD_IMAGES_DIR": str(self.logs / "image-store"),
+                **self.extra_env}
 
     def app_lines(self) -> list[tuple[str, str]]:
         return [(m["app"], m["text"]) for m in map(LINE.match, self.stdout.splitlines()) if m]
@@ -281,6 +284,16 @@ def test_the_guest_unpacked_the_units_kvmpod_rendered_on_the_host(run_ok: RunSta
 
 # ---------------------------------------------------------------- run-sigint
 
+# Root in the guest (not an app: systemd's own systemd.run= on the kernel command line) does to the pod
+# share what a compromised guest can: 64 MiB into it, a link to a host file among the records.
+SHARE = "/run/kvmpod/pod"
+FLOOD = ("systemd.run=\"/bin/sh -c 'until mountpoint -q " + SHARE + "; do sleep 1; done; "
+         "if dd if=/dev/zero of=" + SHARE + "/flood bs=1M count=64; then r=wrote; else r=full; fi; "
+         "ln -s /etc/shadow " + SHARE + "/apps/planted; "
+         "echo kvmpod-flood $r $(wc -c < " + SHARE + "/flood) > /dev/console'\"")
+FLOOD_LINE = re.compile(r"kvmpod-flood (?P<how>wrote|full) (?P<bytes>\d+)")
+
+
 def _run_sigint(state: RunState, tmp: Path) -> Iterator[None]:
     manifest = {"acKind": "PodManifest", "acVersion": "0.8.11", "apps": [
         sh_app("forever", "echo up; trap 'echo got TERM; exit 0' TERM; while :; do sleep 1; done"),
@@ -289,6 +302,7 @@ def _run_sigint(state: RunState, tmp: Path) -> Iterator[None]:
     images = state.logs / "images"
     apps = {name: busybox_rootfs(images / name) for name in ("forever", "quick")}
     started = time.monotonic()
+    state.extra_env = {"KVMPOD_EXTRA_KERNEL_PARAMS": FLOOD}
     proc = _start(state, manifest, apps)
     lines: list[str] = []
     up = threading.Event()
@@ -304,8 +318,13 @@ def _run_sigint(state: RunState, tmp: Path) -> Iterator[None]:
     try:
         if not up.wait(RUN_TIMEOUT):
             raise AssertionError("the app 'forever' never printed 'up'")
-        # The pod stays up with an app running: give it a moment to prove it does not end by itself.
+        # The pod stays up with an app running: give it a moment to prove it does not end by itself,
+        # and let the guest's flood of its share finish (it says so on the console).
         time.sleep(5)
+        console = state.pods / state.uuid / "console.log"
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline and not FLOOD_LINE.search(console.read_text(errors="replace")):
+            time.sleep(1)
         state.stderr = f"still running 5 s after 'up': {proc.poll() is None}\n"
         proc.send_signal(signal.SIGINT)
         state.rc = proc.wait(RUN_TIMEOUT)
@@ -343,6 +362,23 @@ def test_ctrl_c_gives_apps_sigterm_then_powers_off_and_still_reports(run_sigint:
     status = run_sigint.status()
     assert (status["state"], status["exit_status"], status["how"]) == ("exited", 130, "interrupted"), status
     assert {a["name"]: a["ended"] for a in status["apps"]} == {"forever": "exited 0", "quick": "exited 0"}
+
+
+def test_a_guest_flooding_its_pod_share_is_capped_and_the_host_keeps_only_the_records(run_sigint: RunState) -> None:
+    """Issue 22: 64 MiB written by root in the guest into /run/kvmpod/pod stops at the share's cap
+    (a tmpfs in the supervisor's namespace), none of it lands on the host's disk, and a link planted
+    among the records is not copied out."""
+    from kvmpod.host.hypervisor.pod_devices import POD_SHARE_BYTES
+
+    run_sigint.require()
+    console = (run_sigint.pods / run_sigint.uuid / "console.log").read_text(errors="replace")
+    match = FLOOD_LINE.search(console)
+    assert match, "the guest's flood never reported " + run_sigint.where()
+    assert match["how"] == "full" and int(match["bytes"]) <= POD_SHARE_BYTES, match.group(0)
+    share = run_sigint.pods / run_sigint.uuid / "share"
+    assert sorted(os.listdir(share)) == ["apps"]
+    assert sorted(os.listdir(share / "apps")) == ["forever", "quick"]
+    assert all((share / "apps" / n).stat().st_size < 4096 for n in ("forever", "quick"))
 
 
 def test_gc_removes_an_ended_pod(run_sigint: RunState) -> None:
