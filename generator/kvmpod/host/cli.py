@@ -41,6 +41,7 @@ from ..pod.image_manifests import load_image_apps
 from ..pod.isolators import read_isolators
 from .hypervisor.launch import exec_hypervisor, host_runs_systemd, launch_environment, start_transient_service
 from .images.image_commands import register as register_image_commands
+from .pods.pod_dirs import use_state_dir
 from .pod_commands import (add_run_command_line, enter_command, image_command, logs_command, pods_command, run_command,
                            stage1_command)
 from ..pod.manifest import load_json, parse_pod_manifest
@@ -64,6 +65,8 @@ class _Parser(argparse.ArgumentParser):
 
 def _parser() -> argparse.ArgumentParser:
     parser = _Parser(prog=PROGRAM, description="Host helper for kvmpod pods.")
+    parser.add_argument("--dir", help="where kvmpod keeps its pods and images (rkt's --dir; default $KVMPOD_DIR, "
+                                      "else /var/lib/kvmpod); wins over KVMPOD_PODS_DIR and KVMPOD_IMAGES_DIR")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     def common(p: argparse.ArgumentParser, *, hypervisor: bool, rootfs_required: bool = True) -> None:
@@ -368,6 +371,11 @@ def main(argv: list[str] | None = None) -> int:
         words = sys.argv[1:] if argv is None else argv
         opts = _parser().parse_args(words)
         opts.argv_words = list(words)
+        if opts.dir is not None:
+            try:
+                use_state_dir(opts.dir)
+            except ValueError as error:
+                raise InvalidInput([Problem("--dir", str(error))]) from None
         if opts.command == "status" and opts.uuid is None:
             text, status = _cmd_status(opts)
             sys.stdout.write(text)

@@ -11,6 +11,8 @@ from pathlib import Path
 
 from ..pod.files import read_text
 from ..pod.problems import InvalidInput, Problem
+from .hypervisor.argv import HostSettings
+from .hypervisor.boot_files import check_boot_files
 from .hypervisor.launch import host_runs_systemd
 from .hypervisor.pod_devices import qemu_console_chardev
 from .pods.machined import register_machine, register_own_unit
@@ -134,6 +136,9 @@ def run_command(opts: argparse.Namespace, load: Callable, host_argv: Callable) -
                                            external=bool(inputs.networks))
     try:
         stage1 = _stage1(opts)
+        # before anything of the pod is made: a missing QEMU or a damaged kernel is one clear error
+        check_boot_files(HostSettings.lkvm_binary if opts.hypervisor == "lkvm" else HostSettings.qemu_binary,
+                         stage1.vmlinuz, stage1.initrd)
 
         def argv_for(pod) -> list[str]:
             boot = argparse.Namespace(**vars(opts))

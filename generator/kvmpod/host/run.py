@@ -193,6 +193,14 @@ def _log_sources(pod: PodDir, argv: list[str], hypervisor_out: int) -> tuple[Log
     return apps, console, hypervisor
 
 
+def _note_state(pod: PodDir, **changes: object) -> None:
+    """state.json while the pod runs: a full disk must not stop kvmpod from following its VM."""
+    try:
+        write_state(pod, **changes)
+    except OSError:
+        pass
+
+
 def boot_and_follow(pod: PodDir, argv: list[str], lock_fd: int, register: Callable[[int], str] | None, out,
                     err) -> tuple[int | None, bool]:
     """Run the VM to its end; (hypervisor's exit status or None when killed by kvmpod, interrupted)."""
@@ -212,7 +220,7 @@ def boot_and_follow(pod: PodDir, argv: list[str], lock_fd: int, register: Callab
             app_output, console, hypervisor = _log_sources(pod, argv, read_end)
             if relay is not None:
                 relay.start()
-            write_state(pod, state="running", hypervisor_pid=proc.pid, started=time.time(),
+            _note_state(pod, state="running", hypervisor_pid=proc.pid, started=time.time(),
                         enter=relay is not None)
             if register is not None:
                 try:
@@ -233,7 +241,7 @@ def boot_and_follow(pod: PodDir, argv: list[str], lock_fd: int, register: Callab
                     for line in lines:
                         if first_line_at is None:
                             first_line_at = time.monotonic() - started
-                            write_state(pod, first_output_seconds=round(first_line_at, 3))
+                            _note_state(pod, first_output_seconds=round(first_line_at, 3))
                         out.write(line + "\n")
                     out.flush()
                 status = boot_status(console.lines(final=rc is not None)) if console is not None else None
@@ -294,6 +302,14 @@ def _tail(path: str, limit: int = 400) -> str:
     return " ".join(text.split())
 
 
+def disk_full(error: BaseException) -> bool:
+    """ENOSPC or EDQUOT, raised directly or reported by a tool kvmpod ran (cp, tar)."""
+    import errno
+
+    return (isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT)) or \
+        any(words in str(error) for words in ("No space left on device", "Disk quota exceeded"))
+
+
 def run_pod(*, pod_model: Pod, manifest_bytes: bytes, images: dict[str, str], networks: list[dict] | None,
             pod_uuid: str, stage1: Stage1, keep: bool, argv_for: Callable[[PodDir], list[str]],
             register: Callable[[int], str] | None = None, out=sys.stdout, err=sys.stderr,
@@ -321,23 +337,28 @@ def run_pod(*, pod_model: Pod, manifest_bytes: bytes, images: dict[str, str], ne
         return not problems
 
     try:
-        write_state(pod, uuid=pod_uuid, state="preparing", created=time.time(), apps=apps, kvmpod_pid=os.getpid())
-
         try:
+            write_state(pod, uuid=pod_uuid, state="preparing", created=time.time(), apps=apps,
+                        kvmpod_pid=os.getpid())
             prepare(pod, stage1, manifest_bytes, images, networks, say)
             if network_up is not None:
                 network_up(pod, say)  # taps, addresses, rules (host.net), recorded in the pod directory first
             argv = argv_for(pod)
-        except BaseException:
+        except BaseException as error:
             pod_root.unmount(pod)
-            if network_teardown():  # else the pod stays, with its net.json, for kvmpod gc
+            removed = network_teardown()
+            if removed:  # else the pod stays, with its net.json, for kvmpod gc
                 shutil.rmtree(pod.path, ignore_errors=True)  # nothing half-made stays behind
+            if disk_full(error):
+                raise RuntimeError(f"no space left on the file system of {base} while preparing pod {pod_uuid}"
+                                   + ("; nothing of the pod was kept" if removed else "; kvmpod gc removes it")
+                                   + ": free space there, then run the pod again") from None
             raise
         with open(os.path.join(pod.path, "argv.json"), "w") as f:
             json.dump(argv, f)
         own = hypervisor_part(argv)  # the hypervisor inside kvmpod's supervisor, when it has one
         hypervisor = own[0] + ("" if own is argv else ", supervised by kvmpod.host.hypervisor.supervisor")
-        write_state(pod, hypervisor=os.path.basename(own[0]))
+        _note_state(pod, hypervisor=os.path.basename(own[0]))
         say(f"pod {pod_uuid}: booting {hypervisor} (console: {pod.console})")
         started = time.monotonic()
         rc, interrupted = boot_and_follow(pod, argv, lock_fd, register, out, err)
@@ -362,8 +383,12 @@ def run_pod(*, pod_model: Pod, manifest_bytes: bytes, images: dict[str, str], ne
         else:
             clean = all(e is not None and e.exit_status == 0 for e in exits.values())
             how = "every app exited successfully" if clean else "stopped; no app failed"
-        write_state(pod, state="exited", finished=time.time(), exit_status=status, how=how,
-                    hypervisor_exit=rc, seconds=round(seconds, 3))
+        try:
+            write_state(pod, state="exited", finished=time.time(), exit_status=status, how=how,
+                        hypervisor_exit=rc, seconds=round(seconds, 3))
+        except OSError as error:  # a full disk: the status is still this process's, said once
+            say(f"cannot record the pod's end in {pod.state_file} ({error.strerror}); kvmpod list shows it "
+                f"as aborted")
         return status
     finally:
         if os.path.isdir(pod.path):

@@ -1,6 +1,7 @@
 """Pod directories on the host, one per pod UUID, as rkt kept /var/lib/rkt/pods/run/<uuid>.
 
-    <pods>/<uuid>/          <pods> is /var/lib/kvmpod/pods, or $KVMPOD_PODS_DIR
+    <pods>/<uuid>/          <pods> is $KVMPOD_PODS_DIR, else <state>/pods; <state> is kvmpod --dir,
+                            else $KVMPOD_DIR, else /var/lib/kvmpod
       pod.json              the pod manifest as given
       state.json            what kvmpod run last recorded: state, times, the pod's exit status
       lock                  flock()ed by kvmpod run and inherited by its hypervisor: held = running
@@ -33,8 +34,12 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-PODS_ENV = "KVMPOD_PODS_DIR"
+STATE_ENV = "KVMPOD_DIR"  # rkt's --dir: everything kvmpod keeps (pods/, images/), `kvmpod --dir DIR` sets it
+DEFAULT_STATE_DIR = "/var/lib/kvmpod"
+PODS_ENV = "KVMPOD_PODS_DIR"  # the pods alone, elsewhere (kept from before KVMPOD_DIR)
 DEFAULT_PODS_DIR = "/var/lib/kvmpod/pods"
+# What `--dir` overrides: an explicit flag beats the environment.
+SUBDIR_ENVS = (PODS_ENV, "KVMPOD_IMAGES_DIR")
 QMP_DIR = "/run/kvmpod"
 POD_SHARE_TAG = "kvmpod_pod"  # "_" is not allowed in an AC Name: no volume's tag can be this
 MAX_RECORD_BYTES = 4096
@@ -43,8 +48,25 @@ MAX_RECORD_BYTES = 4096
 _CODES = {"1": "exited", "2": "killed", "3": "dumped"}
 
 
+def state_dir() -> str:
+    return os.environ.get(STATE_ENV) or DEFAULT_STATE_DIR
+
+
 def pods_dir() -> str:
-    return os.environ.get(PODS_ENV) or DEFAULT_PODS_DIR
+    return os.environ.get(PODS_ENV) or os.path.join(state_dir(), "pods")
+
+
+def use_state_dir(path: str) -> str:
+    """`kvmpod --dir PATH`: PATH (absolute) becomes KVMPOD_DIR for this process and its children, and
+    wins over KVMPOD_PODS_DIR/KVMPOD_IMAGES_DIR. ValueError naming what is wrong with it."""
+    if not path or any(c in path for c in "\0\n"):
+        raise ValueError("give a directory path (no NUL or line break)")
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise ValueError(f"{path!r} exists and is not a directory")
+    os.environ[STATE_ENV] = os.path.abspath(path)
+    for name in SUBDIR_ENVS:
+        os.environ.pop(name, None)
+    return os.environ[STATE_ENV]
 
 
 @dataclass(frozen=True)
