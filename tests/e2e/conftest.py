@@ -141,6 +141,7 @@ def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Co
         recorded = _recorded_build_seconds(guestimage)
         tr.write_line(f"cold guest image build: {recorded} (recorded in build-info.json; cached this run)")
         tr.write_line(f"warm e2e suite wall time: {wall:.1f} s")
+    tr.write_line(_collect_stage1s())
     for boot in config.stash[_BOOTS]:
         tr.write_line(f"boot {boot.label}: accelerator {boot.accelerator}, QEMU ran {boot.qemu_seconds:.1f} s, "
                       f"setup+boot {boot.setup_seconds:.1f} s, kvmpod from {boot.install}, logs {boot.logs}"
@@ -153,3 +154,18 @@ def _recorded_build_seconds(guestimage) -> str:
         return f"{guestimage.build_seconds(guestimage._paths(entry)):.1f} s"
     except (OSError, ValueError, KeyError) as error:
         return f"unknown ({error})"
+
+
+def _collect_stage1s() -> str:
+    """Issue 22: the suite leaves no more than one stage1 of its own behind: `kvmpod stage1 gc` (the
+    newest and its base stay, and entries running pods use or used within the hour, maybe other
+    checkouts' on this machine)."""
+    from kvmpod.host.images import stage1
+    from kvmpod.host.pod_commands import stage1_upkeep
+
+    try:
+        removed = stage1_upkeep("gc", "1h", stage1.CACHE_ROOT).splitlines()
+    except OSError as error:
+        return f"stage1 cache gc: {error}"
+    return f"stage1 cache gc: removed {len(removed)} entr{'y' if len(removed) == 1 else 'ies'}" + (
+        f" ({', '.join(r.split()[1] for r in removed)})" if removed else "")

@@ -8,7 +8,7 @@ stage1 rootfs, and explains what host and guest will do with one manifest.
     kvmpod run     --manifest POD --app NAME=DIR|FILE.aci|IMAGE ... [--hypervisor qemu|lkvm] [--uuid UUID] [--keep]
     kvmpod run     --hypervisor lkvm|qemu --manifest POD --rootfs DIR --uuid UUID [...] [--no-systemd]
     kvmpod list | status UUID | stop UUID | cat-manifest UUID | gc [--older-than AGE]   (pods of kvmpod run)
-    kvmpod stage1 build [--out DIR] [--mirror URL] [--deb FILE]
+    kvmpod stage1 build [--out DIR] [--mirror URL] [--deb FILE] | list | gc [--older-than AGE]
     kvmpod image fetch IMAGE... | list | rm DIGEST|NAME... | gc [--older-than AGE]   (the image store)
     kvmpod status  [--json] [--generator-dir DIR]                  (in the guest: no UUID)
 
@@ -141,7 +141,10 @@ def _parser() -> argparse.ArgumentParser:
     gc_parser = sub.add_parser("gc", help="remove ended pods' directories (never a running pod's)")
     gc_parser.add_argument("--older-than", default="0s", help="only pods that ended this long ago (90s, 30m, 2h)")
     stage1 = sub.add_parser("stage1", help="the stage1 image every pod boots")
-    stage1.add_argument("action", choices=("build",))
+    stage1.add_argument("action", choices=("build", "list", "gc"),
+                        help="build: make (or find) the stage1; list: the cache's entries; gc: remove all but the "
+                             "newest, those running pods use and those used within --older-than")
+    stage1.add_argument("--older-than", default="1h", help="gc: keep entries used more recently (default 1h)")
     stage1.add_argument("--out", help="also copy the image to DIR (root/, vmlinuz, initrd.img)")
     stage1.add_argument("--mirror", help="the Debian mirror (default: this host's apt configuration's)")
     stage1.add_argument("--deb", help="install this kvmpod .deb (default: build this checkout's)")

@@ -298,6 +298,8 @@ def image_command(opts: argparse.Namespace) -> str | int:
 def stage1_command(opts: argparse.Namespace) -> str:
     from .images import stage1
 
+    if opts.action in ("list", "gc"):
+        return stage1_upkeep(opts.action, opts.older_than, stage1.CACHE_ROOT)
     try:
         image = stage1.ensure_stage1(Path(opts.deb) if opts.deb else None, opts.mirror)
         if opts.out:
@@ -336,3 +338,35 @@ def logs_command(opts: argparse.Namespace) -> int:
         return show_logs(pod, opts.app, opts.follow, sys.stdout.write, sys.stdout.flush)
     except KeyboardInterrupt:
         return 130
+
+
+def stage1_upkeep(action: str, older_than: str, cache: Path) -> str:
+    """kvmpod stage1 list | gc (host.images.stage1_cache); gc under the cache's lock (no build runs)."""
+    import fcntl
+
+    from .images import stage1_cache
+
+    pods = [(is_running(p), read_state(p)) for p in list_pods()]
+    used = stage1_cache.in_use(cache, pods)
+    if action == "list":
+        rows = [("ENTRY", "KIND", "STATE", "BUILT", "LAST USED")]
+        for e in stage1_cache.entries(cache):
+            state = ("in use" if e.name in used else "ok") if e.problem is None else f"damaged: {e.problem}"
+            rows.append((e.name, e.kind, state if e.kind in ("base", "stage1") else "-", _when(e.built),
+                         _when(e.last_used)))
+        widths = [max(len(r[i]) for r in rows) for i in range(4)]
+        return "".join(f"{r[0]:<{widths[0]}}  {r[1]:<{widths[1]}}  {r[2]:<{widths[2]}}  {r[3]:<{widths[3]}}  {r[4]}\n"
+                       for r in rows)
+    try:
+        age = parse_duration(older_than)
+    except ValueError:
+        raise InvalidInput([Problem("--older-than", f"{older_than!r} is not an age; give e.g. 90s, 30m, 2h")]) from None
+    if not cache.is_dir():
+        return ""
+    out = []
+    with open(cache / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        for e in stage1_cache.plan_gc(stage1_cache.entries(cache), used, age):
+            stage1_cache.remove_entry(e.path)
+            out.append(f"removed {e.name} ({e.kind})\n")
+    return "".join(out)

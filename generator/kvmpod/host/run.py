@@ -339,7 +339,7 @@ def run_pod(*, pod_model: Pod, manifest_bytes: bytes, images: dict[str, str], ne
     try:
         try:
             write_state(pod, uuid=pod_uuid, state="preparing", created=time.time(), apps=apps,
-                        kvmpod_pid=os.getpid())
+                        kvmpod_pid=os.getpid(), stage1=stage1.root)  # kvmpod stage1 gc keeps it
             prepare(pod, stage1, manifest_bytes, images, networks, say)
             if network_up is not None:
                 network_up(pod, say)  # taps, addresses, rules (host.net), recorded in the pod directory first

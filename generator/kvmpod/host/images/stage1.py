@@ -32,7 +32,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import stage1_trim
+from . import stage1_cache, stage1_trim
 from .installed_tree import InstalledTree, NotInstalled, installed_tree
 
 SUITE = "bookworm"
@@ -258,6 +258,10 @@ def recipe_hash() -> str:
     return h.hexdigest()[:16]
 
 
+def _say(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
 def _paths(entry: Path) -> GuestImage:
     return GuestImage(root=entry / "root", vmlinuz=entry / "vmlinuz", initrd=entry / "initrd.img")
 
@@ -299,6 +303,7 @@ def _build(entry: Path) -> float:
         with _step("kernel and initrd with the 9p modules", started):
             _install_kernel(root)
         _export_boot_files(root, tmp)
+        stage1_cache.write_contents(tmp)  # what was built; build-info.json (the completion mark) last
         seconds = time.monotonic() - started
         info = {"recipe_hash": entry.name, "build_seconds": round(seconds, 1), "suite": SUITE}
         (tmp / "build-info.json").write_text(json.dumps(info, indent=2) + "\n")
@@ -319,12 +324,14 @@ def ensure_image() -> GuestImage:
             raise ImageBuildError(f"{tool} not found; apt-get install debootstrap")
     CACHE_ROOT.mkdir(parents=True, exist_ok=True)
     entry = CACHE_ROOT / recipe_hash()
-    if (entry / "build-info.json").is_file():
+    if stage1_cache.problem(entry) is None:  # the usual case, without waiting for the lock
+        stage1_cache.mark_used(entry)
         return _paths(entry)
-    # One builder at a time: parallel test runs wait for the first build.
+    # One builder at a time: parallel test runs wait for the first build. Checked under the lock:
+    # a killed or damaged build is never returned (stage1_cache).
     with open(CACHE_ROOT / ".lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        if not (entry / "build-info.json").is_file():
+        if not stage1_cache.usable(entry, _say):
             for stale in CACHE_ROOT.glob(".tmp-*"):
                 _remove_tree(stale)  # left by a killed build; we hold the lock
             seconds = _build(entry)
@@ -412,6 +419,7 @@ def _build_stage1(base: GuestImage, entry: Path, deb: Path | InstalledTree) -> N
             _install_stage1(tmp / "root", deb)
         shutil.copy2(base.vmlinuz, tmp / "vmlinuz")
         shutil.copy2(base.initrd, tmp / "initrd.img")
+        stage1_cache.write_contents(tmp)  # what was built; build-info.json (the completion mark) last
         info = {"stage1_hash": entry.name, "base": base.root.parent.name, "deb": deb.name,
                 "build_seconds": round(time.monotonic() - started, 1)}
         (tmp / "build-info.json").write_text(json.dumps(info, indent=2) + "\n")
@@ -444,11 +452,12 @@ def ensure_stage1(deb: Path | None = None, mirror: str | None = None) -> GuestIm
         elif not deb.is_file():
             raise ImageBuildError(f"--deb {deb}: no such file")
         entry = CACHE_ROOT / f"stage1-{stage1_hash(base.root.parent.name, deb)}"
-        if (entry / "build-info.json").is_file():
+        if stage1_cache.problem(entry) is None:  # the usual case, without waiting for the lock
+            stage1_cache.mark_used(entry)
             return _paths(entry)
         with open(CACHE_ROOT / ".lock", "w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
-            if not (entry / "build-info.json").is_file():
+            if not stage1_cache.usable(entry, _say):
                 _build_stage1(base, entry, deb)
                 if PROGRESS:
                     print(f"kvmpod stage1: ready in {time.monotonic() - started:.1f} s: {entry}", file=sys.stderr)
