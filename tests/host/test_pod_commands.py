@@ -48,6 +48,7 @@ def test_the_command_line_reaches_run_pod_with_its_manifest_and_images(images: P
 
     monkeypatch.setattr(pod_commands, "run_pod", run_pod)
     monkeypatch.setattr(pod_commands, "_stage1", lambda opts: None)
+    monkeypatch.setattr(pod_commands, "check_boot_files", lambda *args: None)  # a stand-in stage1
     monkeypatch.setattr(pod_commands, "host_runs_systemd", lambda: False)
     monkeypatch.chdir(images)
     status = main(["run", "--uuid", UUID, "--volume", "data,kind=host,source=data", "--memory", "300", "web",
@@ -147,6 +148,7 @@ def test_container_images_come_from_the_store_and_the_pod_records_them(tmp_path:
     (tmp_path / "stage1root/etc").mkdir(parents=True)
     monkeypatch.setattr(runner, "install_app", install_app)
     monkeypatch.setattr(pod_commands, "_stage1", lambda opts: runner.Stage1(str(tmp_path / "stage1root"), "", None))
+    monkeypatch.setattr(pod_commands, "check_boot_files", lambda *args: None)  # a stand-in stage1
     monkeypatch.setattr(pod_commands, "host_runs_systemd", lambda: False)
     status = main(["run", "--uuid", UUID, f"docker-archive:{tmp_path}/web.tar", "--set-env", "X=1", "---",
                    f"oci:{tmp_path}/layout:2"])

@@ -137,8 +137,7 @@ def run_command(opts: argparse.Namespace, load: Callable, host_argv: Callable) -
     try:
         stage1 = _stage1(opts)
         # before anything of the pod is made: a missing QEMU or a damaged kernel is one clear error
-        check_boot_files(HostSettings.lkvm_binary if opts.hypervisor == "lkvm" else HostSettings.qemu_binary,
-                         stage1.vmlinuz, stage1.initrd)
+        check_boot_files(HostSettings.lkvm_binary if opts.hypervisor == "lkvm" else HostSettings.qemu_binary, stage1)
 
         def argv_for(pod) -> list[str]:
             boot = argparse.Namespace(**vars(opts))

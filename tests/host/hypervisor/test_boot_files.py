@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from kvmpod.host.hypervisor.boot_files import BZIMAGE_MAGIC, BZIMAGE_MAGIC_OFFSET, check_boot_files, kernel_problem
+from kvmpod.host.run import Stage1
 from kvmpod.pod.problems import InvalidInput
 
 REPO = Path(__file__).resolve().parents[3]
@@ -38,7 +39,8 @@ def test_kernels_that_cannot_boot_are_named(tmp_path: Path):
 def test_every_unusable_boot_file_is_one_problem(tmp_path: Path):
     (tmp_path / "initrd").write_bytes(b"")
     with pytest.raises(InvalidInput) as error:
-        check_boot_files("no-such-qemu-binary", str(tmp_path / "vmlinuz"), str(tmp_path / "initrd"))
+        check_boot_files("no-such-qemu-binary", Stage1(str(tmp_path / "root"), str(tmp_path / "vmlinuz"),
+                                                      str(tmp_path / "initrd")))
     assert [p.field for p in error.value.problems] == ["hypervisor", "--stage1 kernel", "--stage1 initrd"]
     assert "'no-such-qemu-binary' is not an executable on PATH" in str(error.value)
     assert "is empty; rebuild the stage1 (kvmpod stage1 build)" in str(error.value)

@@ -62,8 +62,10 @@ def binary_problem(binary: str) -> str | None:
     return None
 
 
-def check_boot_files(binary: str, kernel: str, initrd: str | None, field: str = "--stage1") -> None:
-    """Raises InvalidInput naming every unusable one (see the module's docstring)."""
+def check_boot_files(binary: str, stage1, field: str = "--stage1") -> None:
+    """Raises InvalidInput naming every unusable one (see the module's docstring); `stage1` has the
+    kernel's and the initrd's paths as .vmlinuz and .initrd (None: no initrd)."""
+    kernel, initrd = stage1.vmlinuz, stage1.initrd
     problems = []
     if (why := binary_problem(binary)) is not None:
         problems.append(Problem("hypervisor", why))
