@@ -285,9 +285,12 @@ def test_the_guest_unpacked_the_units_kvmpod_rendered_on_the_host(run_ok: RunSta
 # ---------------------------------------------------------------- run-sigint
 
 # Root in the guest (not an app: systemd's own systemd.run= on the kernel command line) does to the pod
-# share what a compromised guest can: 64 MiB into it, a link to a host file among the records.
+# share what a compromised guest can: 64 MiB into it, a link to a host file among the records. In a
+# transient unit of its own (systemd-run --no-block): kernel-command-line.service is a oneshot the
+# boot waits for, and the share is mounted only later in the boot.
 SHARE = "/run/kvmpod/pod"
-FLOOD = ("systemd.run=\"/bin/sh -c 'until mountpoint -q " + SHARE + "; do sleep 1; done; "
+FLOOD = ("systemd.run=\"systemd-run --no-block -u kvmpod-flood /bin/sh -c 'until mountpoint -q " + SHARE
+         + "; do sleep 1; done; "
          "if dd if=/dev/zero of=" + SHARE + "/flood bs=1M count=64; then r=wrote; else r=full; fi; "
          "ln -s /etc/shadow " + SHARE + "/apps/planted; "
          "echo kvmpod-flood $r $(wc -c < " + SHARE + "/flood) > /dev/console'\"")
