@@ -291,10 +291,12 @@ def test_the_guest_unpacked_the_units_kvmpod_rendered_on_the_host(run_ok: RunSta
 SHARE = "/run/kvmpod/pod"
 FLOOD = ("systemd.run=\"systemd-run --no-block -u kvmpod-flood /bin/sh -c 'until mountpoint -q " + SHARE
          + "; do sleep 1; done; "
-         "if dd if=/dev/zero of=" + SHARE + "/flood bs=1M count=64; then r=wrote; else r=full; fi; "
-         "ln -s /etc/shadow " + SHARE + "/apps/planted; "
-         "echo kvmpod-flood $r $(wc -c < " + SHARE + "/flood) > /dev/console'\"")
-FLOOD_LINE = re.compile(r"kvmpod-flood (?P<how>wrote|full) (?P<bytes>\d+)")
+         # no $ and no %: systemd would expand them in ExecStart=
+         "dd if=/dev/zero of=" + SHARE + "/flood bs=1M count=64 && echo kvmpod-flood wrote > /dev/console "
+         "|| echo kvmpod-flood full > /dev/console; ln -s /etc/shadow " + SHARE + "/apps/planted; "
+         "echo kvmpod-flood-bytes > /dev/console; wc -c < " + SHARE + "/flood > /dev/console'\"")
+FLOOD_LINE = re.compile(r"kvmpod-flood (?P<how>wrote|full)")
+FLOOD_BYTES = re.compile(r"kvmpod-flood-bytes\s+(?P<bytes>\d+)")
 
 
 def _run_sigint(state: RunState, tmp: Path) -> Iterator[None]:
@@ -326,7 +328,7 @@ def _run_sigint(state: RunState, tmp: Path) -> Iterator[None]:
         time.sleep(5)
         console = state.pods / state.uuid / "console.log"
         deadline = time.monotonic() + 300
-        while time.monotonic() < deadline and not FLOOD_LINE.search(console.read_text(errors="replace")):
+        while time.monotonic() < deadline and not FLOOD_BYTES.search(console.read_text(errors="replace")):
             time.sleep(1)
         state.stderr = f"still running 5 s after 'up': {proc.poll() is None}\n"
         proc.send_signal(signal.SIGINT)
@@ -375,9 +377,9 @@ def test_a_guest_flooding_its_pod_share_is_capped_and_the_host_keeps_only_the_re
 
     run_sigint.require()
     console = (run_sigint.pods / run_sigint.uuid / "console.log").read_text(errors="replace")
-    match = FLOOD_LINE.search(console)
-    assert match, "the guest's flood never reported " + run_sigint.where()
-    assert match["how"] == "full" and int(match["bytes"]) <= POD_SHARE_BYTES, match.group(0)
+    match, size = FLOOD_LINE.search(console), FLOOD_BYTES.search(console)
+    assert match and size, "the guest's flood never reported " + run_sigint.where()
+    assert match["how"] == "full" and int(size["bytes"]) <= POD_SHARE_BYTES, (match.group(0), size.group(0))
     share = run_sigint.pods / run_sigint.uuid / "share"
     assert sorted(os.listdir(share)) == ["apps"]
     assert sorted(os.listdir(share / "apps")) == ["forever", "quick"]
