@@ -56,11 +56,10 @@ class RunState(BootState):
     stderr: str = ""
     vols: dict[str, Path] = field(default_factory=dict)
     fetched: subprocess.CompletedProcess | None = None
+    extra_env: dict[str, str] = field(default_factory=dict)
 
     def output_dir(self) -> Path | None:
         return self.logs
-
-    extra_env: dict[str, str] = field(default_factory=dict)
 
     @property
     def env(self) -> dict[str, str]:
