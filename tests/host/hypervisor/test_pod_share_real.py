@@ -104,3 +104,29 @@ def test_every_pod_of_kvmpod_run_gets_the_capped_share(tmp_path: Path):
         assert argv[1:3] == ["-m", "kvmpod.host.hypervisor.supervisor"]
         i = argv.index("--pod-share")
         assert argv[i + 1:i + 3] == [str(tmp_path / "pod/share"), str(POD_SHARE_BYTES)]
+
+
+def test_a_virtiofsd_killed_while_the_vm_runs_stops_the_vm_with_one_line(tmp_path: Path):
+    """Issue 22: a volume's virtiofsd dies (killed, crashed) under a running VM: the supervisor stops the
+    VM (its volume is gone) and says so in one line; kvmpod run then reports the VM's end."""
+    source, sock, out = tmp_path / "vol", tmp_path / "vol.sock", tmp_path / "out"
+    source.mkdir()
+    out.mkdir()
+    daemon = tmp_path / "virtiofsd"
+    daemon.write_text(f"#!/bin/sh\necho $$ > {out}/daemon.pid\ntouch {sock}\nexec sleep 600\n")
+    daemon.chmod(0o755)
+    argv = [sys.executable, "-m", "kvmpod.host.hypervisor.supervisor", "--virtiofsd", str(daemon), str(sock),
+            str(source), "--", "sh", "-c", f"echo $$ > {out}/vm.pid; exec sleep 600"]
+    proc = subprocess.Popen(argv, env=ENV, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 30
+    while not ((out / "vm.pid").exists() and (out / "vm.pid").read_text().strip()):
+        assert time.monotonic() < deadline and proc.poll() is None
+        time.sleep(0.05)
+
+    os.kill(int((out / "daemon.pid").read_text()), signal.SIGKILL)
+    _, err = proc.communicate(timeout=30)
+
+    assert proc.returncode == 128 + signal.SIGTERM
+    assert err == (f"kvmpod-supervisor: virtiofsd for {sock} exited -9 while the VM ran: stopping the VM "
+                   "(its volume is gone)\n")
+    assert not os.path.exists(f"/proc/{int((out / 'vm.pid').read_text())}")

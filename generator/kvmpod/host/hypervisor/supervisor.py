@@ -227,6 +227,34 @@ def _stop(daemons: list[subprocess.Popen]) -> None:
             proc.wait()
 
 
+DAEMON_GRACE_SECONDS = 3.0  # a virtiofsd ends when QEMU disconnects, i.e. as QEMU itself ends
+
+
+def _wait(proc: subprocess.Popen, daemons: list[subprocess.Popen], sockets: list[str]) -> int:
+    """The hypervisor's status. A virtiofsd that dies while the VM runs (killed, crashed) leaves the
+    guest's volume dead under its apps: unless the hypervisor ends by itself within the grace time,
+    the VM is stopped (SIGTERM: QEMU exits at once), with one line saying why."""
+    if not daemons:
+        return proc.wait()
+    while True:
+        try:
+            return proc.wait(timeout=0.2)
+        except subprocess.TimeoutExpired:
+            pass
+        dead = [(d, s) for d, s in zip(daemons, sockets) if d.poll() is not None]
+        if not dead:
+            continue
+        try:
+            return proc.wait(timeout=DAEMON_GRACE_SECONDS)
+        except subprocess.TimeoutExpired:
+            daemon, socket = dead[0]
+            sys.stderr.write(f"kvmpod-supervisor: virtiofsd for {socket} exited {daemon.returncode} while the VM ran: "
+                             "stopping the VM (its volume is gone)\n")
+            sys.stderr.flush()
+            proc.terminate()
+            return proc.wait()
+
+
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     daemons: list[subprocess.Popen] = []
@@ -270,7 +298,7 @@ def main(argv: list[str] | None = None) -> int:
     for signum in pending:
         proc.send_signal(signum)
     try:
-        status = proc.wait()
+        status = _wait(proc, daemons, [socket for _, socket, _ in virtiofsds])
     finally:
         _stop(daemons)
         if share is not None:
