@@ -1,6 +1,6 @@
 """Issue 22, load without guests: four pods at once through `kvmpod run`, each with a stand-in for QEMU
-that does what the guest and QEMU do at the host's edges (reads its own argv: writes each app's lines to
-the apps' serial file and each app's end into the pod share, which is the supervisor's capped tmpfs,
+that does what the guest and QEMU do at the host's edges (reads its own argv: serves its chardev sockets,
+sends each app's lines on the apps' serial socket, writes each app's end into the pod share, which is the supervisor's capped tmpfs,
 then exits). Everything of kvmpod is real. Each pod exits with its own apps' status, its output goes
 only to its own terminal and apps.log, each has its own directory, lock, QMP socket and share;
 `kvmpod list` shows them all while they run and `kvmpod gc` then removes none of them."""
@@ -22,18 +22,30 @@ PODS = 4
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="kvmpod run's namespaces and overlay need root")
 
 STAND_IN = r'''#!/usr/bin/env python3
-import json, os, sys, time
+import json, os, socket, sys, threading, time
 argv = sys.argv[1:]
 value = lambda flag, start: next(a for i, a in enumerate(argv) if i and argv[i - 1] == flag and a.startswith(start))
-apps_log = value("-chardev", "file,id=apps,path=").split("path=", 1)[1]
+# QEMU serves its chardevs on UNIX sockets kvmpod run connects to: serve them the same way.
+servers, conns = {}, {}
+for i, a in enumerate(argv):
+    if i and argv[i - 1] == "-chardev" and a.startswith("socket,") and "server=on" in a:
+        opts = dict(kv.split("=", 1) for kv in a.split(",")[1:] if "=" in kv)
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.bind(opts["path"])
+        s.listen(1)
+        servers[opts["id"]] = s
+        threading.Thread(target=lambda n=opts["id"], s=s: conns.__setitem__(n, s.accept()[0]), daemon=True).start()
 share = value("-fsdev", "local,id=pod,").split("path=", 1)[1].split(",")[0]
 pod = os.path.dirname(share)
 open(os.path.join(os.path.dirname(share), "..", "..", "started-" + os.path.basename(pod)), "w").close()
 manifest = json.load(open(os.path.join(pod, "pod.json")))
 time.sleep(float(os.environ.get("STAND_IN_SECONDS", "4")))  # the pods overlap
-with open(apps_log, "a") as log:
-    for app in manifest["apps"]:
-        log.write(f"[    1.000000] {app['name']}[100]: hello from {app['name']} in {os.path.basename(pod)}\n")
+deadline = time.monotonic() + 30
+while "apps" not in conns and time.monotonic() < deadline:
+    time.sleep(0.05)
+for app in manifest["apps"]:
+    conns["apps"].sendall(f"[    1.000000] {app['name']}[100]: hello from {app['name']} in {os.path.basename(pod)}\n"
+                          .encode())
 for k, app in enumerate(manifest["apps"]):
     status = int(app["name"].rsplit("-", 1)[1])
     result = "success" if status == 0 else "exit-code"
@@ -41,6 +53,10 @@ for k, app in enumerate(manifest["apps"]):
               f"ExecMainExitTimestampMonotonic={2000 + k}\nExecMainCode=1\nExecMainStatus={status}\n")
     with open(os.path.join(share, "apps", app["name"]), "w") as f:
         f.write(record)
+for c in conns.values():
+    c.close()
+for s in servers.values():
+    os.unlink(s.getsockname())
 '''
 
 
