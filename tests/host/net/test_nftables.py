@@ -57,6 +57,10 @@ print("----")
 n.nft_load(n.teardown_rules(n.chain_names(uuid)))
 n.nft_load(n.teardown_rules(n.chain_names(uuid)))  # again: idempotent
 print(subprocess.run(["nft", "list", "ruleset"], capture_output=True, text=True).stdout)
+print("----")
+n.remove_pod(n.chain_names(uuid))  # gone already: the other pod's chains keep the table
+n.remove_pod(n.chain_names(other))  # the last pod's: the table goes too
+print(subprocess.run(["nft", "list", "ruleset"], capture_output=True, text=True).stdout)
 """
 
 
@@ -66,6 +70,7 @@ def test_loaded_and_removed_for_real_in_a_private_namespace(tmp_path):
     proc = subprocess.run(["unshare", "--net", "python3", "-c", SCRIPT, os.path.abspath(generator)],
                           capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
-    loaded, after = proc.stdout.split("----")
+    loaded, after, last = proc.stdout.split("----")
     assert loaded.count("dnat to 172.16.28.2:80") == 4 and f"chain pod-{UUID}-post" in loaded
     assert UUID not in after and "pod-11111111-2222-4333-8444-555555555555-pre" in after
+    assert "kvmpod" not in last, last

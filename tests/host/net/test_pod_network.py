@@ -96,7 +96,7 @@ def test_setup_wires_ptp_and_bridge_as_rkt_kvm_did_and_teardown_leaves_nothing(t
     assert r["problems"] == [] and r["again"] == []
     down = r["down"]
     assert tap0 not in down["links"] and tap1 not in down["links"] and "kvbr-test" in down["links"]
-    assert UUID not in down["rules"] and "dnat" not in down["rules"]
+    assert UUID not in down["rules"] and "dnat" not in down["rules"] and "kvmpod" not in down["rules"]
     assert down["store"] == []
     state = json.loads((tmp_path / "pod" / "net.json").read_text())
     assert state["torn_down"] and all(n["released"] for n in state["networks"])

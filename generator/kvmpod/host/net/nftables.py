@@ -14,11 +14,15 @@ chain` (a no-op when it exists), `flush chain`, `delete chain`, so it removes wh
 not fail on what is gone (nft 1.0.6, Debian 12's, has no `destroy`).
 """
 
+import contextlib
+import fcntl
 import ipaddress
+import os
 import subprocess
 from dataclasses import dataclass
 
 TABLE = "kvmpod"
+LOCK = "/run/kvmpod/nft.lock"  # setups and teardowns one at a time, so the last teardown can drop the table
 FAMILY = "ip"
 NFT = "nft"
 HOOKS = (("pre", "nat", "prerouting", "dstnat"), ("out", "nat", "output", "-100"),
@@ -85,6 +89,31 @@ def nft_load(text: str, *, check: bool = False) -> None:
         raise NftError("nft is not installed; install the nftables package") from None
     if proc.returncode != 0:
         raise NftError(f"nft refused the rules: {proc.stderr.strip() or proc.stdout.strip()}")
+
+
+@contextlib.contextmanager
+def table_lock():
+    os.makedirs(os.path.dirname(LOCK), mode=0o755, exist_ok=True)
+    fd = os.open(LOCK, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def add_pod(text: str) -> None:
+    with table_lock():
+        nft_load(text)
+
+
+def remove_pod(chains: list[str]) -> None:
+    """The pod's chains gone; the table too when no other pod's chain is left in it (under the lock,
+    so no other pod's setup runs between the look and the delete)."""
+    with table_lock():
+        nft_load(teardown_rules(chains))
+        if "chain " not in table_text():
+            nft_load(f"delete table {FAMILY} {TABLE}\n")
 
 
 def table_text() -> str:

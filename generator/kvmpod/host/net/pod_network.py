@@ -152,7 +152,7 @@ def _setup(pod_path: str, pod_uuid: str, configs: list[NetConfig], state: dict, 
             for f in forwards:
                 say(f"forwarding host port {f.protocol}/{f.host_port} to {f.app}'s {f.name!r} at "
                     f"{target.guest_ip}:{f.pod_port}")
-        nftables.nft_load(nftables.pod_rules(pod_uuid, masquerades, rules))
+        nftables.add_pod(nftables.pod_rules(pod_uuid, masquerades, rules))
     state["ready"] = True
     write_state(pod_path, state)
     return PodNetworks(tuple(networks), tuple(nameservers), tuple(search), forwards)
@@ -169,7 +169,7 @@ def teardown(pod_path: str) -> list[str]:
     problems = []
     if state.get("nft_chains"):
         try:
-            nftables.nft_load(nftables.teardown_rules(list(state["nft_chains"])))
+            nftables.remove_pod(list(state["nft_chains"]))
         except nftables.NftError as error:
             problems.append(f"pod {state.get('pod')}: nftables chains: {error}")
     for entry in state.get("networks", []):
