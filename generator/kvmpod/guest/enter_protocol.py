@@ -10,7 +10,8 @@ Host -> guest: OPEN (JSON: app, argv, tty, rows, cols, term), STDIN (bytes), STD
 (rows u16, cols u16), SIGNAL (u8), CLOSE (the client went away: stop the command).
 Guest -> host: STDOUT, STDERR (bytes), STDIN_ACK (u32: stdin bytes the command took, so a client
 never has more than STDIN_WINDOW bytes in flight), EXIT (i32: the status, 128+N for a signal),
-ERROR (UTF-8 text: the session could not start; it ends the channel).
+ERROR (UTF-8 text: the session could not start; it ends the channel), STARTED (the command's unit
+was started: a client that hears nothing at all says the guest's side is missing).
 """
 
 import json
@@ -22,10 +23,10 @@ STDIN_WINDOW = 256 * 1024
 PORT_NAME = "kvmpod.enter"
 
 OPEN, STDIN, STDIN_EOF, RESIZE, SIGNAL, CLOSE = 1, 2, 3, 4, 5, 6
-STDOUT, STDERR, STDIN_ACK, EXIT, ERROR = 16, 17, 18, 19, 20
+STDOUT, STDERR, STDIN_ACK, EXIT, ERROR, STARTED = 16, 17, 18, 19, 20, 21
 TO_GUEST = frozenset({OPEN, STDIN, STDIN_EOF, RESIZE, SIGNAL, CLOSE})
-TO_HOST = frozenset({STDOUT, STDERR, STDIN_ACK, EXIT, ERROR})
-_FIXED = {STDIN_EOF: 0, CLOSE: 0, RESIZE: 4, SIGNAL: 1, STDIN_ACK: 4, EXIT: 4}
+TO_HOST = frozenset({STDOUT, STDERR, STDIN_ACK, EXIT, ERROR, STARTED})
+_FIXED = {STDIN_EOF: 0, CLOSE: 0, RESIZE: 4, SIGNAL: 1, STDIN_ACK: 4, EXIT: 4, STARTED: 0}
 
 
 class ProtocolError(ValueError):

@@ -287,6 +287,7 @@ class Server:
                 return
             try:
                 self.sessions[channel] = Session(self, channel, p.parse_open(payload))
+                self.send(channel, p.STARTED)
             except (SessionError, p.ProtocolError) as error:
                 self.send(channel, p.ERROR, str(error).encode())
             except Exception as error:  # D-Bus refused the unit, ...: the host sees why

@@ -177,3 +177,21 @@ def tempfile_dir() -> str:
     import tempfile
 
     return tempfile.mkdtemp(prefix="ke-")
+
+
+def test_enter_says_so_when_the_guest_never_answers(pod, monkeypatch, capsys):
+    import socket as socketlib
+
+    monkeypatch.setattr(pod_dirs, "QMP_DIR", tempfile_dir())
+    monkeypatch.setenv("KVMPOD_ENTER_WAIT", "1")
+    server = socketlib.socket(socketlib.AF_UNIX, socketlib.SOCK_STREAM)
+    server.bind(pod.enter_socket)
+    server.listen(1)  # a relay whose guest has no server: it takes the request and nothing comes back
+    r, w = os.pipe()
+    try:
+        assert enter_client.enter(pod, "db", ["true"], stdin=r) == enter_client.EXIT_LOST
+    finally:
+        os.close(r)
+        os.close(w)
+        server.close()
+    assert "did not answer within 1 s" in capsys.readouterr().err

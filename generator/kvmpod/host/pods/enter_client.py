@@ -16,6 +16,7 @@ import socket
 import struct
 import sys
 import termios
+import time
 import tty
 
 from ...guest import enter_protocol as p
@@ -23,6 +24,15 @@ from ...pod.problems import InvalidInput, Problem
 from .pod_dirs import PodDir, is_running, manifest_apps, pod_state, read_state
 
 EXIT_LOST = 255  # the connection ended before the command's status came (as ssh does)
+ANSWER_ENV = "KVMPOD_ENTER_WAIT"  # seconds to wait for the guest's first answer
+ANSWER_SECONDS = 300.0  # a TCG guest under load starts its server (Python, pystemd) slowly
+
+
+def answer_seconds() -> float:
+    try:
+        return max(1.0, float(os.environ.get(ANSWER_ENV, ANSWER_SECONDS)))
+    except ValueError:
+        return ANSWER_SECONDS
 FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
@@ -100,8 +110,15 @@ def enter(pod: PodDir, app: str, argv: list[str], stdin: int = 0, stdout: int = 
             stdin_file = True
         in_flight = 0
         reader = p.FrameReader(p.TO_HOST)
+        answered, answer_by = False, time.monotonic() + answer_seconds()
         while True:
-            events = selector.select(0 if stdin_file and stdin_open and in_flight < p.STDIN_WINDOW else None)
+            waiting = None if answered else max(0.0, answer_by - time.monotonic())
+            events = selector.select(0 if stdin_file and stdin_open and in_flight < p.STDIN_WINDOW else waiting)
+            if not answered and not events and time.monotonic() >= answer_by:
+                sys.stderr.write(f"kvmpod: enter: pod {pod.uuid} did not answer within {answer_seconds():.0f} s: "
+                                 f"its guest has no kvmpod-enter.socket running (an older stage1?), or is still "
+                                 f"booting; {ANSWER_ENV} sets the wait\r\n")
+                return EXIT_LOST
             if stdin_file and stdin_open and in_flight < p.STDIN_WINDOW:
                 data = os.read(stdin, p.MAX_PAYLOAD)
                 sock.sendall(p.frame(0, p.STDIN, data) if data else p.frame(0, p.STDIN_EOF))
@@ -137,6 +154,7 @@ def enter(pod: PodDir, app: str, argv: list[str], stdin: int = 0, stdout: int = 
                     except p.ProtocolError as error:
                         sys.stderr.write(f"kvmpod: enter: malformed reply from pod {pod.uuid}: {error}\r\n")
                         return EXIT_LOST
+                    answered = answered or bool(messages)
                     for _, kind, payload in messages:
                         if kind == p.STDOUT:
                             _write_all(stdout, payload)
