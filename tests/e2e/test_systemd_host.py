@@ -87,7 +87,13 @@ class Container:
                 "PATH=/usr/sbin:/usr/bin:/sbin:/bin", "KVMPOD_NET=none", "LANG=C.UTF-8", "/bin/sh", "-c", command]
 
     def run(self, command: str, timeout: float = 120.0) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(self.argv(command), capture_output=True, text=True, timeout=timeout)
+        """A step that does not end in time is recorded as such (returncode None), and the boot goes on
+        to its other checks."""
+        try:
+            return subprocess.run(self.argv(command), capture_output=True, text=True, timeout=timeout)
+        except subprocess.TimeoutExpired as expired:
+            out = expired.stdout.decode() if isinstance(expired.stdout, bytes) else (expired.stdout or "")
+            return subprocess.CompletedProcess(expired.cmd, None, out, f"did not end within {timeout:.0f} s")
 
     def popen(self, command: str, out: Path) -> subprocess.Popen:
         handle = open(out, "w")
@@ -179,8 +185,8 @@ def _drive(state: HostState, nspawn: subprocess.Popen) -> None:
     r["status_running"] = box.run(f"kvmpod status {u} --json").stdout
     r["second_run"] = box.run(f"kvmpod run --stage1 /stage1 --manifest /srv/kvmpod/pod.json "
                               f"--app app=/srv/kvmpod/app --uuid {u}")
-    r["enter"] = box.run(f"kvmpod enter {u} -- sh -c 'echo entered from the systemd host; exit 4'", timeout=600)
-    r["enter_stdin"] = box.run(f"echo piped | kvmpod enter {u} -- cat", timeout=600)
+    r["enter"] = box.run(f"kvmpod enter {u} -- sh -c 'echo entered from the systemd host; exit 4'", timeout=420)
+    r["enter_stdin"] = box.run(f"echo piped | kvmpod enter {u} -- cat", timeout=300)
     r["logs"] = box.run(f"kvmpod logs {u} --app app").stdout
     for uuid, stop, proc in zip(uuids, STOPS, runs):
         target = f"kvmpod-{uuid}" if stop.startswith("machinectl") else f"kvmpod-{uuid}.service"
