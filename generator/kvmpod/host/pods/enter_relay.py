@@ -68,17 +68,19 @@ class EnterRelay(threading.Thread):
         return False
 
     def _listen(self) -> None:
-        try:
-            os.unlink(self.socket_path)
-        except FileNotFoundError:
-            pass
+        for path in (self.socket_path, self.socket_path + ".new"):
+            try:
+                os.unlink(path)
+            except FileNotFoundError:
+                pass
         listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         old = os.umask(0o077)
-        try:
-            listener.bind(self.socket_path)
+        try:  # listening before it has its name: a client never finds it there but refusing
+            listener.bind(self.socket_path + ".new")
         finally:
             os.umask(old)
         listener.listen(16)
+        os.rename(self.socket_path + ".new", self.socket_path)
         listener.setblocking(False)
         self.listener = listener
 
