@@ -30,7 +30,7 @@ from typing import ClassVar
 
 import pytest
 
-from kvmpod.host.images.oci_writer import write_oci_layout
+from kvmpod.host.images.oci_writer import write_docker_archive, write_oci_layout
 
 from .conftest import BootState, module_boot
 from .kvmpod_guest import busybox_rootfs, host_kvmpod, kept_dir, kvmpod_cli, pod_uuid, write_json
@@ -57,6 +57,9 @@ class RunState(BootState):
     vols: dict[str, Path] = field(default_factory=dict)
     fetched: subprocess.CompletedProcess | None = None
     extra_env: dict[str, str] = field(default_factory=dict)
+    quick_digest: str = ""
+    image_gc_running: subprocess.CompletedProcess | None = None
+    image_rm_running: subprocess.CompletedProcess | None = None
 
     def output_dir(self) -> Path | None:
         return self.logs
@@ -304,10 +307,16 @@ FLOOD_BYTES = re.compile(r"kvmpod-flood-bytes\s+(?P<bytes>\d+)")
 def _run_sigint(state: RunState, tmp: Path) -> Iterator[None]:
     manifest = {"acKind": "PodManifest", "acVersion": "0.8.11", "apps": [
         sh_app("forever", "echo up; trap 'echo got TERM; exit 0' TERM; while :; do sleep 1; done"),
-        sh_app("quick", "echo quick done"),
+        {"name": "quick", "image": {"name": "example.com/quick"}},
     ]}
     images = state.logs / "images"
-    apps = {name: busybox_rootfs(images / name) for name in ("forever", "quick")}
+    apps = {"forever": busybox_rootfs(images / "forever")}
+    # "quick" is a docker-archive (docker save's format) in the image store, whose gc and rm must
+    # keep it while the pod runs and gc removes once it ended.
+    quick = images / "quick.tar"
+    state.quick_digest = write_docker_archive(str(busybox_rootfs(images / "quick")), {"Cmd": ["sh", "-c", "echo quick done"]},
+                                              str(quick), "example.com/quick:1.0")
+    apps["quick"] = f"docker-archive:{quick}"
     started = time.monotonic()
     state.extra_env = {"KVMPOD_EXTRA_KERNEL_PARAMS": FLOOD}
     proc = _start(state, manifest, apps)
@@ -333,6 +342,8 @@ def _run_sigint(state: RunState, tmp: Path) -> Iterator[None]:
         while time.monotonic() < deadline and not FLOOD_BYTES.search(console.read_text(errors="replace")):
             time.sleep(1)
         state.stderr = f"still running 5 s after 'up': {proc.poll() is None}\n"
+        state.image_gc_running = host_kvmpod("image", "gc", "--older-than", "0s", env=state.env, check=False)
+        state.image_rm_running = host_kvmpod("image", "rm", "example.com/quick:1.0", env=state.env, check=False)
         proc.send_signal(signal.SIGINT)
         state.rc = proc.wait(RUN_TIMEOUT)
     except BaseException:
@@ -386,6 +397,19 @@ def test_a_guest_flooding_its_pod_share_is_capped_and_the_host_keeps_only_the_re
     assert sorted(os.listdir(share)) == ["apps"]
     assert sorted(os.listdir(share / "apps")) == ["forever", "quick"]
     assert all((share / "apps" / n).stat().st_size < 4096 for n in ("forever", "quick"))
+
+
+def test_image_gc_and_rm_keep_a_running_pods_image(run_sigint: RunState) -> None:
+    run_sigint.require()
+    digest = run_sigint.quick_digest
+    assert (run_sigint.image_gc_running.returncode, run_sigint.image_gc_running.stdout) == (
+        0, f"kept {digest} (example.com/quick:1.0): a running pod uses it\n"), run_sigint.where()
+    assert run_sigint.image_rm_running.returncode == 2
+    assert run_sigint.image_rm_running.stderr == (f"kvmpod: DIGEST|NAME: 'example.com/quick:1.0' is used by running "
+                                                  f"pod {run_sigint.uuid}; stop it first (kvmpod stop)\n")
+    proc = host_kvmpod("image", "gc", "--older-than", "0s", env=run_sigint.env)  # the pod has ended
+    assert proc.stdout == f"removed {digest} (example.com/quick:1.0)\n"
+    assert host_kvmpod("image", "list", env=run_sigint.env).stdout.splitlines()[1:] == []
 
 
 def test_gc_removes_an_ended_pod(run_sigint: RunState) -> None:
