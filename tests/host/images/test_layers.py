@@ -93,7 +93,7 @@ def test_whiteouts_and_opaque_directories(sandbox):
           layer(D("etc"), F("etc/a", b"a"), F("etc/b", b"b"), D("var/cache/apt"), F("var/cache/apt/x"),
                 F("var/cache/keep"), D("opt/d"), F("opt/d/1")),
           layer(F("etc/.wh.a"), F("var/cache/.wh..wh..opq"), F("var/cache/new", b"new"), F("opt/.wh.d"),
-                F("etc/.wh.missing"), F("nowhere/.wh.x")))
+                F("etc/.wh.missing"), F("nowhere/.wh.x"), D(".wh..wh.plnk"), F(".wh..wh.plnk/123.456")))
     assert tree(root) == {"etc": "dir", "etc/b": "b", "opt": "dir", "var": "dir", "var/cache": "dir",
                           "var/cache/new": "new"}
 

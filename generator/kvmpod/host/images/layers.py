@@ -131,6 +131,8 @@ class Applier:
                         self.dirs[""] = member
                     continue
                 base = parts[-1]
+                if any(p.startswith(WHITEOUT + WHITEOUT) and p != OPAQUE for p in parts):
+                    continue  # AUFS's own (.wh..wh.plnk/, .wh..wh.aufs): reserved names, not the image's
                 if base.startswith(WHITEOUT):
                     if base == OPAQUE:
                         self._opaque(parts[:-1], this_layer)
