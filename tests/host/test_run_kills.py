@@ -119,3 +119,28 @@ def test_kvmpod_run_killed_at_any_moment_of_preparing_leaves_nothing_gc_cannot_c
         assert status["state"] == "aborted"
     assert kvmpod(env, "gc").stdout == "".join(f"removed {u}\n" for u in sorted(left))
     assert not pods.exists() or os.listdir(pods) == []
+
+
+def test_a_vm_killed_by_a_second_ctrl_c_still_gives_the_records_of_the_apps_that_ended(setup):
+    """kvmpod run kills the VM (a second Ctrl-C, or no poweroff in time) through the supervisor with
+    SIGTERM: the hypervisor ends, and what the guest recorded is still copied out of the capped share."""
+    tmp_path, env, argv = setup
+    qemu = tmp_path / "bin/qemu-system-x86_64"
+    qemu.write_text(f"""#!/bin/sh
+echo $$ > {tmp_path}/qemu.pid
+for a in "$@"; do case "$a" in local,id=pod,path=*) s=${{a#local,id=pod,path=}}; s=${{s%%,*}};; esac; done
+printf 'Result=success\\nExecMainStartTimestampMonotonic=5\\nExecMainExitTimestampMonotonic=6\\nExecMainCode=1\\nExecMainStatus=0\\n' > "$s/apps/web"
+exec sleep 600
+""")
+    proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    pid_of(tmp_path / "qemu.pid")
+    time.sleep(1)
+    proc.send_signal(signal.SIGINT)  # the power button (no QMP here: nothing happens)
+    time.sleep(1)
+    proc.send_signal(signal.SIGINT)  # the second one kills the VM
+    out, err = proc.communicate(timeout=60)
+
+    assert "kvmpod: second interrupt: killing the VM" in err
+    assert "ended after" in err and "web exited 0" in err, err
+    assert proc.returncode == 130, err
+    nothing_left(tmp_path)

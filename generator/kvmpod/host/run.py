@@ -193,6 +193,20 @@ def _log_sources(pod: PodDir, argv: list[str], hypervisor_out: int) -> tuple[Log
     return apps, console, hypervisor
 
 
+def _kill_vm(proc: subprocess.Popen, argv: list[str]) -> None:
+    """Kill the VM. Supervised (every pod of kvmpod run): SIGTERM to the supervisor, which passes it
+    on to the hypervisor (QEMU exits at once on it) and then still copies the records of the apps that
+    did end out of the pod share; SIGKILL only when that takes over 10 s."""
+    if hypervisor_part(argv) is not argv:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+            return
+        except subprocess.TimeoutExpired:
+            pass
+    proc.kill()
+
+
 def _note_state(pod: PodDir, **changes: object) -> None:
     """state.json while the pod runs: a full disk must not stop kvmpod from following its VM."""
     try:
@@ -257,7 +271,7 @@ def boot_and_follow(pod: PodDir, argv: list[str], lock_fd: int, register: Callab
                     if stop_at is not None and sig == signal.SIGINT:
                         progress.clear()
                         err.write("kvmpod: second interrupt: killing the VM\n")
-                        proc.kill()
+                        _kill_vm(proc, argv)
                         killed = True
                     elif stop_at is None:
                         progress.clear()
@@ -271,7 +285,7 @@ def boot_and_follow(pod: PodDir, argv: list[str], lock_fd: int, register: Callab
                         pressed_at = now
                     if now - stop_at > STOP_SECONDS:
                         err.write(f"kvmpod: the VM did not power off within {STOP_SECONDS:.0f} s: killing it\n")
-                        proc.kill()
+                        _kill_vm(proc, argv)
                         killed = True
                 if first_line_at is None and stop_at is None:
                     progress.show(f"kvmpod: booting pod {pod.uuid[:8]} {now - started:5.1f} s  {last_status}")
