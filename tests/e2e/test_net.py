@@ -115,8 +115,12 @@ def _start_pod(state: NetState, label: str, apps: list[dict], volumes: list[dict
     return _kvmpod(state, *args, stdout=open(state.logs / f"run.{label}.stdout", "w"), stderr=stderr)
 
 
+FETCH = "import sys, urllib.request; print(urllib.request.urlopen(sys.argv[1], timeout=5).read().decode().strip())"
+
+
 def _fetch(ns: str, url: str) -> str | None:
-    proc = sh("busybox", "wget", "-q", "-T", "5", "-O", "-", url, ns=ns, check=False, timeout=30)
+    # Python's urllib, not the host's busybox wget: Debian 12's static busybox wget segfaults here
+    proc = sh(sys.executable, "-c", FETCH, url, ns=ns, check=False, timeout=30)
     return proc.stdout.strip() if proc.returncode == 0 else None
 
 
