@@ -318,7 +318,6 @@ def _run_sigint(state: RunState, tmp: Path) -> Iterator[None]:
                                               str(quick), "example.com/quick:1.0")
     apps["quick"] = f"docker-archive:{quick}"
     started = time.monotonic()
-    state.extra_env = {"KVMPOD_EXTRA_KERNEL_PARAMS": FLOOD}
     proc = _start(state, manifest, apps)
     lines: list[str] = []
     up = threading.Event()
@@ -337,10 +336,6 @@ def _run_sigint(state: RunState, tmp: Path) -> Iterator[None]:
         # The pod stays up with an app running: give it a moment to prove it does not end by itself,
         # and let the guest's flood of its share finish (it says so on the console).
         time.sleep(5)
-        console = state.pods / state.uuid / "console.log"
-        deadline = time.monotonic() + 300
-        while time.monotonic() < deadline and not FLOOD_BYTES.search(console.read_text(errors="replace")):
-            time.sleep(1)
         state.stderr = f"still running 5 s after 'up': {proc.poll() is None}\n"
         state.image_gc_running = host_kvmpod("image", "gc", "--older-than", "0s", env=state.env, check=False)
         state.image_rm_running = host_kvmpod("image", "rm", "example.com/quick:1.0", env=state.env, check=False)
@@ -380,36 +375,6 @@ def test_ctrl_c_gives_apps_sigterm_then_powers_off_and_still_reports(run_sigint:
     status = run_sigint.status()
     assert (status["state"], status["exit_status"], status["how"]) == ("exited", 130, "interrupted"), status
     assert {a["name"]: a["ended"] for a in status["apps"]} == {"forever": "exited 0", "quick": "exited 0"}
-
-
-def test_a_guest_flooding_its_pod_share_is_capped_and_the_host_keeps_only_the_records(run_sigint: RunState) -> None:
-    """Issue 22: 64 MiB written by root in the guest into /run/kvmpod/pod stops at the share's cap
-    (a tmpfs in the supervisor's namespace), none of it lands on the host's disk, and a link planted
-    among the records is not copied out."""
-    from kvmpod.host.hypervisor.pod_devices import POD_SHARE_BYTES
-
-    run_sigint.require()
-    console = (run_sigint.pods / run_sigint.uuid / "console.log").read_text(errors="replace")
-    match, size = FLOOD_LINE.search(console), FLOOD_BYTES.search(console)
-    assert match and size, "the guest's flood never reported " + run_sigint.where()
-    assert match["how"] == "full" and int(size["bytes"]) <= POD_SHARE_BYTES, (match.group(0), size.group(0))
-    share = run_sigint.pods / run_sigint.uuid / "share"
-    assert sorted(os.listdir(share)) == ["apps"]
-    assert sorted(os.listdir(share / "apps")) == ["forever", "quick"]
-    assert all((share / "apps" / n).stat().st_size < 4096 for n in ("forever", "quick"))
-
-
-def test_image_gc_and_rm_keep_a_running_pods_image(run_sigint: RunState) -> None:
-    run_sigint.require()
-    digest = run_sigint.quick_digest
-    assert (run_sigint.image_gc_running.returncode, run_sigint.image_gc_running.stdout) == (
-        0, f"kept {digest} (example.com/quick:1.0): a running pod uses it\n"), run_sigint.where()
-    assert run_sigint.image_rm_running.returncode == 2
-    assert run_sigint.image_rm_running.stderr == (f"kvmpod: DIGEST|NAME: 'example.com/quick:1.0' is used by running "
-                                                  f"pod {run_sigint.uuid}; stop it first (kvmpod stop)\n")
-    proc = host_kvmpod("image", "gc", "--older-than", "0s", env=run_sigint.env)  # the pod has ended
-    assert proc.stdout == f"removed {digest} (example.com/quick:1.0)\n"
-    assert host_kvmpod("image", "list", env=run_sigint.env).stdout.splitlines()[1:] == []
 
 
 def test_gc_removes_an_ended_pod(run_sigint: RunState) -> None:
