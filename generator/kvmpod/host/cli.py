@@ -130,7 +130,7 @@ def _parser() -> argparse.ArgumentParser:
     enter = sub.add_parser("enter", help="run a command (default /bin/sh) in an app's environment in a running pod")
     enter.add_argument("uuid")
     enter.add_argument("--app", help="the app (may be left out when the pod has one)")
-    enter.add_argument("cmd", nargs=argparse.REMAINDER, help="-- CMD ARGS...: the command (default: /bin/sh)")
+    enter.add_argument("cmd", nargs="*", help="-- CMD ARGS...: the command (default: /bin/sh)")
     logs = sub.add_parser("logs", help="the apps' output of a pod (running or ended)")
     logs.add_argument("uuid")
     logs.add_argument("--app", help="only this app's lines")
@@ -372,7 +372,13 @@ def _cmd_status(opts: argparse.Namespace) -> tuple[str, int]:
 def main(argv: list[str] | None = None) -> int:
     try:
         words = sys.argv[1:] if argv is None else argv
+        command_words: list[str] = []
+        if words[:1] == ["enter"] and "--" in words:  # kvmpod enter UUID [--app NAME] -- CMD ARGS...
+            split = words.index("--")
+            words, command_words = words[:split], words[split + 1:]
         opts = _parser().parse_args(words)
+        if opts.command == "enter":
+            opts.cmd = command_words or opts.cmd
         opts.argv_words = list(words)
         if opts.dir is not None:
             try:
