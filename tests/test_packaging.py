@@ -19,7 +19,7 @@ EXAMPLE_ROOT = SOURCE / "examples" / "appc-pod" / "root"
 DRY_RUN_EXPECTED = REPO / "tests" / "guest" / "generator_cases" / "dry-run-appc-example" / "expected.stdout"
 PKGDIR = "/usr/lib/python3/dist-packages"
 GENERATOR = "/usr/lib/systemd/system-generators/kvmpod-generator"
-ENTER_UNITS = {"/usr/lib/systemd/system/kvmpod-enter.socket", "/usr/lib/systemd/system/kvmpod-enter.service",
+ENTER_UNITS = {"/usr/lib/systemd/system/kvmpod-enter@.socket", "/usr/lib/systemd/system/kvmpod-enter@.service",
                "/usr/lib/udev/rules.d/60-kvmpod-enter.rules"}
 CLI = "/usr/bin/kvmpod"
 MAN_PAGES = {"/usr/share/man/man1/kvmpod.1.gz", "/usr/share/man/man8/kvmpod-generator.8.gz"}

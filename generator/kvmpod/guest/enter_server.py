@@ -1,5 +1,5 @@
 """`kvmpod enter`'s server in the guest: `python3 -m kvmpod.guest.enter_server`, started on demand by
-kvmpod-enter.socket (ListenSpecial= on the virtio-serial port /dev/virtio-ports/kvmpod.enter, which
+kvmpod-enter@<port>.socket (ListenSpecial= on the virtio-serial port /dev/vportNpM named kvmpod.enter, which
 udev's rule wants once the port exists) with the port as its standard input. Never on the boot path.
 
 Each OPEN starts the command as a transient service, `kvmpod-enter-<app>-<n>.service`, with the app

@@ -116,7 +116,7 @@ def enter(pod: PodDir, app: str, argv: list[str], stdin: int = 0, stdout: int = 
             events = selector.select(0 if stdin_file and stdin_open and in_flight < p.STDIN_WINDOW else waiting)
             if not answered and not events and time.monotonic() >= answer_by:
                 sys.stderr.write(f"kvmpod: enter: pod {pod.uuid} did not answer within {answer_seconds():.0f} s: "
-                                 f"its guest has no kvmpod-enter.socket running (an older stage1?), or is still "
+                                 f"its guest has no kvmpod-enter@.socket listening (an older stage1?), or is still "
                                  f"booting; {ANSWER_ENV} sets the wait\r\n")
                 return EXIT_LOST
             if stdin_file and stdin_open and in_flight < p.STDIN_WINDOW:
