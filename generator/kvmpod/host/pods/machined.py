@@ -18,17 +18,23 @@ def machine_name(pod_uuid: str) -> str:
     return f"kvmpod-{pod_uuid}"
 
 
+def _machine_manager(manager=None):
+    """pystemd's machine1.Manager class, or the stand-in a test passes."""
+    if manager is not None:
+        return manager
+    try:
+        from pystemd.machine1 import Manager
+    except ImportError:
+        raise RuntimeError("this host runs systemd but pystemd is not installed; install kvmpod[systemd] "
+                           "(pip) or python3-pystemd (apt), or pass --no-systemd") from None
+    return Manager
+
+
 def register_machine(pod_uuid: str, leader_pid: int, root_directory: str = "", manager=None) -> str:
     """CreateMachine for the pod; returns the machine's name. `manager` is pystemd's
     machine1.Manager class (a stand-in in tests)."""
-    if manager is None:
-        try:
-            from pystemd.machine1 import Manager as manager
-        except ImportError:
-            raise RuntimeError("this host runs systemd but pystemd is not installed; install kvmpod[systemd] "
-                               "(pip) or python3-pystemd (apt), or pass --no-systemd") from None
     name = machine_name(pod_uuid)
-    with manager() as m:
+    with _machine_manager(manager)() as m:
         m.Manager.CreateMachine(name.encode(), uuidlib.UUID(pod_uuid).bytes, SERVICE, CLASS, leader_pid,
                                 root_directory.encode(), [])
     return name
@@ -38,14 +44,8 @@ def register_own_unit(pod_uuid: str, leader_pid: int, root_directory: str = "", 
     """RegisterMachine: the machine is the unit `leader_pid` runs in (kvmpod run's own
     kvmpod-<uuid>.service, host.pods.machine_unit), so `machinectl terminate` stops that unit and
     `machinectl poweroff` signals kvmpod run; returns the machine's name."""
-    if manager is None:
-        try:
-            from pystemd.machine1 import Manager as manager
-        except ImportError:
-            raise RuntimeError("this host runs systemd but pystemd is not installed; install kvmpod[systemd] "
-                               "(pip) or python3-pystemd (apt), or pass --no-systemd") from None
     name = machine_name(pod_uuid)
-    with manager() as m:
+    with _machine_manager(manager)() as m:
         m.Manager.RegisterMachine(name.encode(), uuidlib.UUID(pod_uuid).bytes, SERVICE, CLASS, leader_pid,
                                   root_directory.encode())
     return name
