@@ -80,7 +80,7 @@ echo > $r/limits.done
 
 APPS: dict[str, dict] = {
     "envcheck": {"exec": ["/bin/sh", "-c", ENVCHECK]},
-    "limits": {"script": LIMITS, "user": "1000", "group": "1000", "supplementaryGIDs": [4, 27], "isolators": [
+    "limits": {"script": LIMITS, "user": "1000", "group": "1000", "supplementaryGIDs": [4, 2727], "isolators": [
         {"name": "resource/memory", "value": {"limit": "48Mi"}},
         {"name": "resource/cpu", "value": {"limit": "500m"}},
         {"name": "os/linux/cpu-shares", "value": 512},
@@ -335,7 +335,7 @@ def test_resource_isolators_reach_the_apps_cgroup_and_process(boot_c: BootC) -> 
     assert found["cpu.max"] == "50000 100000"
     assert found["cpu.weight"] == "50"
     assert found["oom_score_adj"] == "300"
-    assert found["groups"].split() == ["1000", "4", "27"]
+    assert found["groups"].split() == ["1000", "4", "2727"]
     assert found["nnp"] == "NoNewPrivs:1"  # rkt: a non-root app with a seccomp filter
 
 

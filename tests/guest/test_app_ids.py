@@ -21,3 +21,13 @@ def test_an_app_with_only_its_group_missing_gets_the_unit_and_every_such_app_is_
 
 def test_no_unit_when_the_guest_knows_every_id():
     assert plan_app_ids({"a": Identity(0, 0)}, {0}, {0}, "/etc/kvmpod/pod.json") == []
+
+
+def test_a_supplementary_gid_the_guest_lacks_gets_an_entry_and_orders_its_app():
+    ids = {"known": Identity(0, 0), "extra": Identity(0, 0)}
+
+    outputs = plan_app_ids(ids, {0}, {0, 4}, "/etc/kvmpod/pod.json", {"known": (4,), "extra": (4, 2727)})
+
+    assert 'ExecStart=/bin/systemd-sysusers --inline "g kvmpod-gid-2727 2727"' in unit_lines(outputs)
+    assert "Before=extra.service" in unit_lines(outputs)
+    assert [o.path for o in outputs[1:]] == ["extra.service.requires/kvmpod-app-ids.service"]

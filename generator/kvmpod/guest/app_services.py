@@ -67,20 +67,23 @@ SYSUSERS = "/bin/systemd-sysusers"
 
 
 def plan_app_ids(identities: dict[str, Identity], guest_uids: set[int], guest_gids: set[int],
-                 manifest_path: str) -> list[Output]:
+                 manifest_path: str, supplementary: dict[str, tuple[int, ...]] | None = None) -> list[Output]:
     """A oneshot giving the guest user-database entries for app ids it lacks, required by those apps.
 
-    systemd (252) looks User=/Group= up in the guest's database before it enters the app's
-    RootDirectory and refuses an id it cannot find, even a numeric one; appc apps name ids of their
-    own image. systemd-sysusers adds the entries idempotently (kvmpod-uid-N, kvmpod-gid-N).
+    systemd (252) looks User=/Group= and every SupplementaryGroups= gid up in the guest's database
+    before it enters the app's RootDirectory and refuses an id it cannot find, even a numeric one
+    (216/GROUP); appc apps name ids of their own image. systemd-sysusers adds the entries
+    idempotently (kvmpod-uid-N, kvmpod-gid-N). `supplementary`: each app's supplementaryGIDs.
     """
-    lines: list[str] = [f"g kvmpod-gid-{gid} {gid}" for gid in sorted({i.gid for i in identities.values()} - guest_gids)]
+    supplementary = supplementary or {}
+    gids_of = {app: {i.gid, *supplementary.get(app, ())} for app, i in identities.items()}
+    lines: list[str] = [f"g kvmpod-gid-{gid} {gid}" for gid in sorted(set().union(*gids_of.values()) - guest_gids)]
     primary_gid: dict[int, int] = {}
     for identity in identities.values():
         if identity.uid not in guest_uids:
             primary_gid.setdefault(identity.uid, identity.gid)
     lines += [f"u kvmpod-uid-{uid} {uid}:{gid} - - -" for uid, gid in sorted(primary_gid.items())]
-    apps = sorted(app for app, i in identities.items() if i.uid not in guest_uids or i.gid not in guest_gids)
+    apps = sorted(app for app, i in identities.items() if i.uid not in guest_uids or gids_of[app] - guest_gids)
     if not apps:
         return []
     sections: list[Section] = [

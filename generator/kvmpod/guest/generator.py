@@ -302,7 +302,10 @@ def _plan_app_services(pod: ResolvedPod, root: str, manifest: str,
             outputs += plan_app_socket(app.name, app.section.ports, exposed, manifest, warn)
     if problems:
         raise InvalidInput(problems)
-    return outputs + plan_app_ids(identities, known_ids(root, "passwd"), known_ids(root, "group"), manifest)
+    supplementary = {app.name: app.section.supplementary_gids for app in pod.apps
+                     if app.name in identities and app.section is not None}
+    return outputs + plan_app_ids(identities, known_ids(root, "passwd"), known_ids(root, "group"), manifest,
+                                  supplementary)
 
 
 def _program(app: ResolvedApp, root: str, problems: list[Problem]) -> str | None:

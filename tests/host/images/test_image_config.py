@@ -110,7 +110,7 @@ def test_the_whole_mapping(store: Path, busybox_rootfs: Path, tmp_path: Path):
     assert manifest["labels"] == [{"name": "os", "value": "linux"}, {"name": "arch", "value": "amd64"},
                                   {"name": "version", "value": "1.0"}]
     assert manifest["app"] == {
-        "exec": ["/bin/sh", "-c", "exec id"], "user": "1000", "group": "1001",
+        "exec": ["/bin/sh", "-c", "exec id"], "user": "1000", "group": "1001", "supplementaryGIDs": [1002],
         "environment": [{"name": "PATH", "value": "/bin"}, {"name": "A", "value": "1=2"}],
         "workingDirectory": "/srv/www",
         "mountPoints": [{"name": "volume-data", "path": "/data", "readOnly": False}],

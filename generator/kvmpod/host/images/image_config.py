@@ -7,10 +7,10 @@
     User                  app.user, app.group, as numbers: `name`, `uid`, `uid:gid`, `name:group`
                           looked up in the image's /etc/passwd and /etc/group; no group: the user's
                           primary group from /etc/passwd (0 for a uid it lacks), as Docker does;
-                          empty: root. Other groups listing the user (Docker adds them) are not
-                          given: the guest's systemd 252 refuses a supplementary gid its own
-                          database lacks (exit 216/GROUP, seen in a boot) and the guest adds
-                          database entries for an app's primary ids only.
+                          empty: root. With no group given, the other groups of the image's
+                          /etc/group listing the user are app.supplementaryGIDs, as Docker (runc's
+                          GetExecUser) adds them; the guest gives its own database entries for
+                          every such gid it lacks (systemd 252 refuses one it cannot find).
     WorkingDir            app.workingDirectory, made in the rootfs when missing (as Docker does)
     ExposedPorts          app.ports: "8080/tcp" -> {"name": "8080-tcp", "protocol": "tcp", "port": 8080}
     Volumes               app.mountPoints: "/var/lib/data" -> {"name": "volume-var-lib-data", ...}
@@ -194,7 +194,8 @@ def image_manifest(image: Image, rootfs: str, warn: Callable[[str], None]) -> di
     uid, gid, extra = resolve_user(rootfs, str(config.get("User") or ""))
     app: dict = {"exec": exec_, "user": str(uid), "group": str(gid),
                  "environment": [{"name": k, "value": v} for k, v in environment.items()]}
-    del extra  # not given: see SUPPLEMENTARY below
+    if extra:
+        app["supplementaryGIDs"] = extra
     working_dir = config.get("WorkingDir")
     if isinstance(working_dir, str) and working_dir:
         if not working_dir.startswith("/"):
