@@ -43,7 +43,7 @@ from .pods.enter_relay import EnterRelay
 from .pods.pod_dirs import (PodDir, first_failure, hold_lock, pod_dir, pod_exit_status, pods_dir, read_exit_records,
                    write_state)
 from .hypervisor.qmp import QMPError, qmp_command
-from .pods import pod_root
+from .pods import pod_root, reserved_room
 from .pods.stage import stage_pod
 
 STOP_SECONDS = 180.0  # TCG guests take a while to stop their units and power off
@@ -147,6 +147,9 @@ def prepare(pod: PodDir, stage1: Stage1, manifest_bytes: bytes, images: dict[str
         install_app(pod.rootfs, app, image, f"--app {app}")
     stage_pod(pod.rootfs, manifest_bytes, networks)
     os.makedirs(pod.exits, mode=0o755)
+    # room for the apps' records and the pod's end, should the disk fill up while the pod runs
+    reserved_room.reserve(pod.share, reserved_room.RECORD_ROOM * max(len(images), 1))
+    reserved_room.reserve(pod.path, reserved_room.STATE_ROOM)
 
 
 # ---------------------------------------------------------------- boot and follow
@@ -302,6 +305,9 @@ def boot_and_follow(pod: PodDir, argv: list[str], lock_fd: int, register: Callab
         for source in sources:
             source.close()
             source.log.close()
+            if source.log.dropped:  # the disk filled up while the pod ran (pods/capped_log.py)
+                err.write(f"kvmpod: {source.log.dropped} bytes not written to {source.log.path}: "
+                          f"{source.log.error.strerror or source.log.error}\n")
     return (None if killed else rc), interrupted
 
 
@@ -385,8 +391,12 @@ def run_pod(*, pod_model: Pod, manifest_bytes: bytes, images: dict[str, str], ne
                             for a, e in exits.items())
         say(f"pod {pod_uuid} ended after {seconds:.1f} s: {summary}")
         if missing and first is None:
-            how = (f"the VM ended (hypervisor exit {rc}) before the guest recorded {', '.join(missing)}"
-                   + (f": {_tail(pod.hypervisor_log)}" if rc else "") + f"; see {pod.console}")
+            lost = [a for a in missing if a not in unreadable]
+            how = "; ".join(
+                ([f"the VM ended (hypervisor exit {rc}) before the guest recorded {', '.join(lost)}"
+                  + (f": {_tail(pod.hypervisor_log)}" if rc else "")] if lost else [])
+                + ([f"the host could not read the records of {', '.join(a for a in missing if a in unreadable)}"]
+                   if len(lost) < len(missing) else [])) + f"; see {pod.console}"
             say(how)
             status = EXIT_POD_BROKEN
         elif first is not None:
@@ -397,6 +407,7 @@ def run_pod(*, pod_model: Pod, manifest_bytes: bytes, images: dict[str, str], ne
         else:
             clean = all(e is not None and e.exit_status == 0 for e in exits.values())
             how = "every app exited successfully" if clean else "stopped; no app failed"
+        reserved_room.release(pod.path)  # the room kept for this write (pods/reserved_room.py)
         try:
             write_state(pod, state="exited", finished=time.time(), exit_status=status, how=how,
                         hypervisor_exit=rc, seconds=round(seconds, 3))

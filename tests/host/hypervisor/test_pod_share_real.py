@@ -4,7 +4,9 @@ a hostile guest would (it writes through the share as QEMU's 9p server does for 
 put more than the cap there, nothing of it reaches the host's disk, and only the apps' records (regular
 files, at most 4 KiB) are copied to the host when it exits. A killed supervisor leaves no mount."""
 
+import json
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -17,6 +19,7 @@ from kvmpod.host.hypervisor.argv import HostSettings, build_argv
 from kvmpod.host.hypervisor.pod_devices import POD_SHARE_BYTES
 from kvmpod.host.hypervisor.resources import Resources
 from kvmpod.host.hypervisor.supervisor import POD_SHARE_INODES
+from kvmpod.host.pods.pod_dirs import PodDir, read_exit_records
 
 REPO = Path(__file__).resolve().parents[3]
 ENV = dict(os.environ, PYTHONPATH=str(REPO / "generator"))
@@ -61,10 +64,21 @@ exit 3
     assert (out / "dd.rc").read_text().strip() != "0"  # No space left on device
     assert int((out / "flood.size").read_text()) <= CAP
     assert int((out / "entries").read_text()) < POD_SHARE_INODES  # millions of entries: no
-    assert sorted(os.listdir(share)) == ["apps"]  # the flood and the entries stayed in the tmpfs
+    assert sorted(os.listdir(share)) == ["apps", "refused.json"]  # the flood and the entries stayed in the tmpfs
     assert sorted(os.listdir(share / "apps")) == ["web"]  # only a regular record of at most 4 KiB
     assert (share / "apps/web").read_text() == RECORD
     assert not mounted_on_host(share)
+    # What was not copied is said, once on stderr and for kvmpod in share/refused.json.
+    refused = json.loads((share / "refused.json").read_text())
+    assert refused == {"big": "is larger than 4096 bytes", "dev": "is a character device, not a regular file",
+                       "fifo": "is a FIFO, not a regular file", "link": "is a symbolic link, not a regular file"}, refused
+    [line] = [ln for ln in result.stderr.splitlines() if "not copied out of the pod share" in ln]
+    assert "apps/'link' is a symbolic link" in line
+    # kvmpod says it of the pod's apps (never of names that are not apps of the pod).
+    exits, problems = read_exit_records(PodDir(str(share.parent)), ["web", "link", "fifo", "other"])
+    assert exits["web"] is not None and exits["link"] is None
+    assert problems == {"link": "its record is a symbolic link, not a regular file (not copied out of the pod share)",
+                        "fifo": "its record is a FIFO, not a regular file (not copied out of the pod share)"}
 
 
 def test_a_killed_supervisor_leaves_no_mount_and_no_process(tmp_path: Path):
@@ -130,3 +144,24 @@ def test_a_virtiofsd_killed_while_the_vm_runs_stops_the_vm_with_one_line(tmp_pat
     assert err == (f"kvmpod-supervisor: virtiofsd for {sock} exited -9 while the VM ran: stopping the VM "
                    "(its volume is gone)\n")
     assert not os.path.exists(f"/proc/{int((out / 'vm.pid').read_text())}")
+
+
+def test_on_a_full_disk_the_records_still_reach_the_host_through_the_reserved_room(tmp_path: Path):
+    """The state directory's file system filled up while the pod ran: the supervisor frees the room
+    kvmpod run kept in the share (pods/reserved_room.py) and copies the records into it."""
+    share, out = tmp_path / "fs/pod/share", tmp_path / "out"
+    out.mkdir()
+    (tmp_path / "fs").mkdir()
+    body = f"""
+mount -t tmpfs -o size=1m kvmpod-test {tmp_path}/fs && mkdir -p {share}/apps || exit 9
+{sys.executable} -c 'from kvmpod.host.pods import reserved_room; reserved_room.reserve("{share}", 8192)'
+dd if=/dev/zero of={tmp_path}/fs/filler bs=4k 2>/dev/null
+{shlex.join(supervised(share, f"printf '{RECORD}' > {share}/apps/web; exit 0"))}
+echo "supervisor=$?" > {out}/rc
+ls -A {share} > {out}/share; cat {share}/apps/web > {out}/web
+"""
+    result = subprocess.run(["unshare", "--mount", "--propagation", "private", "sh", "-c", body], env=ENV,
+                            capture_output=True, text=True, timeout=120)
+    assert (out / "rc").exists() and (out / "rc").read_text() == "supervisor=0\n", (result.stdout, result.stderr)
+    assert (out / "share").read_text().split() == ["apps"]  # the reserve is gone: used for the record
+    assert (out / "web").read_text() == RECORD, result.stderr

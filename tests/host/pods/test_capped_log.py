@@ -95,3 +95,14 @@ def test_a_flood_is_read_a_bounded_amount_per_call(tmp_path):
     os.close(w)
     source.lines(final=True)
     assert os.path.getsize(tmp_path / "h.log") == written
+
+
+def test_a_write_the_file_system_refuses_is_dropped_and_counted_never_raised():
+    """A disk that filled up while the pod runs (here /dev/full: every write is ENOSPC): kvmpod run
+    keeps following its VM; the log counts what it could not keep and the first reason."""
+    log = c.CappedLog("/dev/full", cap=4096)
+    log.write(b"x" * 10000)
+    log.write(b"more\n")
+    assert log.dropped == 10005
+    assert log.error is not None and log.error.strerror == "No space left on device"
+    log.close()

@@ -32,7 +32,8 @@ import sys
 import time
 from collections.abc import Sequence
 
-from ..pods.share_reader import MAX_RECORD_BYTES, is_component, open_dir_below, read_regular_at
+from ..pods import reserved_room
+from ..pods.share_reader import MAX_RECORD_BYTES, REFUSED, is_component, open_dir_below, read_regular_at
 from .virtiofs import virtiofsd_argv
 from .volume_staging import STAGING_DIR, Export
 
@@ -44,6 +45,7 @@ MS_RDONLY, MS_NOSUID, MS_NODEV, MS_REMOUNT, MS_BIND, MS_REC, MS_SLAVE = 1, 2, 4,
 MS_NOEXEC = 8
 POD_SHARE_INODES = 256  # the share holds one record per app (a pod has a few apps) and their temp files
 MAX_COPIED_RECORDS = 1024  # entries of apps/ looked at when copying out
+MAX_REFUSED = 64
 PR_SET_PDEATHSIG = 1
 
 
@@ -125,8 +127,35 @@ def copy_out_records(directory: str, host_fd: int) -> list[str]:
     """The apps' records from the tmpfs share into the host's share/apps (host_fd: the host's share
     directory): regular files of at most MAX_RECORD_BYTES, names of one component not starting with
     a dot (the reapers' temporary files), created exclusively without following links. Returns the
-    names copied; anything else the guest left is dropped with the tmpfs."""
+    names copied; anything else the guest left is dropped with the tmpfs. What was not copied, and
+    why (a link, a FIFO, too large), goes to the host's share/REFUSED (at most MAX_REFUSED names),
+    so kvmpod says it of the pod's apps instead of "no record", and to stderr in one line."""
     copied: list[str] = []
+    refused: dict[str, str] = {}
+    try:
+        return _copy_out(directory, host_fd, copied, refused)
+    finally:
+        if refused:
+            _write_refused(host_fd, refused)
+
+
+def _write_refused(host_fd: int, refused: dict[str, str]) -> None:
+    import json
+
+    names = sorted(refused)[:MAX_REFUSED]
+    sys.stderr.write("kvmpod-supervisor: not copied out of the pod share: "
+                     + "; ".join(f"apps/{n!r:.80} {refused[n]}" for n in names[:8])
+                     + (f"; and {len(refused) - 8} more" if len(refused) > 8 else "") + "\n")
+    try:
+        fd = os.open(REFUSED, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644,
+                     dir_fd=host_fd)
+        with os.fdopen(fd, "w") as f:
+            json.dump({n: refused[n][:200] for n in names}, f)
+    except OSError:
+        pass  # a full disk: the line above still says it
+
+
+def _copy_out(directory: str, host_fd: int, copied: list[str], refused: dict[str, str]) -> list[str]:
     try:
         source = open_dir_below(directory, ("apps",))
     except OSError:
@@ -150,6 +179,8 @@ def copy_out_records(directory: str, host_fd: int) -> list[str]:
                     continue
                 record = read_regular_at(source, name, MAX_RECORD_BYTES)
                 if record.data is None:
+                    if record.problem is not None:
+                        refused[name] = record.problem
                     continue
                 try:
                     fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644,
@@ -302,6 +333,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         _stop(daemons)
         if share is not None:
+            reserved_room.release(dir_fd=share_fd)  # kvmpod run's room for the records, should the disk be full
             copy_out_records(share[0], share_fd)
             os.close(share_fd)
     return 128 - status if status < 0 else status

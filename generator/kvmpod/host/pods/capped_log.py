@@ -31,30 +31,40 @@ def log_cap(environ=os.environ) -> int:
 
 
 class CappedLog:
-    """An append-only file that never grows past `cap` bytes; the older half rotates to `.1`."""
+    """An append-only file that never grows past `cap` bytes; the older half rotates to `.1`.
+
+    A write the file system refuses (ENOSPC, EDQUOT, EIO: a disk that filled up while the pod runs)
+    drops those bytes, never stops the caller: `dropped` counts them and `error` keeps the first
+    reason, for one line when the pod ends."""
 
     def __init__(self, path: str, cap: int = LOG_CAP):
         if cap < 1:
             raise ValueError("cap must be positive")
         self.path = path
         self.cap = cap
-        self._file = open(path, "ab")
+        self._file = open(path, "ab", buffering=0)  # unbuffered: a refused write is known at once
         self._size = self._file.tell()
+        self.dropped = 0
+        self.error: OSError | None = None
 
     def write(self, data: bytes) -> None:
         while data:
-            if self._size >= self.cap:
-                self._rotate()
-            room = self.cap - self._size
-            piece, data = data[:room], data[room:]
-            self._file.write(piece)
-            self._size += len(piece)
-        self._file.flush()
+            try:
+                if self._size >= self.cap:
+                    self._rotate()
+                room = self.cap - self._size
+                written = self._file.write(data[:room]) or 0
+            except OSError as error:
+                self.dropped += len(data)
+                self.error = self.error or error
+                return
+            self._size += written
+            data = data[written:]
 
     def _rotate(self) -> None:
         self._file.close()
         os.replace(self.path, self.path + ROTATED_SUFFIX)
-        self._file = open(self.path, "ab")
+        self._file = open(self.path, "ab", buffering=0)
         self._size = 0
 
     def close(self) -> None:

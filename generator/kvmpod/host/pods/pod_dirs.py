@@ -236,11 +236,14 @@ def read_exit_records(pod: PodDir, apps: list[str]) -> tuple[dict[str, AppExit |
     exits: dict[str, AppExit | None] = {}
     problems: dict[str, str] = {}
     records = read_records(pod.path, ("share", "apps"), apps, MAX_RECORD_BYTES)
+    refused = _refused_records(pod, apps)
     for app in apps:
         record = records[app]
         exits[app] = None
         if record.problem is not None:
             problems[app] = f"its record {record.problem}"
+        elif record.data is None and app in refused:
+            problems[app] = f"its record {refused[app]} (not copied out of the pod share)"
         elif record.data is not None:
             try:
                 text = record.data.decode("utf-8")
@@ -253,6 +256,21 @@ def read_exit_records(pod: PodDir, apps: list[str]) -> tuple[dict[str, AppExit |
             else:
                 exits[app] = parse_exit(app, text)
     return exits, problems
+
+
+def _refused_records(pod: PodDir, apps: list[str]) -> dict[str, str]:
+    """What the supervisor said of the records it did not copy out of the capped share (share/refused.json,
+    written by the host; read with the same care all the same): the pod's apps only, short strings."""
+    from .share_reader import REFUSED, read_records
+
+    data = read_records(pod.path, ("share",), [REFUSED], 64 * 1024)[REFUSED].data
+    try:
+        found = json.loads(data) if data is not None else {}
+    except ValueError:
+        return {}
+    if not isinstance(found, dict):
+        return {}
+    return {a: " ".join(found[a].split())[:200] for a in apps if isinstance(found.get(a), str)}
 
 
 def read_exits(pod: PodDir, apps: list[str]) -> dict[str, AppExit | None]:

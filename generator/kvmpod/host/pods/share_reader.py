@@ -26,6 +26,9 @@ _KINDS = ((stat.S_ISLNK, "a symbolic link"), (stat.S_ISFIFO, "a FIFO"), (stat.S_
           (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"), (stat.S_ISDIR, "a directory"))
 
 
+REFUSED = "refused.json"  # <pod>/share/refused.json: the records the supervisor did not copy out, and why
+
+
 @dataclass(frozen=True)
 class Record:
     """One file's bytes, or why it could not be read (data None; problem None: it does not exist)."""
