@@ -64,11 +64,10 @@ def install_deb(dest: Path) -> Path:
 
 def installed(kvmpod: Path, *args: str, env: dict[str, str], **popen: object) -> subprocess.Popen:
     """The installed kvmpod, with nothing of this checkout on its path (its launcher runs python3 -I
-    and imports the package beside it). The hypervisor's supervisor is started as `python3 -m
-    kvmpod.host.hypervisor.supervisor`, which finds a package installed in /usr by itself; this one
-    is unpacked elsewhere, so PYTHONPATH names its dist-packages (the same files, never the checkout)."""
+    and imports the package beside it). Nor has it a PYTHONPATH: its children (`python3 -m
+    kvmpod.host.hypervisor.supervisor`) find this copy, unpacked outside /usr, from what it exports
+    to them (host.hypervisor.launch.children_import_this_kvmpod)."""
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
-    full_env["PYTHONPATH"] = str(kvmpod.parents[1] / "lib/python3/dist-packages")
     return subprocess.Popen([str(kvmpod), *args], env={**full_env, **HOST_NETWORK_SAFE, **env}, **popen)
 
 

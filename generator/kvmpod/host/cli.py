@@ -39,7 +39,8 @@ from .hypervisor.volumes import SECURITY_MODEL_HELP, SECURITY_MODELS, check_xatt
 from ..pod.files import read_input_file
 from ..pod.image_manifests import load_image_apps
 from ..pod.isolators import read_isolators
-from .hypervisor.launch import exec_hypervisor, host_runs_systemd, launch_environment, start_transient_service
+from .hypervisor.launch import (children_import_this_kvmpod, exec_hypervisor, host_runs_systemd, launch_environment,
+                                start_transient_service)
 from .images.image_commands import register as register_image_commands
 from .pods.pod_dirs import use_state_dir
 from .pod_commands import (add_run_command_line, enter_command, image_command, logs_command, pods_command, run_command,
@@ -370,6 +371,7 @@ def _cmd_status(opts: argparse.Namespace) -> tuple[str, int]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    children_import_this_kvmpod()
     try:
         words = sys.argv[1:] if argv is None else argv
         command_words: list[str] = []

@@ -84,7 +84,8 @@ def test_the_limit_is_2046_bytes_with_lkvms_prefix_on_both_paths():
 
 # ---------------------------------------------------------------- lkvm
 
-def test_lkvm_without_networks_says_mode_none_and_runs_with_its_home():
+def test_lkvm_without_networks_says_mode_none_and_runs_with_its_home(monkeypatch):
+    monkeypatch.delenv("PYTHONPATH", raising=False)
     argv = build(hypervisor="lkvm")
     assert argv[:5] == ["/usr/bin/python3", "-m", "kvmpod.host.hypervisor.supervisor", "--home", LKVM_HOME]
     assert hypervisor_part(argv)[-2:] == ["--network", "mode=none"]
@@ -309,9 +310,11 @@ def test_cli_run_under_systemd_gives_lkvms_transient_unit_a_home(tmp_path, tree,
     import kvmpod.host.cli as cli
 
     monkeypatch.setattr(cli, "host_runs_systemd", lambda: True)
+    monkeypatch.delenv("PYTHONPATH", raising=False)  # main() exports this checkout's for its children
     status = cli.main(["run", "--hypervisor", "lkvm", *tree, "--unsafe-volume-writes"])
     assert status == 0, capsys.readouterr().err
     [(cmd, options)] = started
-    assert options["env"] == {"HOME": LKVM_HOME} and options["slice_"] == b"machine.slice"
+    assert options["env"] == {"HOME": LKVM_HOME, "PYTHONPATH": str(REPO / "generator")}
+    assert options["slice_"] == b"machine.slice"
     assert cmd[1:5] == [b"-m", b"kvmpod.host.hypervisor.supervisor", b"--home", LKVM_HOME.encode()]
     assert b"lkvm" in cmd

@@ -17,14 +17,33 @@ def vm_unit_name(pod_uuid: str) -> str:
     return f"kvmpod-{pod_uuid}.service"
 
 
+def children_import_this_kvmpod(environ=os.environ) -> None:
+    """kvmpod's own children are `python3 -m kvmpod…` (the hypervisor's supervisor, a pod's transient
+    unit on a systemd host): make them import the kvmpod this process runs, wherever it is installed.
+    Its directory goes first on PYTHONPATH unless Python's site already puts it on every path (/usr,
+    a virtualenv); the launcher of a copy unpacked elsewhere (`<prefix>/bin/kvmpod`) finds it itself."""
+    import site
+
+    import kvmpod
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(kvmpod.__file__)))
+    if root in site.getsitepackages() or root == site.getusersitepackages():
+        return
+    paths = [p for p in environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+    if root not in paths:
+        environ["PYTHONPATH"] = os.pathsep.join([root, *paths])
+
+
 def launch_environment(hypervisor: str) -> dict[str, str]:
-    """The transient unit's environment. lkvm keeps its control socket in $HOME/.lkvm and fails to
+    """The transient unit's environment: the PYTHONPATH of children_import_this_kvmpod (a supervised
+    hypervisor runs kvmpod's supervisor). lkvm keeps its control socket in $HOME/.lkvm and fails to
     start without a HOME ("bind: No such file or directory"), which a unit without User= lacks."""
+    environment = {"PYTHONPATH": os.environ["PYTHONPATH"]} if os.environ.get("PYTHONPATH") else {}
     if hypervisor == "lkvm":
         from .argv import LKVM_HOME
 
-        return {"HOME": LKVM_HOME}
-    return {}
+        environment["HOME"] = LKVM_HOME
+    return environment
 
 
 def start_transient_service(argv: Sequence[str], pod_uuid: str, environment: dict[str, str] | None = None) -> str:
