@@ -209,3 +209,5 @@ def test_the_transient_unit_shares_the_apps_tmp_and_sandbox():
     assert b"SupplementaryGroups" not in settings and b"ReadOnlyPaths" not in settings
     assert settings[b"BindReadOnlyPaths"] == read["BindReadOnlyPaths"]
     assert b"JoinsNamespaceOf" not in s.command_settings("main", dict(read, PrivateTmp=False))
+    every = s.command_settings("main", {name: b"x" for name in s.COPIED} | {"PrivateTmp": True})
+    assert {key.decode() for key in every} <= set(s.SIGNATURES), "pystemd is told the signature of each"

@@ -44,10 +44,17 @@ SEARCH_PATH = ("/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/s
 # set and no-new-privileges. Not copied, on purpose: the app's resource limits and seccomp filter
 # (the command runs in a unit of its own, as `rkt enter` ran outside the app's limits), its command,
 # output and Type= (the command's own), and ExecStartPre=/ExecStopPost= (the app's event handlers).
-COPIED = ("RootDirectory", "User", "Group", "SupplementaryGroups", "WorkingDirectory", "Environment",
-          "MountAPIVFS", "PrivateDevices", "PrivateTmp", "ProtectKernelTunables", "ProtectKernelModules",
-          "ProtectKernelLogs", "ProtectControlGroups", "InaccessiblePaths", "ReadOnlyPaths", "ReadWritePaths",
-          "BindPaths", "BindReadOnlyPaths", "CapabilityBoundingSet", "NoNewPrivileges")
+# Each with its D-Bus signature (org.freedesktop.systemd1(5), systemd 252): pystemd encodes a transient
+# unit's settings from a table of its own, and Debian 12's lacks some (a boot refused the command with
+# KeyError: b'ProtectKernelLogs'), so the missing ones are added to it (UnitCommand).
+SIGNATURES = {"RootDirectory": b"s", "User": b"s", "Group": b"s", "SupplementaryGroups": b"as",
+              "WorkingDirectory": b"s", "Environment": b"as", "MountAPIVFS": b"b", "PrivateDevices": b"b",
+              "PrivateTmp": b"b", "ProtectKernelTunables": b"b", "ProtectKernelModules": b"b",
+              "ProtectKernelLogs": b"b", "ProtectControlGroups": b"b", "InaccessiblePaths": b"as",
+              "ReadOnlyPaths": b"as", "ReadWritePaths": b"as", "BindPaths": b"a(ssbt)",
+              "BindReadOnlyPaths": b"a(ssbt)", "CapabilityBoundingSet": b"t", "NoNewPrivileges": b"b",
+              "JoinsNamespaceOf": b"as"}
+COPIED = tuple(name for name in SIGNATURES if name != "JoinsNamespaceOf")
 DEFAULT_COMMAND = "/bin/sh"
 _CODES_KILLED = (2, 3)  # CLD_KILLED, CLD_DUMPED
 MAX_PENDING_STDIN = p.STDIN_WINDOW + p.MAX_PAYLOAD
@@ -112,7 +119,10 @@ class UnitCommand:
     def __init__(self, name: bytes, words: list[bytes], settings: dict[bytes, object], *, stdin: int | None = None,
                  stdout: int | None = None, stderr: int | None = None, pty_path: bytes | None = None):
         import pystemd.run
+        from pystemd.systemd1.unit_signatures import KNOWN_UNIT_SIGNATURES
 
+        for key, signature in SIGNATURES.items():
+            KNOWN_UNIT_SIGNATURES.setdefault(key.encode(), signature)
         self.name = name
         if pty_path is not None:
             self.unit = pystemd.run(words, name=name, pty_path=pty_path, remain_after_exit=True, user_mode=False,
