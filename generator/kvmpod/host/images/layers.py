@@ -37,7 +37,7 @@ import threading
 from collections.abc import Callable
 
 from .image_source import Image, ImageError, Layer
-from .safe_paths import DIR_FLAGS, Refused
+from .safe_paths import DIR_FLAGS, Refused, open_dir
 
 MAX_ENTRIES = 2_000_000  # in all layers together; more is refused (Debian's largest images have ~100k)
 MAX_NAME_BYTES = 4096  # PATH_MAX
@@ -89,29 +89,9 @@ class Applier:
         key = "/".join(parts)
         if self._cache is not None and self._cache[0] == key:
             return self._cache[1]
-        fd = os.dup(self.root_fd)
-        try:
-            for i, part in enumerate(parts):
-                if create:
-                    try:
-                        os.mkdir(part, 0o755, dir_fd=fd)
-                    except FileExistsError:
-                        pass
-                try:
-                    next_fd = os.open(part, DIR_FLAGS, dir_fd=fd)
-                except FileNotFoundError:
-                    if create:
-                        raise
-                    os.close(fd)
-                    return None
-                except OSError as error:
-                    raise Refused(f"{'/'.join(parts[:i + 1])!r} is not a directory of the image (a symlink or "
-                                  f"a file: {error.strerror}); the layer would write through it") from None
-                os.close(fd)
-                fd = next_fd
-        except BaseException:
-            os.close(fd)
-            raise
+        fd = open_dir(self.root_fd, parts, create, missing_ok=True)
+        if fd is None:
+            return None
         self._forget()
         self._cache = (key, fd)
         return fd

@@ -18,12 +18,14 @@ class Refused(Exception):
     """A member or path that would write outside the image, or that the unpacker does not make."""
 
 
-def open_parent(root_fd: int, parts: list[str], create: bool, mode: int = 0o755) -> int:
-    """An fd of the directory holding parts[-1], walked without following any symlink; with
-    `create`, missing directories on the way are made (mode `mode`)."""
+def open_dir(root_fd: int, parts: list[str], create: bool, mode: int = 0o755, *, missing_ok: bool = False,
+             path: str | None = None) -> int | None:
+    """An fd of the image's directory `parts`, walked without following any symlink; with `create`,
+    missing directories on the way are made (mode `mode`); without, a missing one is None when
+    `missing_ok`. `path`: what the refusal names (default the directory itself)."""
     fd = os.dup(root_fd)
     try:
-        for part in parts[:-1]:
+        for part in parts:
             if create:
                 try:
                     os.mkdir(part, mode, dir_fd=fd)
@@ -31,14 +33,26 @@ def open_parent(root_fd: int, parts: list[str], create: bool, mode: int = 0o755)
                     pass
             try:
                 next_fd = os.open(part, DIR_FLAGS, dir_fd=fd)
+            except FileNotFoundError:
+                if missing_ok and not create:
+                    os.close(fd)
+                    return None
+                raise Refused(f"{path or '/'.join(parts)!r} goes through {part!r}, which is missing") from None
             except OSError as error:
-                raise Refused(f"{'/'.join(parts)!r} goes through {part!r}, which is not a directory of the "
+                raise Refused(f"{path or '/'.join(parts)!r} goes through {part!r}, which is not a directory of the "
                               f"image (a symlink or a file: {error.strerror})") from None
             os.close(fd)
             fd = next_fd
     except BaseException:
         os.close(fd)
         raise
+    return fd
+
+
+def open_parent(root_fd: int, parts: list[str], create: bool, mode: int = 0o755) -> int:
+    """An fd of the directory holding parts[-1] (see open_dir)."""
+    fd = open_dir(root_fd, parts[:-1], create, mode, path="/".join(parts))
+    assert fd is not None
     return fd
 
 
