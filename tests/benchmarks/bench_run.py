@@ -60,6 +60,34 @@ WAYS = {"prerendered": "", "python": "kvmpod.units=python"}
 DEBUG = "systemd.log_level=debug"
 
 
+# systemd[1]'s lines about a unit's job: "Starting UNIT - Description...", "Started/Finished UNIT - ...",
+# "Stopping UNIT - ...", "Stopped UNIT - ..." (the text, not MESSAGE_ID=: the lines systemd logs before
+# journald runs reach the journal through the kernel's buffer without their fields).
+JOB_LINE = re.compile(r"^\[\s*(\d+\.\d+)\] \S+ systemd\[1\]: (Starting|Started|Finished|Stopping|Stopped|Mounting|Mounted|"
+                      r"Unmounting|Unmounted) (\S+\.(?:service|mount|socket|target|swap|path|timer|slice))\b")
+BEGINS = {"Starting": "start", "Mounting": "start", "Stopping": "stop", "Unmounting": "stop"}
+ENDS = {"Started": "start", "Finished": "start", "Mounted": "start", "Stopped": "stop", "Unmounted": "stop"}
+
+
+def journal_blame(rootfs: Path) -> dict[str, list[tuple[float, float, str]]]:
+    """systemd-analyze blame from a kept journal (the guest is gone): for each unit whose job systemd
+    logged, (began, seconds, unit) of its start job and of its stop job, on the guest's monotonic clock."""
+    text = subprocess.run(["journalctl", "-D", str(rootfs / "var/log/journal"), "-o", "short-monotonic",
+                           "--no-pager"], capture_output=True, text=True).stdout
+    began: dict[tuple[str, str], float] = {}
+    out: dict[str, list[tuple[float, float, str]]] = {"start": [], "stop": []}
+    for line in text.splitlines():
+        match = JOB_LINE.match(line)
+        if not match:
+            continue
+        at, verb, unit = float(match.group(1)), match.group(2), match.group(3)
+        if verb in BEGINS:
+            began.setdefault((BEGINS[verb], unit), at)
+        elif (ENDS[verb], unit) in began:
+            out[ENDS[verb]].append((began[(ENDS[verb], unit)], at - began.pop((ENDS[verb], unit)), unit))
+    return out
+
+
 def journal_marks(rootfs: Path, marks: dict[str, re.Pattern] = MARKS) -> dict[str, float]:
     text = subprocess.run(["journalctl", "-D", str(rootfs / "var/log/journal"), "-o", "short-monotonic",
                            "--no-pager"], capture_output=True, text=True).stdout
@@ -116,10 +144,14 @@ class PeakMemory(threading.Thread):
     def __init__(self, pid: int) -> None:
         super().__init__(daemon=True)
         self.pid, self.peak_kib, self.own_peak_kib, self.done = pid, 0, 0, threading.Event()
+        self.last_seen = None  # monotonic time the pod's processes were last seen (they end before run)
 
     def run(self) -> None:
         while not self.done.is_set():
-            self.peak_kib = max(self.peak_kib, sum(_rss_kib(p) for p in _descendants(self.pid)))
+            children = _descendants(self.pid)
+            if children:
+                self.last_seen = time.monotonic()
+            self.peak_kib = max(self.peak_kib, sum(_rss_kib(p) for p in children))
             self.own_peak_kib = max(self.own_peak_kib, _rss_kib(self.pid))
             self.done.wait(0.1)
 
@@ -162,7 +194,27 @@ def floor_run(argv: list[str]) -> dict[str, float]:
             "floor: QEMU start -> QEMU gone (host)": ended}
 
 
-def one_run(work: Path, busybox_root: Path, kernel_params: str = "", stage1_image=None) -> dict[str, float]:
+def _console_power_down(console: Path) -> float | None:
+    """The guest clock of the kernel's "reboot: Power down" on the console, the guest's very end."""
+    try:
+        text = console.read_text(errors="replace")
+    except OSError:
+        return None
+    found = re.findall(r"^\[\s*(\d+\.\d+)\] reboot: Power down", text, re.M)
+    return float(found[-1]) if found else None
+
+
+def print_blame(label: str, rootfs: Path, top: int) -> None:
+    blame = journal_blame(rootfs)
+    for kind in ("start", "stop"):
+        rows = sorted(blame[kind], key=lambda r: -r[1])[:top]
+        print(f"  {label}: the {top} longest {kind} jobs (guest clock: began at, seconds, unit)")
+        for at, seconds, unit in rows:
+            print(f"    {at:8.2f} {seconds:7.2f}  {unit}")
+
+
+def one_run(work: Path, busybox_root: Path, kernel_params: str = "", stage1_image=None,
+            keep_journal: Path | None = None, blame: int = 0) -> dict[str, float]:
     pods = work / "pods"
     pod = {"acKind": "PodManifest", "acVersion": "0.8.11", "apps": [
         {"name": "hello", "app": {"exec": ["/bin/sh", "-c", APP_SCRIPT], "user": "0", "group": "0"}}]}
@@ -184,6 +236,7 @@ def one_run(work: Path, busybox_root: Path, kernel_params: str = "", stage1_imag
     proc.wait()
     ended = time.monotonic() - started
     memory.done.set()
+    gone = memory.last_seen - started if memory.last_seen is not None else float("nan")
     memory.join()
     err = proc.stderr.read()
     if proc.returncode != 0:
@@ -208,6 +261,11 @@ def one_run(work: Path, busybox_root: Path, kernel_params: str = "", stage1_imag
     span = journal_marks(own, SPAN)
     if len(span) == 2:
         figures["guest: kvmpod-generator's own run"] = span["generator done"] - span["generator started"]
+    if first:
+        figures["the pod's processes (QEMU, supervisor) gone -> kvmpod run returns (host)"] = ended - gone
+    power_down = _console_power_down(pod_dir / "console.log")
+    if power_down is not None and "app exited" in marks:
+        figures["guest: app exited -> power down (console)"] = power_down - marks["app exited"]
     if "app exited" in marks:
         # the host's end is on another clock: the pod's end after the app's, as kvmpod run measured both
         figures["app exited -> kvmpod run returns (host, from the guest's app output line)"] = \
@@ -221,6 +279,12 @@ def one_run(work: Path, busybox_root: Path, kernel_params: str = "", stage1_imag
         argv = json.loads((pod_dir / "argv.json").read_text())
         figures.update(floor_run(floor_argv(argv, str(stage1_image.root), str(stage1_image.vmlinuz),
                                             str(stage1_image.initrd) if stage1_image.initrd.is_file() else None)))
+    if blame:
+        print_blame(f"{kernel_params or 'default'}", own, blame)
+    if keep_journal is not None:
+        shutil.copytree(own / "var/log/journal", keep_journal)
+        if (pod_dir / "console.log").is_file():
+            shutil.copy2(pod_dir / "console.log", keep_journal / "console.log")
     shutil.rmtree(pod_dir)
     return figures
 
@@ -233,6 +297,10 @@ def main() -> None:
                              "a candidate measured beside the default in one run, e.g. --also rootflags=...")
     parser.add_argument("--both-ways", action="store_true",
                         help="alternate the prerendered and the Python way, booting with systemd.log_level=debug")
+    parser.add_argument("--keep-journals", metavar="DIR", type=Path,
+                        help="keep each run's guest journal and console in DIR/<run>-<way>/ (journalctl -D)")
+    parser.add_argument("--blame", metavar="N", type=int, default=0,
+                        help="print each run's N longest start and stop jobs from its guest journal")
     args = parser.parse_args()
     from kvmpod.host.images import stage1
     from kvmpod.host.hypervisor.argv import detect_accel
@@ -247,10 +315,11 @@ def main() -> None:
         (root / "bin").mkdir(parents=True)
         shutil.copy2("/bin/busybox", root / "bin/busybox")
         (root / "bin/sh").symlink_to("busybox")
-        for _ in range(args.runs):
-            for way, params in ways.items():
+        for run in range(args.runs):
+            for n, (way, params) in enumerate(ways.items()):
                 params = f"{DEBUG} {params}".strip() if args.both_ways else params
-                results[way].append(one_run(work, root, params, image))
+                keep = args.keep_journals / f"{run}-{n}" if args.keep_journals else None
+                results[way].append(one_run(work, root, params, image, keep, args.blame))
     load = os.getloadavg()[0]
     print(f"kvmpod run, one app that prints a line and exits; accelerator {detect_accel()}, "
           f"{os.cpu_count()} CPUs, load average {load:.1f} at the end; {args.runs} run(s) each, median seconds"
