@@ -402,8 +402,15 @@ def _mounted_anywhere(path: str) -> list[str]:
 
 def test_sigkill_leaves_no_vm_and_no_mount_and_gc_cleans_it(tmp_path: Path) -> None:
     state = RunState(logs=kept_dir("run-sigkill"))
-    manifest = {"acKind": "PodManifest", "acVersion": "0.8.11", "apps": [sh_app("forever", "exec sleep 100000")]}
-    proc = _start(state, manifest, {"forever": busybox_rootfs(state.logs / "images/forever")})
+    # Two apps: one from a directory (copied into the pod's root) and one from the image store, whose
+    # rootfs is an overlay of the stored image mounted inside the root's overlay (pods.app_root).
+    images = state.logs / "images"
+    write_oci_layout(str(busybox_rootfs(images / "stored-rootfs")), {"Entrypoint": ["sh", "-c"],
+                     "Cmd": ["exec sleep 100000"], "Env": ["PATH=/bin"]}, str(images / "stored-oci"), ref="example.com/stored:1")
+    manifest = {"acKind": "PodManifest", "acVersion": "0.8.11", "apps": [
+        sh_app("forever", "exec sleep 100000"), {"name": "stored", "image": {"name": "example.com/stored"}}]}
+    proc = _start(state, manifest, {"forever": busybox_rootfs(images / "forever"),
+                                    "stored": f"oci:{images / 'stored-oci'}:example.com/stored:1"})
     state_file = state.pods / state.uuid / "state.json"
     deadline = time.monotonic() + 300
     hypervisor = None
@@ -417,6 +424,8 @@ def test_sigkill_leaves_no_vm_and_no_mount_and_gc_cleans_it(tmp_path: Path) -> N
     rootfs = str(state.pods / state.uuid / "stage1/rootfs")
     inside = Path(f"/proc/{hypervisor}/mountinfo").read_text()
     assert any(line.split(" ")[4] == rootfs and " - overlay " in line for line in inside.splitlines()), inside
+    stored = rootfs + "/opt/stage2/stored/rootfs"
+    assert any(line.split(" ")[4] == stored and " - overlay " in line for line in inside.splitlines()), inside
     assert str(state.pods) not in Path("/proc/self/mounts").read_text()
     proc.send_signal(signal.SIGKILL)
     proc.wait()

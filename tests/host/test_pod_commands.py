@@ -138,8 +138,9 @@ def test_container_images_come_from_the_store_and_the_pod_records_them(tmp_path:
     monkeypatch.setenv("KVMPOD_PODS_DIR", str(tmp_path / "pods"))
     seen = {}
 
-    def install_app(root, app, image, field):
-        pod = os.path.dirname(os.path.dirname(root))  # <pod>/stage1/rootfs
+    def install_app(root, app, image, field=None):
+        # install_app(root, ...) copies; as root, app_root.mount_store_app(pod, ...) overlays a stored image
+        pod = os.path.dirname(os.path.dirname(root)) if isinstance(root, str) else root.path  # <pod>/stage1/rootfs
         seen["in_use"] = images_in_use([pod])
         seen["manifest"] = json.loads(Path(pod, "pod.json").read_text())
         seen.setdefault("images", []).append(image)
@@ -147,6 +148,7 @@ def test_container_images_come_from_the_store_and_the_pod_records_them(tmp_path:
 
     (tmp_path / "stage1root/etc").mkdir(parents=True)
     monkeypatch.setattr(runner, "install_app", install_app)
+    monkeypatch.setattr(runner.app_root, "mount_store_app", install_app)
     monkeypatch.setattr(pod_commands, "_stage1", lambda opts: runner.Stage1(str(tmp_path / "stage1root"), "", None))
     monkeypatch.setattr(pod_commands, "check_boot_files", lambda *args: None)  # a stand-in stage1
     monkeypatch.setattr(pod_commands, "host_runs_systemd", lambda: False)

@@ -43,7 +43,7 @@ from .pods.enter_relay import EnterRelay
 from .pods.pod_dirs import (PodDir, first_failure, hold_lock, pod_dir, pod_exit_status, pods_dir, read_exit_records,
                    write_state)
 from .hypervisor.qmp import QMPError, qmp_command
-from .pods import pod_root, reserved_room
+from .pods import app_root, pod_root, reserved_room
 from .pods.stage import stage_pod
 
 STOP_SECONDS = 180.0  # TCG guests take a while to stop their units and power off
@@ -144,7 +144,12 @@ def prepare(pod: PodDir, stage1: Stage1, manifest_bytes: bytes, images: dict[str
     if stored:  # before installing: from now on image gc leaves these entries alone
         record_use(pod.path, stored)
     for app, image in images.items():
-        install_app(pod.rootfs, app, image, f"--app {app}")
+        # a stored image is an overlay's lower layer, like the stage1 (pods.app_root); else a copy
+        why = app_root.mount_store_app(pod, app, image) if how == "overlay" and is_store_entry(image) else ""
+        if why:
+            say(f"app {app}: its image copied (no overlay: {why})")
+        if why is not None:
+            install_app(pod.rootfs, app, image, f"--app {app}")
     stage_pod(pod.rootfs, manifest_bytes, networks)
     os.makedirs(pod.exits, mode=0o755)
     # room for the apps' records and the pod's end, should the disk fill up while the pod runs

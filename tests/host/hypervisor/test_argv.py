@@ -13,7 +13,7 @@ from kvmpod.pod.staging import staged_host_volumes
 POD = pod([host("db", "/srv/db", readOnly=True), empty("scratch"), host("logs", "/srv/logs")])
 NETS = parse_networks([{"tap": "kvmpod0", "hostIP": "10.1.0.1", "guestIP": "10.1.0.2", "prefix": 24, "ipMasq": True}])
 RES = Resources(cpus=2, memory_mib=640)
-ROOTFS_FLAGS = "rootflags=trans=virtio,version=9p2000.L,cache=mmap,msize=262144"
+ROOTFS_FLAGS = "rootflags=trans=virtio,version=9p2000.L,cache=loose,msize=262144"
 
 
 PY = "/usr/bin/python3"
@@ -78,7 +78,7 @@ def test_qemu_whole_argv_tcg():
         "-initrd", "/boot/initrd.img",
         "-append", f"console=ttyS0 panic=1 root=rootfs rootfstype=9p {ROOTFS_FLAGS} rw net.ifnames=0 "
                    "ip=10.1.0.2::10.1.0.1:255.255.255.0::eth0:::",
-        "-fsdev", "local,id=root,path=/var/lib/kvmpod/stage1,security_model=none",
+        "-fsdev", "local,id=root,path=/var/lib/kvmpod/stage1,security_model=none,multidevs=remap",
         "-device", "virtio-9p-pci,fsdev=root,mount_tag=rootfs",
         "-fsdev", "local,id=vol0,path=/run/kvmpod/staging/vol0,security_model=mapped-xattr,multidevs=remap,readonly=on",
         "-device", "virtio-9p-pci,fsdev=vol0,mount_tag=db",

@@ -114,7 +114,7 @@ def test_lkvm_with_initrd_whole_argv():
         "--initrd", "/boot/initrd.img",
         "--9p=/var/lib/kvmpod/stage1,rootfs",
         "--params", "console=hvc0 panic=1 root=rootfs rootfstype=9p "
-                    "rootflags=trans=virtio,version=9p2000.L,cache=mmap,msize=262144 rw",
+                    "rootflags=trans=virtio,version=9p2000.L,cache=loose,msize=262144 rw",
         "--9p=/run/kvmpod/staging/vol0,db",
         "--9p=/srv/logs,logs",
         "--network", "mode=none",
@@ -125,7 +125,7 @@ def test_security_model_reaches_the_root_and_every_volume():
     args = argv(security_model="passthrough")
     fsdevs = [args[i + 1] for i, a in enumerate(args) if a == "-fsdev"]
     # The stage1 root is kvmpod's own copy: always security_model=none; volumes take the option.
-    assert fsdevs == ["local,id=root,path=/var/lib/kvmpod/stage1,security_model=none",
+    assert fsdevs == ["local,id=root,path=/var/lib/kvmpod/stage1,security_model=none,multidevs=remap",
                       "local,id=vol0,path=/run/kvmpod/staging/vol0,security_model=passthrough,multidevs=remap,"
                       "readonly=on",
                       "local,id=vol1,path=/srv/logs,security_model=passthrough,multidevs=remap"]

@@ -195,7 +195,7 @@ def test_a_volume_that_cannot_be_probed_is_named_with_the_reason_and_the_others_
 def test_qemu_volumes_default_to_mapped_xattr_and_the_root_share_keeps_none():
     argv = build(RW)
     fsdevs = [a for a in argv if a.startswith("local,")]
-    assert fsdevs == ["local,id=root,path=/stage1,security_model=none",
+    assert fsdevs == ["local,id=root,path=/stage1,security_model=none,multidevs=remap",
                       "local,id=vol0,path=/run/kvmpod/staging/vol0,security_model=mapped-xattr,multidevs=remap,readonly=on",
                       "local,id=vol1,path=/srv/out,security_model=mapped-xattr,multidevs=remap"]
     assert "local,id=vol1,path=/srv/out,security_model=none,multidevs=remap" in build(RW, security_model="none")

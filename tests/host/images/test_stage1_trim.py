@@ -54,3 +54,41 @@ def test_the_trim_is_part_of_the_stage1_hash(tmp_path: Path, monkeypatch: pytest
     real = inspect.getsource
     monkeypatch.setattr(inspect, "getsource", lambda obj: real(obj) + ("#changed" if obj is stage1_trim else ""))
     assert stage1.stage1_hash("base", deb) != before
+
+
+def _udev_loads(rules: str, modalias: str) -> bool:
+    """Whether the rules' kmod line matches MODALIAS (udev's globs: fnmatch, '|' between alternatives)."""
+    import fnmatch
+    import re
+
+    [line] = [ln for ln in rules.splitlines() if "kmod load" in ln]
+    pattern = re.search(r'ENV\{MODALIAS\}=="([^"]*)"', line).group(1)
+    return any(fnmatch.fnmatchcase(modalias, alternative) for alternative in pattern.split("|"))
+
+
+def test_udev_loads_modules_only_for_what_a_pod_uses(tmp_path: Path) -> None:
+    stage1_trim.trim(tmp_path)
+    rules = (tmp_path / stage1_trim.UDEV_DRIVERS_RULES).read_text()
+    # the modaliases a booted q35 pod showed (udevadm info), each with what it loads
+    wanted = {"virtio:d00000001v00001AF4": "virtio_net", "virtio:d00000003v00001AF4": "virtio_console",
+              "acpi:LNXPWRBN:": "button", "input:b0019v0000p0001e0000-e0,1,k74,ramlsfw": "evdev"}
+    unwanted = {"cpu:type:x86,ven0002fam0017mod0001:feature:,0000,0058": "kvm_amd",
+                "pci:v00008086d00002922sv00001AF4sd00001100bc01sc06i01": "ahci",
+                "pci:v00008086d00002918sv00001AF4sd00001100bc06sc01i00": "lpc_ich",
+                "platform:pcspkr": "pcspkr", "serio:ty01pr00id00ex00": "psmouse", "acpi:QEMU0002:": "qemu_fw_cfg"}
+    for modalias, module in wanted.items():
+        assert _udev_loads(rules, modalias), module
+    for modalias, module in unwanted.items():
+        assert not _udev_loads(rules, modalias), module
+    assert rules.splitlines()[1] == 'ACTION!="add", GOTO="drivers_end"'
+
+
+def test_the_drivers_rules_replace_the_bases_by_name() -> None:
+    """udev reads /etc/udev/rules.d/NAME instead of /usr/lib/udev/rules.d/NAME: the names must match."""
+    bases = [p for p in stage1.CACHE_ROOT.glob("*/root") if not p.parent.name.startswith(("stage1-", "."))
+             and (p / "usr/lib/udev/rules.d").is_dir()]
+    if not bases:
+        pytest.skip(f"no base image in {stage1.CACHE_ROOT}")
+    name = Path(stage1_trim.UDEV_DRIVERS_RULES).name
+    assert (bases[0] / "usr/lib/udev/rules.d" / name).is_file()
+    assert stage1_trim.UDEV_DRIVERS_RULES.startswith("etc/udev/rules.d/")

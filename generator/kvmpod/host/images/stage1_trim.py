@@ -64,6 +64,24 @@ DISABLED_GENERATORS: tuple[str, ...] = (
 )
 
 
+# udev loads a module for every device's MODALIAS (80-drivers.rules). A q35 VM's chipset, and the CPU
+# TCG emulates with every feature, made a booted pod load some 30 modules it never uses while it
+# started its apps (seen in a booted pod's /proc/modules: kvm and kvm_amd, the SATA controller's ahci
+# and libata with scsi, the SMBus, LPC and watchdog drivers, the PC speaker, PS/2 mouse, fw_cfg, and
+# a dozen CPU crypto modules), each a modprobe reading its .ko over 9p, and the shutdown waited 1.6 s
+# for one still loading (kvm_amd). The stage1 overrides the rules file: udev loads modules only for
+# what a pod has: virtio devices (its NICs, its ports, 9p), the ACPI power button (LNXPWRBN, PNP0C0C:
+# Ctrl-C and `kvmpod stop` press it) and input devices (evdev, through which logind sees that button).
+# Modules an app asks for by use (/dev/fuse, /dev/loop-control, a filesystem type) the kernel still
+# loads itself, and `modprobe NAME` works as before.
+UDEV_DRIVERS_RULES = "etc/udev/rules.d/80-drivers.rules"
+UDEV_DRIVERS = """# kvmpod's stage1 (kvmpod/host/images/stage1_trim.py): modules only for the devices a pod uses
+ACTION!="add", GOTO="drivers_end"
+ENV{MODALIAS}=="virtio:*|acpi:LNXPWRBN:*|acpi:PNP0C0C:*|input:*", RUN{builtin}+="kmod load"
+LABEL="drivers_end"
+"""
+
+
 def _null_link(path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     if path.is_symlink() or path.exists():
@@ -73,8 +91,12 @@ def _null_link(path: Path) -> None:
 
 def trim(root: Path) -> None:
     """Mask MASKED and disable DISABLED_GENERATORS in the stage1 root (systemd's own way: a link to
-    /dev/null in /etc/systemd/system and /etc/systemd/system-generators)."""
+    /dev/null in /etc/systemd/system and /etc/systemd/system-generators); udev's module loading
+    limited to UDEV_DRIVERS."""
     for unit in MASKED:
         _null_link(root / "etc/systemd/system" / unit)
     for generator in DISABLED_GENERATORS:
         _null_link(root / "etc/systemd/system-generators" / generator)
+    rules = root / UDEV_DRIVERS_RULES
+    rules.parent.mkdir(parents=True, exist_ok=True)
+    rules.write_text(UDEV_DRIVERS)

@@ -8,6 +8,8 @@
       stage1/rootfs/        the guest's 9p root: an overlay of the cached stage1 root, mounted only in
                             kvmpod run's own mount namespace (pods.pod_root), else a copy
       stage1/upper/, work/  the overlay's upper dir (the pod's own files and journal) and work dir;
+      stage1/apps/<app>/upper/, work/   likewise for an app from the image store, whose rootfs is an
+                            overlay of the stored image (pods.app_root);
                             stage1/ is removed when the pod ends unless kvmpod run --keep
       share/apps/<app>      the pod share (9p tag kvmpod_pod): each app's end, written by the guest
       apps.log              the apps' output as the guest sent it ("[  12.3] app[42]: line"),
