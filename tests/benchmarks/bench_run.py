@@ -213,17 +213,52 @@ def print_blame(label: str, rootfs: Path, top: int) -> None:
             print(f"    {at:8.2f} {seconds:7.2f}  {unit}")
 
 
-def one_run(work: Path, busybox_root: Path, kernel_params: str = "", stage1_image=None,
+STORE_REF = "kvmpod.bench/hello:1"
+
+
+def store_image(work: Path, busybox_root: Path) -> tuple[str, dict[str, float]]:
+    """The app as an image in a private image store: busybox and a copy of this host's Python standard
+    library (a rootfs of some size and 1,500 files, like a small application image), fetched before
+    the measurement. Returns its reference and what a copy of its rootfs costs: what every pod paid
+    for it before the store's images became overlay lower layers (issue 20)."""
+    from kvmpod.host.images.oci_writer import write_oci_layout
+
+    root = work / "image-rootfs"
+    shutil.copytree(busybox_root, root, symlinks=True)
+    shutil.copytree(f"/usr/lib/python{sys.version_info.major}.{sys.version_info.minor}",
+                    root / "usr/lib/python3", symlinks=True, ignore=shutil.ignore_patterns("__pycache__"))
+    write_oci_layout(str(root), {"Entrypoint": ["/bin/sh", "-c"], "Cmd": [APP_SCRIPT], "Env": ["PATH=/bin"]},
+                     str(work / "image-oci"), ref=STORE_REF)
+    reference = f"oci:{work / 'image-oci'}:{STORE_REF}"
+    env = dict(os.environ, PYTHONPATH=str(REPO / "generator"), KVMPOD_IMAGES_DIR=str(work / "images"))
+    out = subprocess.run([sys.executable, "-m", "kvmpod.host.cli", "image", "fetch", reference], env=env,
+                         capture_output=True, text=True)
+    if out.returncode != 0:
+        raise SystemExit(f"kvmpod image fetch {reference}: {out.stderr}")
+    [entry] = [p for p in (work / "images").iterdir() if p.name.startswith("sha256-") and p.is_dir()]
+    copy = work / "copied-rootfs"
+    started = time.monotonic()
+    subprocess.run(["cp", "-a", "--reflink=auto", "--no-target-directory", str(entry / "rootfs"), str(copy)],
+                   check=True)
+    seconds = time.monotonic() - started
+    du = subprocess.run(["du", "-sk", "-x", str(copy)], capture_output=True, text=True).stdout
+    shutil.rmtree(copy)
+    return reference, {"before: copying the app's stored rootfs for a pod (host), s": seconds,
+                       "before: the app's rootfs copy on disk, MiB": int(du.split()[0]) / 1024}
+
+
+def one_run(work: Path, app_image: str, kernel_params: str = "", stage1_image=None,
             keep_journal: Path | None = None, blame: int = 0) -> dict[str, float]:
     pods = work / "pods"
     pod = {"acKind": "PodManifest", "acVersion": "0.8.11", "apps": [
         {"name": "hello", "app": {"exec": ["/bin/sh", "-c", APP_SCRIPT], "user": "0", "group": "0"}}]}
     (work / "pod.json").write_text(json.dumps(pod))
     env = dict(os.environ, PYTHONPATH=str(REPO / "generator"), KVMPOD_PODS_DIR=str(pods),
-               KVMPOD_EXTRA_KERNEL_PARAMS=kernel_params, KVMPOD_NET="none")  # no taps on this host
+               KVMPOD_EXTRA_KERNEL_PARAMS=kernel_params, KVMPOD_NET="none",  # no taps on this host
+               KVMPOD_IMAGES_DIR=str(work / "images"))
     started = time.monotonic()
     proc = subprocess.Popen([sys.executable, "-m", "kvmpod.host.cli", "run", "--manifest", str(work / "pod.json"),
-                             "--app", f"hello={busybox_root}", "--keep"], env=env, stdout=subprocess.PIPE,
+                             "--app", f"hello={app_image}", "--keep"], env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     memory = PeakMemory(proc.pid)
     memory.start()
@@ -275,6 +310,10 @@ def one_run(work: Path, busybox_root: Path, kernel_params: str = "", stage1_imag
     du = subprocess.run(["du", "-sk", "-x", str(pod_dir / "stage1")], capture_output=True, text=True).stdout
     if du.split():
         figures["the pod's stage1 on disk after its end, MiB"] = int(du.split()[0]) / 1024
+    apps = pod_dir / "stage1/apps"
+    if apps.is_dir():  # the app's own layer above its stored image (pods/app_root.py)
+        du = subprocess.run(["du", "-sk", "-x", str(apps)], capture_output=True, text=True).stdout
+        figures["  of which the app's own layer above its stored image, MiB"] = int(du.split()[0]) / 1024
     if stage1_image is not None:
         argv = json.loads((pod_dir / "argv.json").read_text())
         figures.update(floor_run(floor_argv(argv, str(stage1_image.root), str(stage1_image.vmlinuz),
@@ -297,6 +336,8 @@ def main() -> None:
                              "a candidate measured beside the default in one run, e.g. --also rootflags=...")
     parser.add_argument("--both-ways", action="store_true",
                         help="alternate the prerendered and the Python way, booting with systemd.log_level=debug")
+    parser.add_argument("--dir-app", action="store_true",
+                        help="the app from a directory (busybox, copied per pod) instead of an image in the store")
     parser.add_argument("--keep-journals", metavar="DIR", type=Path,
                         help="keep each run's guest journal and console in DIR/<run>-<way>/ (journalctl -D)")
     parser.add_argument("--blame", metavar="N", type=int, default=0,
@@ -315,11 +356,12 @@ def main() -> None:
         (root / "bin").mkdir(parents=True)
         shutil.copy2("/bin/busybox", root / "bin/busybox")
         (root / "bin/sh").symlink_to("busybox")
+        app, copy_cost = (str(root), {}) if args.dir_app else store_image(work, root)
         for run in range(args.runs):
             for n, (way, params) in enumerate(ways.items()):
                 params = f"{DEBUG} {params}".strip() if args.both_ways else params
                 keep = args.keep_journals / f"{run}-{n}" if args.keep_journals else None
-                results[way].append(one_run(work, root, params, image, keep, args.blame))
+                results[way].append({**one_run(work, app, params, image, keep, args.blame), **copy_cost})
     load = os.getloadavg()[0]
     print(f"kvmpod run, one app that prints a line and exits; accelerator {detect_accel()}, "
           f"{os.cpu_count()} CPUs, load average {load:.1f} at the end; {args.runs} run(s) each, median seconds"

@@ -14,7 +14,7 @@ a 9p share of the pod directory, kvmpod's own, mounted at /run/kvmpod/pod. Then,
   started (a volume missing) is recorded so, and powers the pod off too: it failed;
 - `kvmpod-pod-end.service` (rkt's `shutdown.service`): wanted by every reaper and also
   `StopWhenUnneeded=`, so it stops when the last reaper has stopped, i.e. when every app has exited,
-  and its `ExecStop=` powers the VM off.
+  and its `SuccessAction=poweroff` powers the VM off (in order, as `systemctl poweroff` does).
 
 A pod stopped from outside (`kvmpod stop`, Ctrl-C: ACPI power button, logind) stops its apps with
 SIGTERM in the usual shutdown; each reaper still records its app on the way down.
@@ -79,14 +79,15 @@ def plan_lifecycle(app_names: list[str], tag: str, manifest_path: str, ninep_opt
                        ("Options", ninep_mount_options(ninep_options, read_only=False))]),
         ])),
         GeneratedFile(POD_END_UNIT, render_unit([
+            # Stopped (inactive after active) when the last reaper is: SuccessAction= then queues
+            # poweroff.target in PID 1 itself, an orderly poweroff as `systemctl poweroff` starts,
+            # without a systemctl to exec (read over 9p) and logind to ask (issue 20: 0.4-0.5 s of
+            # a TCG pod's end). During a shutdown already under way it queues the same target: no-op.
+            # Not poweroff-force (tried, issue 20): systemd-shutdown's SIGTERM can then reach journald
+            # before it has read the apps' last lines (an e2e run under load missed one).
             ("Unit", unit("kvmpod: power the pod off when its last app has exited",
-                          *POD_UNIT_DEPENDENCIES, ("StopWhenUnneeded", "yes"))),
-            ("Service", [("Type", "oneshot"), ("RemainAfterExit", "yes"), ("ExecStart", "/bin/true"),
-                         # Not --force (tried, issue 20): systemd-shutdown's SIGTERM can then reach
-                         # journald before it has read the apps' last lines (an e2e run under load
-                         # missed one: the likely cause).
-                         # "-": during a shutdown already under way the request is refused; fine.
-                         ("ExecStop", f"-{SYSTEMCTL} --no-block poweroff")]),
+                          *POD_UNIT_DEPENDENCIES, ("StopWhenUnneeded", "yes"), ("SuccessAction", "poweroff"))),
+            ("Service", [("Type", "oneshot"), ("RemainAfterExit", "yes"), ("ExecStart", "/bin/true")]),
         ])),
     ]
     for name in app_names:
