@@ -112,8 +112,9 @@ def new_pod_uuid() -> str:
 
 def _copy_tree(source: str, dest: str) -> None:
     # cp -a keeps owners, modes, links, devices and xattrs; --reflink=auto is near-free on btrfs/xfs.
+    # It dies with kvmpod run (found by a SIGKILL while preparing: an orphan cp went on writing).
     proc = subprocess.run(["cp", "-a", "--reflink=auto", "--no-target-directory", source, dest],
-                          capture_output=True, text=True)
+                          capture_output=True, text=True, preexec_fn=_die_with_parent)
     if proc.returncode != 0:
         raise OSError(f"cp -a {source} {dest}: {proc.stderr.strip()}")
 
@@ -399,7 +400,7 @@ def run_pod(*, pod_model: Pod, manifest_bytes: bytes, images: dict[str, str], ne
             lost = [a for a in missing if a not in unreadable]
             how = "; ".join(
                 ([f"the VM ended (hypervisor exit {rc}) before the guest recorded {', '.join(lost)}"
-                  + (f": {_tail(pod.hypervisor_log)}" if rc else "")] if lost else [])
+                  + (f": {tail}" if rc and (tail := _tail(pod.hypervisor_log)) else "")] if lost else [])
                 + ([f"the host could not read the records of {', '.join(a for a in missing if a in unreadable)}"]
                    if len(lost) < len(missing) else [])) + f"; see {pod.console}"
             say(how)
