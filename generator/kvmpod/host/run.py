@@ -399,7 +399,8 @@ def run_pod(*, pod_model: Pod, manifest_bytes: bytes, images: dict[str, str], ne
         if missing and first is None:
             lost = [a for a in missing if a not in unreadable]
             how = "; ".join(
-                ([f"the VM ended (hypervisor exit {rc}) before the guest recorded {', '.join(lost)}"
+                ([f"the VM ended ({f'killed by signal {-rc}' if rc is not None and rc < 0 else f'hypervisor exit {rc}'})"
+                  f" before the guest recorded {', '.join(lost)}"
                   + (f": {tail}" if rc and (tail := _tail(pod.hypervisor_log)) else "")] if lost else [])
                 + ([f"the host could not read the records of {', '.join(a for a in missing if a in unreadable)}"]
                    if len(lost) < len(missing) else [])) + f"; see {pod.console}"
