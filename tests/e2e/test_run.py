@@ -286,24 +286,6 @@ def test_the_guest_unpacked_the_units_kvmpod_rendered_on_the_host(run_ok: RunSta
 
 # ---------------------------------------------------------------- run-sigint
 
-# Root in the guest (not an app: systemd's own systemd.run= on the kernel command line) does to the pod
-# share what a compromised guest can: 64 MiB into it, a link to a host file among the records. In a
-# transient unit of its own (systemd-run --no-block): kernel-command-line.service is a oneshot the
-# boot waits for, and the share is mounted only later in the boot; and with systemd.run_*_action=none,
-# or its end would power the guest off (the default action is "exit").
-SHARE = "/run/kvmpod/pod"
-FLOOD = ("systemd.run=\"systemd-run --no-block -u kvmpod-flood /bin/sh -c 'until mountpoint -q " + SHARE
-         + "; do sleep 1; done; "
-         # no $ and no %: systemd would expand them in ExecStart=
-         "dd if=/dev/zero of=" + SHARE + "/flood bs=1M count=64 && echo kvmpod-flood wrote > /dev/console "
-         "|| echo kvmpod-flood full > /dev/console; ln -s /etc/shadow " + SHARE + "/apps/planted; "
-         "echo kvmpod-flood-bytes > /dev/console; wc -c < " + SHARE + "/flood > /dev/console'\""
-         # systemd.run= powers the machine off when its command ends, unless told not to
-         " systemd.run_success_action=none systemd.run_failure_action=none")
-FLOOD_LINE = re.compile(r"kvmpod-flood (?P<how>wrote|full)")
-FLOOD_BYTES = re.compile(r"kvmpod-flood-bytes\s+(?P<bytes>\d+)")
-
-
 def _run_sigint(state: RunState, tmp: Path) -> Iterator[None]:
     manifest = {"acKind": "PodManifest", "acVersion": "0.8.11", "apps": [
         sh_app("forever", "echo up; trap 'echo got TERM; exit 0' TERM; while :; do sleep 1; done"),
@@ -333,8 +315,7 @@ def _run_sigint(state: RunState, tmp: Path) -> Iterator[None]:
     try:
         if not up.wait(RUN_TIMEOUT):
             raise AssertionError("the app 'forever' never printed 'up'")
-        # The pod stays up with an app running: give it a moment to prove it does not end by itself,
-        # and let the guest's flood of its share finish (it says so on the console).
+        # The pod stays up with an app running: give it a moment to prove it does not end by itself.
         time.sleep(5)
         state.stderr = f"still running 5 s after 'up': {proc.poll() is None}\n"
         state.image_gc_running = host_kvmpod("image", "gc", "--older-than", "0s", env=state.env, check=False)
