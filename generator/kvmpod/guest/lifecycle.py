@@ -93,9 +93,14 @@ def plan_lifecycle(app_names: list[str], tag: str, manifest_path: str, ninep_opt
     for name in app_names:
         reaper = reaper_unit(name)
         sections: list[Section] = [
+            # Before= the app, as the app's drop-in's After= already orders them, but said here: a
+            # dependency is a reference from the unit that declares it, so the app's unit is not
+            # garbage-collected between its stop and the ExecStop= that reads it. Without it a boot saw
+            # "app.service: Collecting." at once, and `systemctl show` then loaded the unit afresh and
+            # recorded an app that had run 10 s as never started (ExecMainStartTimestampMonotonic=0).
             ("Unit", unit(f"kvmpod: record how app {name} ended", *POD_UNIT_DEPENDENCIES,
                           ("StopWhenUnneeded", "yes"), ("Wants", POD_END_UNIT), ("After", POD_END_UNIT),
-                          ("RequiresMountsFor", POD_SHARE_DIR))),
+                          ("Before", app_service(name)), ("RequiresMountsFor", POD_SHARE_DIR))),
             ("Service", [("Type", "oneshot"), ("RemainAfterExit", "yes"), ("ExecStart", "/bin/true"),
                          ("ExecStop", " ".join(exec_word(w) for w in ("/bin/sh", "-c", REAPER_SCRIPT,
                                                                        "kvmpod-reaper", name)))]),
