@@ -11,6 +11,7 @@ by itself, `kvmpod logs` still shows the ended pod's lines and enter is refused.
 
 from __future__ import annotations
 
+import json
 import os
 import pty
 import select
@@ -52,7 +53,11 @@ class EnterState(RunState):
 
     @property
     def env(self) -> dict[str, str]:
-        return {"KVMPOD_PODS_DIR": str(self.pods), "KVMPOD_LOG_CAP": str(CAP), "KVMPOD_NET": "none"}
+        # logind masked in the guest: nothing there answers the ACPI power button, so `kvmpod stop` must
+        # end the pod through its fallback, Ctrl-Alt-Del to systemd (host/hypervisor/guest_stop.py), as it
+        # must for a guest still booting; nothing of enter needs logind.
+        return {"KVMPOD_PODS_DIR": str(self.pods), "KVMPOD_LOG_CAP": str(CAP), "KVMPOD_NET": "none",
+                "KVMPOD_EXTRA_KERNEL_PARAMS": "systemd.mask=systemd-logind.service"}
 
 
 def enter(state: EnterState, *args: str, stdin: bytes = b"", timeout: float = ENTER_TIMEOUT
@@ -211,6 +216,8 @@ def _boot(state: EnterState, tmp: Path) -> Iterator[None]:
         r["chatty_ended"] = host_kvmpod("logs", state.uuid, "--app", "chatty", check=False, env=state.env)
         r["final_sizes"] = {p.name: p.stat().st_size for p in pod.iterdir() if p.name.endswith((".log", ".log.1"))}
         r["enter_ended"] = enter(state, "--app", "main", "--", "true")
+        r["status_ended"] = host_kvmpod("status", state.uuid, "--json", check=False, env=state.env)
+        r["console_tail"] = (pod / "console.log").read_bytes()[-6000:].decode("utf-8", "replace")
     finally:
         if proc.poll() is None:
             proc.send_signal(signal.SIGINT)
@@ -312,3 +319,16 @@ def test_apps_log_stays_within_the_cap(booted: EnterState) -> None:
     chatty = booted.results["chatty_ended"].stdout
     assert "chatty done" in chatty and "chatty line 2000 " in chatty, chatty[-500:]
     assert "chatty line 1 " not in chatty, "the oldest lines were dropped"
+
+
+def test_kvmpod_stop_ends_a_guest_that_does_not_answer_the_power_button(booted: EnterState) -> None:
+    """Its logind masked: the stop's Ctrl-Alt-Del reached systemd, which shut down cleanly (the apps
+    stopped by SIGTERM and recorded), and QEMU's -no-reboot ended the VM on the reset."""
+    booted.require()
+    r = booted.results
+    assert r["stop"].returncode == 0, r["stop"]
+    assert booted.rc == 0, booted.where()
+    status = json.loads(r["status_ended"].stdout)
+    ended = {app["name"]: app["ended"] for app in status["apps"]}
+    assert ended == {"main": "killed by signal 15", "chatty": "killed by signal 15"}, (status, booted.where())
+    assert "systemd-shutdown[1]: Rebooting." in r["console_tail"], r["console_tail"][-1500:]

@@ -35,6 +35,7 @@ from ..pod.model import Pod
 from ..pod.mounts import STAGE2_DIR
 from ..pod.problems import InvalidInput, Problem
 from .hypervisor.argv import hypervisor_part
+from .hypervisor.guest_stop import ask_to_stop, manager_running
 from .images.aci import extract_aci
 from .images.store import fetch as fetch_image, is_image_reference, is_store_entry, record_use, stored_image_at
 from .pods.app_output import Progress, app_line_name, boot_status
@@ -42,7 +43,6 @@ from .pods.capped_log import CappedLog, LogSource, log_cap
 from .pods.enter_relay import EnterRelay
 from .pods.pod_dirs import (PodDir, first_failure, hold_lock, pod_dir, pod_exit_status, pods_dir, read_exit_records,
                    write_state)
-from .hypervisor.qmp import QMPError, qmp_command
 from .pods import app_root, pod_root, reserved_room
 from .pods.stage import stage_pod
 
@@ -181,15 +181,6 @@ class _Signals:
             signal.signal(sig, handler)
 
 
-def press_power_button(pod: PodDir) -> str | None:
-    """QMP system_powerdown; None when done, else why not."""
-    try:
-        qmp_command(pod.qmp, "system_powerdown")
-        return None
-    except QMPError as error:
-        return str(error)
-
-
 def _log_sources(pod: PodDir, argv: list[str], hypervisor_out: int) -> tuple[LogSource, LogSource | None, LogSource]:
     """The apps' output, the console (None when the argv has no console socket: lkvm) and the
     hypervisor's own output, each into its capped log in the pod directory."""
@@ -251,6 +242,7 @@ def boot_and_follow(pod: PodDir, argv: list[str], lock_fd: int, register: Callab
                 except Exception as error:  # the pod runs on; only machinectl will not show it
                     err.write(f"kvmpod: warning: cannot register the pod with systemd-machined: {error}\n")
             stop_at = pressed_at = None
+            manager_up = False
             interrupted = killed = pressed = False
             last_status = "starting the VM"
             sources = [s for s in (app_output, console, hypervisor) if s is not None]
@@ -267,7 +259,9 @@ def boot_and_follow(pod: PodDir, argv: list[str], lock_fd: int, register: Callab
                             _note_state(pod, first_output_seconds=round(first_line_at, 3))
                         out.write(line + "\n")
                     out.flush()
-                status = boot_status(console.lines(final=rc is not None)) if console is not None else None
+                console_lines = console.lines(final=rc is not None) if console is not None else []
+                status = boot_status(console_lines) if console is not None else None
+                manager_up = manager_up or first_line_at is not None or manager_running("\n".join(console_lines))
                 if status:
                     last_status = status
                 if rc is not None:
@@ -290,7 +284,8 @@ def boot_and_follow(pod: PodDir, argv: list[str], lock_fd: int, register: Callab
                 if stop_at is not None and not killed:
                     # until a press gets through, retry each second (QEMU may not have made its socket yet)
                     if pressed_at is None or now - pressed_at > (PRESS_AGAIN_SECONDS if pressed else 1.0):
-                        pressed = pressed or press_power_button(pod) is None
+                        # pressed again: the guest did not answer; Ctrl-Alt-Del too (hypervisor/guest_stop.py)
+                        pressed = ask_to_stop(pod, pressed, manager_up) or pressed
                         pressed_at = now
                     if now - stop_at > STOP_SECONDS:
                         err.write(f"kvmpod: the VM did not power off within {STOP_SECONDS:.0f} s: killing it\n")

@@ -10,8 +10,8 @@ class QMPError(RuntimeError):
     pass
 
 
-def qmp_command(socket_path: str, command: str, timeout: float = 5.0) -> dict:
-    """Connect, negotiate capabilities, run one command, return its reply."""
+def qmp_command(socket_path: str, command: str, timeout: float = 5.0, arguments: dict | None = None) -> dict:
+    """Connect, negotiate capabilities, run one command (with its arguments), return its reply."""
     try:
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
             sock.settimeout(timeout)
@@ -29,7 +29,8 @@ def qmp_command(socket_path: str, command: str, timeout: float = 5.0) -> dict:
 
             reply()  # the greeting
             for execute in ("qmp_capabilities", command):
-                sock.sendall(json.dumps({"execute": execute}).encode() + b"\r\n")
+                request = {"execute": execute, **({"arguments": arguments} if arguments and execute == command else {})}
+                sock.sendall(json.dumps(request).encode() + b"\r\n")
                 message = reply()
                 if "error" in message:
                     raise QMPError(f"QEMU refused {execute}: {message['error'].get('desc', message['error'])}")
