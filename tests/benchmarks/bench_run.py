@@ -24,6 +24,11 @@ console (machine, accelerator, CPUs, memory), the same kernel and initrd, the st
 is held against. Its phases: QEMU started -> the line on the serial console (host clock), of which the
 kernel and initramfs until init (the guest's uptime in the line), then the line -> QEMU gone.
 
+The app comes from an image in a private image store (busybox and a copy of this host's Python
+standard library, fetched before the measurement), so its rootfs is an overlay of the stored image
+(issue 20); printed beside it: what a copy of that rootfs costs, which every pod paid before.
+`--dir-app` runs the busybox directory instead (copied per pod, as `--app DIR` always is).
+
 Peak host memory of a running pod: every process under `kvmpod run` (the supervisor, QEMU,
 virtiofsd), their resident memory summed every 0.1 s, the largest sum; kvmpod run's own Python apart.
 The app also prints the guest's used memory (MemTotal - MemAvailable) while it runs.

@@ -93,14 +93,16 @@ def detect_accel(sys_module: str = "/sys/module", exists: Callable[[str], bool] 
 
 # ---------------------------------------------------------------- kernel command line
 
-# The root's 9p cache mode (issue 20): loose, where the volumes keep mmap. loose caches pages, names
-# and attributes in the guest and never asks the host again, which is right only when nothing but
-# the guest changes the tree while it runs: true of a pod's root (kvmpod writes it before the boot,
-# the stage1 lower layer is never written, and the host reads the pod's files only after the VM is
-# gone), not of a host volume. Writes are not held back by it: Linux 6.1's 9p writes through to the
-# host in every cache mode, and shared writable mmaps (the journal's) are written back by the
-# shutdown's sync, as with mmap. Measured (bench_run.py --also, quiet machine, TCG, 2 runs): the first
-# app line 30.6 s -> 22.5 s after `kvmpod run`; the floor's (one exec of busybox) 8.8 s -> 8.5 s.
+# The root's 9p cache mode (issue 20): loose, where the volumes and the pod share keep mmap. loose
+# caches pages, names and attributes in the guest and never asks the host again, which is right only
+# when nothing but the guest changes the tree while it runs: true of a pod's root (kvmpod writes it
+# before the boot, its lower layers are never written, and the host reads the pod's files only after
+# the VM is gone), not of a host volume. It also writes back: a write into the root reaches the host
+# at the guest's writeback or its shutdown's sync (seen in a booted pod: the file empty on the host
+# while the app ran, whole after the pod's end), so a VM that is killed may lose its last writes into
+# its own root (a --keep pod's files); never the volumes' nor the apps' records. Measured
+# (bench_run.py --also, quiet machine, TCG, 2 runs): the first app line 30.6 s -> 22.5 s after
+# `kvmpod run`; the floor's (one exec of busybox) 8.8 s -> 8.5 s.
 ROOT_9P_CACHE = "cache=loose"
 
 
