@@ -109,9 +109,12 @@ def journal_marks(rootfs: Path, marks: dict[str, re.Pattern] = MARKS) -> dict[st
 
 FLOOR_LINE = "kvmpod-floor"
 # The app's line, then the guest's memory in use (kB) while the pod runs: read by the benchmark only.
-APP_SCRIPT = ("echo hi from hello; "
+# Each line carries the guest's uptime when the app wrote it (the journal stamps a line when journald
+# reads it, which can be seconds later while journald is busy, e.g. flushing): "app-done UPTIME" is
+# the app's last act, the start of its pod's end.
+APP_SCRIPT = ("read up rest < /proc/uptime; echo hi from hello $up; "
               "busybox awk '/^MemTotal:/{t=$2} /^MemAvailable:/{a=$2} END{print \"guest-used-kib\", t-a}' "
-              "/proc/meminfo")
+              "/proc/meminfo; read up rest < /proc/uptime; echo app-done $up")
 
 
 def _rss_kib(pid: int) -> int:
@@ -267,10 +270,14 @@ def one_run(work: Path, app_image: str, kernel_params: str = "", stage1_image=No
                             stderr=subprocess.PIPE, text=True)
     memory = PeakMemory(proc.pid)
     memory.start()
-    first = guest_used = None
+    first = guest_used = first_uptime = done_uptime = None
     for line in proc.stdout:
         if first is None and "hello[" in line:
             first = time.monotonic() - started
+        if first_uptime is None and "hi from hello" in line:
+            first_uptime = float(line.split()[-1])
+        if "app-done" in line:
+            done_uptime = float(line.split()[-1])
         if "guest-used-kib" in line:
             guest_used = int(line.split()[-1])
     proc.wait()
@@ -304,8 +311,13 @@ def one_run(work: Path, app_image: str, kernel_params: str = "", stage1_image=No
     if first:
         figures["the pod's processes (QEMU, supervisor) gone -> kvmpod run returns (host)"] = ended - gone
     power_down = _console_power_down(pod_dir / "console.log")
-    if power_down is not None and "app exited" in marks:
-        figures["guest: app exited -> power down (console)"] = power_down - marks["app exited"]
+    if first_uptime is not None:
+        figures["guest: the app wrote its first line at (its uptime)"] = first_uptime
+    if power_down is not None and done_uptime is not None:
+        # the guest's own clock both ends: the app's last act -> the kernel powers the VM down
+        figures["guest: the app done -> power down (its uptime, the console)"] = power_down - done_uptime
+        figures["the app done -> kvmpod run returns (the guest's span + QEMU gone -> run returns)"] = \
+            power_down - done_uptime + (ended - gone)
     if "app exited" in marks:
         # the host's end is on another clock: the pod's end after the app's, as kvmpod run measured both
         figures["app exited -> kvmpod run returns (host, from the guest's app output line)"] = \

@@ -135,3 +135,11 @@ def test_the_cached_bases_flush_unit_has_the_ordering_the_trim_removes(tmp_path:
         pytest.skip(f"no base image in {stage1.CACHE_ROOT}")
     shipped = (bases[0] / "usr/lib/systemd/system/systemd-journal-flush.service").read_text().splitlines()
     assert stage1_trim.FLUSH_ORDERING in shipped
+
+
+def test_the_units_that_mounted_credentials_get_none(tmp_path: Path) -> None:
+    _shipped(tmp_path)
+    stage1_trim.trim(tmp_path)
+    for unit in stage1_trim.NO_CREDENTIALS_UNITS:
+        dropin = tmp_path / "etc/systemd/system" / f"{unit}.d" / stage1_trim.NO_CREDENTIALS_DROPIN
+        assert "[Service]\nLoadCredential=\n" in dropin.read_text(), unit

@@ -103,6 +103,22 @@ def _flush_unit_without_ordering(root: Path) -> None:
     (root / "etc/systemd/system" / FLUSH_UNIT).write_text("\n".join([header] + kept) + "\n")
 
 
+# Units that pass systemd credentials (tmpfiles.extra, sysctl.extra, ...) get a /run/credentials/<unit>
+# mount each when they start, whether or not a credential exists, and the pod's end waited for the
+# three of them to be unmounted (an umount process each: 0.4 s of a TCG pod's end, bench_run.py). A pod
+# is given no credentials: the stage1 resets the list for these units (an empty LoadCredential=).
+NO_CREDENTIALS_UNITS: tuple[str, ...] = (
+    "systemd-sysctl.service",
+    "systemd-tmpfiles-setup.service",
+    "systemd-tmpfiles-setup-dev.service",
+)
+NO_CREDENTIALS_DROPIN = "50-kvmpod-no-credentials.conf"
+NO_CREDENTIALS = """# kvmpod's stage1 (kvmpod/host/images/stage1_trim.py): no credentials, so no /run/credentials mount
+[Service]
+LoadCredential=
+"""
+
+
 def _null_link(path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     if path.is_symlink() or path.exists():
@@ -119,6 +135,10 @@ def trim(root: Path) -> None:
     for generator in DISABLED_GENERATORS:
         _null_link(root / "etc/systemd/system-generators" / generator)
     _flush_unit_without_ordering(root)
+    for unit in NO_CREDENTIALS_UNITS:
+        dropin = root / "etc/systemd/system" / f"{unit}.d" / NO_CREDENTIALS_DROPIN
+        dropin.parent.mkdir(parents=True, exist_ok=True)
+        dropin.write_text(NO_CREDENTIALS)
     rules = root / UDEV_DRIVERS_RULES
     rules.parent.mkdir(parents=True, exist_ok=True)
     rules.write_text(UDEV_DRIVERS)
