@@ -32,6 +32,7 @@ EXITS_DIR = POD_SHARE_DIR + "/apps"  # the host creates it in the share: <pod di
 POD_END_UNIT = "kvmpod-pod-end.service"
 DROPIN_NAME = "60-kvmpod-lifecycle.conf"
 SYSTEMCTL = "/bin/systemctl"
+JOURNALCTL = "/bin/journalctl"
 # What the host reads back (kvmpod.host.pods.pod_dirs.read_exit).
 SHOWN = ("Result", "ExecMainCode", "ExecMainStatus", "ExecMainStartTimestampMonotonic",
          "ExecMainExitTimestampMonotonic")
@@ -85,9 +86,14 @@ def plan_lifecycle(app_names: list[str], tag: str, manifest_path: str, ninep_opt
             # a TCG pod's end). During a shutdown already under way it queues the same target: no-op.
             # Not poweroff-force (tried, issue 20): systemd-shutdown's SIGTERM can then reach journald
             # before it has read the apps' last lines (an e2e run under load missed one).
+            # ExecStop= first: journalctl --sync returns once journald has taken in everything logged
+            # before it (journald handles the request after its pending input), so the apps' last
+            # lines are in the journal and passed on to the host's port before the poweroff starts.
+            # An e2e run (test_load's alpha) lost an app's last line twice without it.
             ("Unit", unit("kvmpod: power the pod off when its last app has exited",
                           *POD_UNIT_DEPENDENCIES, ("StopWhenUnneeded", "yes"), ("SuccessAction", "poweroff"))),
-            ("Service", [("Type", "oneshot"), ("RemainAfterExit", "yes"), ("ExecStart", "/bin/true")]),
+            ("Service", [("Type", "oneshot"), ("RemainAfterExit", "yes"), ("ExecStart", "/bin/true"),
+                         ("ExecStop", f"-{JOURNALCTL} --sync")]),
         ])),
     ]
     for name in app_names:
