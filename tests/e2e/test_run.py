@@ -244,7 +244,8 @@ def test_aci_app_runs_with_its_image_manifest(run_ok: RunState) -> None:
 
 def test_oci_app_runs_with_its_image_config_from_the_store(run_ok: RunState) -> None:
     run_ok.require()
-    assert ("three", "three uid=1000 gid=1001 groups=1001 pwd=/srv/www greeting=hello from oci") \
+    # the image's /etc/group puts web in extra (1002) too: a supplementary group, as runc gives it (2665abc)
+    assert ("three", "three uid=1000 gid=1001 groups=1001 1002 pwd=/srv/www greeting=hello from oci") \
         in run_ok.app_lines(), run_ok.where()
     digest = run_ok.fetched.stdout.strip()
     assert "unpacking 1 layer" in run_ok.fetched.stderr
