@@ -186,6 +186,20 @@ def install_guest_script(root: Path, path: str, text: str) -> None:
     script.chmod(0o755)
 
 
+def processes_naming(text: str, width: int = 160) -> list[str]:
+    """Every process whose command line holds `text` ("PID: its command line", cut to `width`)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            except OSError:
+                continue
+            if text in cmdline:
+                found.append(f"{entry.name}: {cmdline[:width]}")
+    return found
+
+
 def pod_uuid() -> str:
     h = secrets.token_hex(16)
     return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-8{h[17:20]}-{h[20:32]}"

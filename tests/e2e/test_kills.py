@@ -16,31 +16,17 @@ import json
 import os
 import shutil
 import signal
-import subprocess
 import time
 from pathlib import Path
 
 import pytest
 
-from .kvmpod_guest import busybox_rootfs, host_kvmpod, kept_dir
+from .kvmpod_guest import busybox_rootfs, host_kvmpod, kept_dir, processes_naming
 from .test_run import RunState, _mounted_anywhere, _start, sh_app
 
 pytestmark = pytest.mark.e2e
 
 MANIFEST = {"acKind": "PodManifest", "acVersion": "0.8.11", "apps": [sh_app("forever", "exec sleep 100000")]}
-
-
-def _processes_naming(text: str) -> list[str]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-            except OSError:
-                continue
-            if text in cmdline:
-                found.append(f"{entry.name}: {cmdline[:160]}")
-    return found
 
 
 def _wait(predicate, seconds: float) -> bool:
@@ -78,7 +64,7 @@ def test_the_supervisor_sigkilled_takes_its_vm_along_and_gc_cleans_up() -> None:
     lines = [ln for ln in err.splitlines() if "before the guest recorded forever" in ln]
     assert len(lines) == 1 and "the VM ended (killed by signal 9) before" in lines[0], err
     assert "Traceback" not in err
-    assert _processes_naming(state.uuid) == []
+    assert processes_naming(state.uuid) == []
     assert _mounted_anywhere(str(state.pods)) == []
     status = json.loads(host_kvmpod("status", state.uuid, "--json", env=state.env).stdout)
     assert (status["state"], status["exit_status"]) == ("exited", 1), status
@@ -112,7 +98,7 @@ def test_kvmpod_run_sigkilled_while_preparing_leaves_nothing_gc_cannot_clean(mom
     proc.wait(30)
     assert recorded["state"] == "preparing" and "hypervisor_pid" not in recorded, recorded
     time.sleep(0.5)  # the death signals of anything it had started
-    assert _processes_naming(state.uuid) == []
+    assert processes_naming(state.uuid) == []
     assert _mounted_anywhere(str(state.pods)) == []
     listed = host_kvmpod("list", env=state.env).stdout
     assert f"{state.uuid}" in listed and "aborted" in listed, listed

@@ -41,7 +41,7 @@ import pytest
 from kvmpod.host.hypervisor.volume_staging import STAGING_DIR
 
 from .conftest import BootState, module_boot
-from .kvmpod_guest import busybox_rootfs, host_kvmpod, kept_dir, kvmpod_cli, pod_uuid, write_json
+from .kvmpod_guest import busybox_rootfs, host_kvmpod, kept_dir, kvmpod_cli, pod_uuid, processes_naming, write_json
 from .test_run import LINE, RUN_TIMEOUT, _mounted_anywhere, sh_app
 
 pytestmark = pytest.mark.e2e
@@ -286,15 +286,7 @@ def _read_json(path: Path):
 
 def _leftovers(pod: Pod) -> dict[str, list[str]]:
     """Processes whose command line names the pod, and mounts of its directory in any namespace."""
-    procs = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-            except OSError:
-                continue
-            if pod.uuid in cmdline:
-                procs.append(f"{entry.name}: {cmdline[:120]}")
+    procs = processes_naming(pod.uuid, 120)
     return {"processes": procs, "mounts": _mounted_anywhere(str(pod.dir))}
 
 

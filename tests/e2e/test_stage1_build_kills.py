@@ -28,7 +28,7 @@ import pytest
 
 from kvmpod.host.images import stage1, stage1_cache
 
-from .kvmpod_guest import GENERATOR_SRC, HOST_NETWORK_SAFE
+from .kvmpod_guest import GENERATOR_SRC, HOST_NETWORK_SAFE, processes_naming
 
 pytestmark = pytest.mark.e2e
 
@@ -59,15 +59,7 @@ def _build_killed_at(cache: Path, step: str, delay: float) -> tuple[list[str], l
         proc.kill()
         proc.wait()
     time.sleep(0.5)
-    left = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-            except OSError:
-                continue
-            if str(cache) in cmdline:
-                left.append(f"{entry.name}: {cmdline[:160]}")
+    left = processes_naming(str(cache))
     return lines, left
 
 
