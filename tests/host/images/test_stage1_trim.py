@@ -112,31 +112,6 @@ def test_the_drivers_rules_replace_the_bases_by_name() -> None:
     assert stage1_trim.UDEV_DRIVERS_RULES.startswith("etc/udev/rules.d/")
 
 
-def test_the_journal_flush_no_longer_holds_back_tmpfiles_and_thus_the_apps(tmp_path: Path) -> None:
-    _shipped(tmp_path)
-    stage1_trim.trim(tmp_path)
-    unit = (tmp_path / "etc/systemd/system/systemd-journal-flush.service").read_text()
-    assert "Before=systemd-tmpfiles-setup.service" not in unit.splitlines()
-    assert [ln for ln in unit.splitlines() if not ln.startswith("#")] == \
-        [ln for ln in FLUSH.splitlines() if ln != "Before=systemd-tmpfiles-setup.service"]
-
-
-def test_a_flush_unit_without_that_ordering_is_refused(tmp_path: Path) -> None:
-    _shipped(tmp_path)
-    (tmp_path / "usr/lib/systemd/system/systemd-journal-flush.service").write_text("[Unit]\n")
-    with pytest.raises(RuntimeError, match="has no 'Before=systemd-tmpfiles-setup.service' line"):
-        stage1_trim.trim(tmp_path)
-
-
-def test_the_cached_bases_flush_unit_has_the_ordering_the_trim_removes(tmp_path: Path) -> None:
-    bases = [p for p in stage1.CACHE_ROOT.glob("*/root") if not p.parent.name.startswith(("stage1-", "."))
-             and (p / "usr/lib/systemd/system/systemd-journal-flush.service").is_file()]
-    if not bases:
-        pytest.skip(f"no base image in {stage1.CACHE_ROOT}")
-    shipped = (bases[0] / "usr/lib/systemd/system/systemd-journal-flush.service").read_text().splitlines()
-    assert stage1_trim.FLUSH_ORDERING in shipped
-
-
 def test_the_units_that_mounted_credentials_get_none(tmp_path: Path) -> None:
     _shipped(tmp_path)
     stage1_trim.trim(tmp_path)

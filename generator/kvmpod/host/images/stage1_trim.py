@@ -82,25 +82,12 @@ LABEL="drivers_end"
 """
 
 
-# The apps wait for systemd-tmpfiles-setup.service (PrivateTmp= orders a unit after it), which Debian's
-# systemd-journal-flush.service orders itself before (so tmpfiles can set the adm group's ACLs on the
-# persistent journal files the flush makes). The flush writes the boot's journal to /var/log/journal
-# over 9p: 2-6 s of a TCG pod's start were spent waiting for it on the apps' path (bench_run.py --blame,
-# issue 20). The stage1 carries the unit without that one ordering: the flush still runs, beside the
-# apps; no one in a pod reads the journal as group adm.
-FLUSH_UNIT = "systemd-journal-flush.service"
-FLUSH_ORDERING = "Before=systemd-tmpfiles-setup.service"
-
-
-def _flush_unit_without_ordering(root: Path) -> None:
-    shipped = root / "usr/lib/systemd/system" / FLUSH_UNIT
-    lines = shipped.read_text().splitlines()
-    if FLUSH_ORDERING not in lines:
-        raise RuntimeError(f"{shipped} has no {FLUSH_ORDERING!r} line: check stage1_trim against this systemd")
-    kept = [line for line in lines if line != FLUSH_ORDERING]
-    header = "# kvmpod's stage1 (kvmpod/host/images/stage1_trim.py): the shipped unit without " + FLUSH_ORDERING
-    (root / "etc/systemd/system").mkdir(parents=True, exist_ok=True)
-    (root / "etc/systemd/system" / FLUSH_UNIT).write_text("\n".join([header] + kept) + "\n")
+# Not done (tried, issue 20): systemd-journal-flush.service without Debian's Before=
+# systemd-tmpfiles-setup.service, which holds the apps (after tmpfiles through PrivateTmp=) until the
+# boot's journal is flushed to /var/log/journal over 9p (2-6 s of a TCG start). The apps then ran while
+# journald was blocked in that flush, and a pod that ended during it lost an app's output line (e2e
+# run-fail: 'sleeper' printed before the flush ended, never reached the host). Kept until journald's
+# flush no longer blocks the apps' output (a volatile journal, or a flush that is not on 9p).
 
 
 # Units that pass systemd credentials (tmpfiles.extra, sysctl.extra, ...) get a /run/credentials/<unit>
@@ -129,12 +116,11 @@ def _null_link(path: Path) -> None:
 def trim(root: Path) -> None:
     """Mask MASKED and disable DISABLED_GENERATORS in the stage1 root (systemd's own way: a link to
     /dev/null in /etc/systemd/system and /etc/systemd/system-generators); udev's module loading
-    limited to UDEV_DRIVERS; the journal's flush no longer ordered before tmpfiles."""
+    limited to UDEV_DRIVERS."""
     for unit in MASKED:
         _null_link(root / "etc/systemd/system" / unit)
     for generator in DISABLED_GENERATORS:
         _null_link(root / "etc/systemd/system-generators" / generator)
-    _flush_unit_without_ordering(root)
     for unit in NO_CREDENTIALS_UNITS:
         dropin = root / "etc/systemd/system" / f"{unit}.d" / NO_CREDENTIALS_DROPIN
         dropin.parent.mkdir(parents=True, exist_ok=True)
