@@ -18,7 +18,6 @@
    status of the first app that failed, else 0 (130 after a Ctrl-C when no app failed).
 """
 
-import ctypes
 import json
 import os
 import select
@@ -110,15 +109,6 @@ def new_pod_uuid() -> str:
 
 # ---------------------------------------------------------------- the pod directory
 
-def _copy_tree(source: str, dest: str) -> None:
-    # cp -a keeps owners, modes, links, devices and xattrs; --reflink=auto is near-free on btrfs/xfs.
-    # It dies with kvmpod run (found by a SIGKILL while preparing: an orphan cp went on writing).
-    proc = subprocess.run(["cp", "-a", "--reflink=auto", "--no-target-directory", source, dest],
-                          capture_output=True, text=True, preexec_fn=_die_with_parent)
-    if proc.returncode != 0:
-        raise OSError(f"cp -a {source} {dest}: {proc.stderr.strip()}")
-
-
 def install_app(root: str, app: str, image: str, field: str) -> None:
     """/opt/stage2/<app>/rootfs (and manifest) in the stage1 root, from a directory or an .aci."""
     app_dir = os.path.join(root, STAGE2_DIR.lstrip("/"), app)
@@ -127,10 +117,10 @@ def install_app(root: str, app: str, image: str, field: str) -> None:
         extract_aci(image, app_dir, field)
         return
     if os.path.isfile(os.path.join(image, "manifest")) and os.path.isdir(os.path.join(image, "rootfs")):
-        _copy_tree(os.path.join(image, "rootfs"), os.path.join(app_dir, "rootfs"))  # an unpacked image
+        pod_root.copy_root(os.path.join(image, "rootfs"), os.path.join(app_dir, "rootfs"))  # an unpacked image
         shutil.copyfile(os.path.join(image, "manifest"), os.path.join(app_dir, "manifest"))
     else:
-        _copy_tree(image, os.path.join(app_dir, "rootfs"))  # the rootfs itself
+        pod_root.copy_root(image, os.path.join(app_dir, "rootfs"))  # the rootfs itself
 
 
 def prepare(pod: PodDir, stage1: Stage1, manifest_bytes: bytes, images: dict[str, str],
@@ -159,11 +149,6 @@ def prepare(pod: PodDir, stage1: Stage1, manifest_bytes: bytes, images: dict[str
 
 
 # ---------------------------------------------------------------- boot and follow
-
-def _die_with_parent() -> None:
-    # PR_SET_PDEATHSIG = 1: the VM must not outlive a kvmpod that was killed (nothing runs unwatched).
-    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL, 0, 0, 0)
-
 
 class _Signals:
     def __init__(self) -> None:
@@ -228,7 +213,7 @@ def boot_and_follow(pod: PodDir, argv: list[str], lock_fd: int, register: Callab
         with _Signals() as signals:
             try:
                 proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=write_end, stderr=write_end,
-                                        start_new_session=True, pass_fds=(lock_fd,), preexec_fn=_die_with_parent)
+                                        start_new_session=True, pass_fds=(lock_fd,), preexec_fn=pod_root.die_with_parent)
             finally:
                 os.close(write_end)
             app_output, console, hypervisor = _log_sources(pod, argv, read_end)
@@ -393,12 +378,16 @@ def run_pod(*, pod_model: Pod, manifest_bytes: bytes, images: dict[str, str], ne
         say(f"pod {pod_uuid} ended after {seconds:.1f} s: {summary}")
         if missing and first is None:
             lost = [a for a in missing if a not in unreadable]
-            how = "; ".join(
-                ([f"the VM ended ({f'killed by signal {-rc}' if rc is not None and rc < 0 else f'hypervisor exit {rc}'})"
-                  f" before the guest recorded {', '.join(lost)}"
-                  + (f": {tail}" if rc and (tail := _tail(pod.hypervisor_log)) else "")] if lost else [])
-                + ([f"the host could not read the records of {', '.join(a for a in missing if a in unreadable)}"]
-                   if len(lost) < len(missing) else [])) + f"; see {pod.console}"
+            spoiled = [a for a in missing if a in unreadable]
+            parts = []
+            if lost:
+                ended = f"killed by signal {-rc}" if rc is not None and rc < 0 else f"hypervisor exit {rc}"
+                tail = _tail(pod.hypervisor_log) if rc else ""
+                parts.append(f"the VM ended ({ended}) before the guest recorded {', '.join(lost)}"
+                             + (f": {tail}" if tail else ""))
+            if spoiled:
+                parts.append(f"the host could not read the records of {', '.join(spoiled)}")
+            how = "; ".join(parts) + f"; see {pod.console}"
             say(how)
             status = EXIT_POD_BROKEN
         elif first is not None:

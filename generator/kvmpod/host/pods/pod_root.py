@@ -24,6 +24,7 @@ the pod gets a copy as before (`cp -a --reflink=auto`), and run says so.
 
 import ctypes
 import os
+import signal
 import subprocess
 
 from .pod_dirs import PodDir
@@ -102,16 +103,18 @@ def unmount(pod: PodDir, libc=None) -> None:
         libc.umount2(os.fsencode(pod.rootfs), MNT_DETACH)
 
 
-def _die_with_parent() -> None:
-    """A copy kvmpod run started dies with it (PR_SET_PDEATHSIG = 1): none goes on writing unwatched."""
-    ctypes.CDLL(None, use_errno=True).prctl(1, 9, 0, 0, 0)
+def die_with_parent() -> None:
+    """preexec_fn of what kvmpod run starts (its copies, the VM): SIGKILLed when kvmpod run dies
+    (PR_SET_PDEATHSIG = 1), so nothing goes on running or writing unwatched."""
+    _libc().prctl(1, signal.SIGKILL, 0, 0, 0)
 
 
 def copy_root(source: str, dest: str) -> None:
-    """The fallback: a whole copy. cp -a keeps owners, modes, links, devices and xattrs;
-    --reflink=auto is near-free on btrfs/xfs."""
+    """A whole copy (the fallback for the stage1 root; an app's directory or unpacked image). cp -a
+    keeps owners, modes, links, devices and xattrs; --reflink=auto is near-free on btrfs/xfs. It dies
+    with kvmpod run (found by a SIGKILL while preparing: an orphan cp went on writing)."""
     proc = subprocess.run(["cp", "-a", "--reflink=auto", "--no-target-directory", source, dest],
-                          capture_output=True, text=True, preexec_fn=_die_with_parent)
+                          capture_output=True, text=True, preexec_fn=die_with_parent)
     if proc.returncode != 0:
         raise OSError(f"cp -a {source} {dest}: {proc.stderr.strip()}")
 
