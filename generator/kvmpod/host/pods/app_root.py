@@ -57,11 +57,8 @@ def mount_store_app(pod: PodDir, app: str, entry: str, libc=None) -> str | None:
         info = os.stat(lower)
         os.chown(upper, info.st_uid, info.st_gid)  # the root's owner and mode, as the copy had
         os.chmod(upper, info.st_mode & 0o7777)
-        if libc.mount(b"overlay", os.fsencode(target), b"overlay", 0, os.fsencode(options)) != 0:
-            import ctypes
-
-            errno = ctypes.get_errno()
-            raise OSError(errno, f"mount -t overlay: {os.strerror(errno)}")
+        pod_root._check(libc.mount(b"overlay", os.fsencode(target), b"overlay", 0, os.fsencode(options)),
+                        "mount -t overlay")
         shutil.copyfile(os.path.join(entry, "manifest"), os.path.join(stage2, "manifest"))
     except OSError as error:
         if os.path.ismount(target):
