@@ -14,7 +14,6 @@ Under TCG the absolute numbers mean little; the accelerator's name is printed wi
 
 import argparse
 import json
-import os
 import sys
 import tempfile
 from pathlib import Path

@@ -16,7 +16,6 @@ Three boots, each shared by the tests of one scenario, plus one that is killed b
 from __future__ import annotations
 
 import json
-import os
 import re
 import signal
 import subprocess

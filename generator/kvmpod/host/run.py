@@ -37,7 +37,7 @@ from .hypervisor.argv import hypervisor_part
 from .hypervisor.guest_stop import ask_to_stop, manager_running
 from .images.aci import extract_aci
 from .images.store import fetch as fetch_image, is_image_reference, is_store_entry, record_use, stored_image_at
-from .pods.app_output import Progress, app_line_name, boot_status
+from .pods.app_output import Progress, boot_status
 from .pods.capped_log import CappedLog, LogSource, log_cap
 from .pods.enter_relay import EnterRelay
 from .pods.pod_dirs import (PodDir, first_failure, hold_lock, pod_dir, pod_exit_status, pods_dir, read_exit_records,

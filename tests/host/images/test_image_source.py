@@ -125,7 +125,7 @@ def test_docker_archive_tags_and_indexes(tmp_path: Path, busybox_rootfs: Path):
 def test_not_an_image(tmp_path: Path):
     (tmp_path / "dir").mkdir()
     (tmp_path / "file.tar").write_bytes(b"not a tar" * 100)
-    for word, message in [(f"oci:{tmp_path / 'dir'}", f"cannot read its oci-layout file (oci-layout): No such file or directory"),
+    for word, message in [(f"oci:{tmp_path / 'dir'}", "cannot read its oci-layout file (oci-layout): No such file or directory"),
                           (f"oci:{tmp_path / 'file.tar'}", f"{tmp_path / 'file.tar'} is not a directory (an OCI image layout)"),
                           (f"docker-archive:{tmp_path / 'dir'}", f"{tmp_path / 'dir'} is not a file (a tar archive)")]:
         with pytest.raises(ImageError) as error:

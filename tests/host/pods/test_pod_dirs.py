@@ -1,7 +1,6 @@
 """Pod directories on the host: the apps' ends as the guest records them, the pod's exit status,
 list/status/stop/gc, and kvmpod run's checks before it writes anything."""
 
-import fcntl
 import json
 import os
 import socket

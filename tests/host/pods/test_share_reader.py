@@ -7,7 +7,6 @@ arbitrary trees and records."""
 
 import os
 import stat
-import string
 import tempfile
 from pathlib import Path
 

@@ -15,7 +15,7 @@ from .resources import Resources
 from .supervisor import supervisor_argv
 from .virtiofs import VIRTIOFSD, MEMORY_BACKEND_ID, qemu_memory_args, qemu_virtiofs_args
 from .volume_staging import needs_namespace, plan_exports
-from .volumes import (DEFAULT_SECURITY_MODEL, ROOT_SECURITY_MODEL, SAFE_SECURITY_MODELS, SECURITY_MODELS,
+from .volumes import (DEFAULT_SECURITY_MODEL, ROOT_SECURITY_MODEL, SECURITY_MODELS,
                       lkvm_9p_args, qemu_9p_args, qemu_value, qemu_volume_args)
 from ...pod.model import Pod
 from ...pod.names import MAX_9P_TAG_BYTES

@@ -21,7 +21,6 @@ import re
 import tarfile
 from dataclasses import dataclass
 
-from ...pod.problems import InvalidInput, Problem
 from .oci_writer import OCI_INDEX, OCI_MANIFEST, REF_NAME, host_architecture
 
 TRANSPORTS = ("oci:", "oci-archive:", "docker-archive:")

@@ -18,7 +18,7 @@ import ipaddress
 import json
 import os
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from ...pod.problems import InvalidInput, Problem
 

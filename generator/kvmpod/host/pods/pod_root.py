@@ -83,7 +83,7 @@ def mount_overlay(lower: str, pod: PodDir, libc=None) -> str | None:
     options = overlay_options(lower, os.path.realpath(pod.stage1) + "/upper",
                               os.path.realpath(pod.stage1) + "/work")
     if options is None:
-        return f"a path has one of , : \\ or a line break, which overlayfs's options cannot carry"
+        return "a path has one of , : \\ or a line break, which overlayfs's options cannot carry"
     for path in (upper_dir(pod), work_dir(pod), pod.rootfs):
         os.makedirs(path, mode=0o755, exist_ok=True)
     os.chmod(upper_dir(pod), os.stat(lower).st_mode & 0o7777)  # the root's own mode, as the copy had
