@@ -6,10 +6,17 @@ stage1 image (built first if missing, outside the measurement). Run from the rep
     sudo .venv/bin/python tests/benchmarks/bench_run.py [--runs N]
 
 Host side: from starting `kvmpod run` to the app's first output line on its stdout, and to its end.
-Guest side, from each run's journal (kept with --keep, read with journalctl -D): the kernel and
-initramfs until systemd starts in the real root, systemd's generators and unit loading (from
-"running in system mode" to "Queued start job for default target": kvmpod-generator runs inside this
-span, with systemd's own generators), then until the app's unit started, and the shutdown.
+Guest side, from the app's own lines (each stamped with the guest's uptime) and the console.
+
+A pod's guest journal is volatile (in the guest's RAM, issue 20), so the default runs have none to
+read afterwards. `--kept` adds a column of kept pods (`kvmpod run --keep`), whose journal is persistent
+and read with journalctl -D after the pod's end: the kernel and initramfs until systemd starts in the
+real root, systemd's generators and unit loading (from "running in system mode" to "Queued start job
+for default target": kvmpod-generator runs inside this span, with systemd's own generators), then
+until the app's unit started, and the shutdown; also what a kept pod costs on disk. A kept pod's
+journal is flushed over 9p before its apps start (the diagnostic mode): its first line comes later
+than a default pod's. `--blame`, `--keep-journals` and `--both-ways` read journals, so they imply
+kept pods (--both-ways: both of its ways kept, --blame/--keep-journals: the --kept column).
 
 `--both-ways` alternates runs of the two ways kvmpod-generator has (issue 12): unpacking the units
 `kvmpod run` rendered on the host (its default), and the Python generator rendering them in the guest
@@ -256,7 +263,9 @@ def store_image(work: Path, busybox_root: Path) -> tuple[str, dict[str, float]]:
 
 
 def one_run(work: Path, app_image: str, kernel_params: str = "", stage1_image=None,
-            keep_journal: Path | None = None, blame: int = 0) -> dict[str, float]:
+            keep_journal: Path | None = None, blame: int = 0, kept: bool = False) -> dict[str, float]:
+    """One pod (and the floor beside it). `kept`: kvmpod run --keep, the guest's journal persistent and
+    read afterwards; else the pod's default, a volatile journal (nothing of the guest to read after it)."""
     pods = work / "pods"
     pod = {"acKind": "PodManifest", "acVersion": "0.8.11", "apps": [
         {"name": "hello", "app": {"exec": ["/bin/sh", "-c", APP_SCRIPT], "user": "0", "group": "0"}}]}
@@ -266,7 +275,7 @@ def one_run(work: Path, app_image: str, kernel_params: str = "", stage1_image=No
                KVMPOD_IMAGES_DIR=str(work / "images"))
     started = time.monotonic()
     proc = subprocess.Popen([sys.executable, "-m", "kvmpod.host.cli", "run", "--manifest", str(work / "pod.json"),
-                             "--app", f"hello={app_image}", "--keep"], env=env, stdout=subprocess.PIPE,
+                             "--app", f"hello={app_image}", *(["--keep"] if kept else [])], env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     memory = PeakMemory(proc.pid)
     memory.start()
@@ -291,7 +300,7 @@ def one_run(work: Path, app_image: str, kernel_params: str = "", stage1_image=No
     [pod_dir] = list(pods.iterdir())
     state = json.loads((pod_dir / "state.json").read_text())
     own = pod_dir / "stage1/upper" if (pod_dir / "stage1/upper").is_dir() else pod_dir / "stage1/rootfs"
-    marks = journal_marks(own)
+    marks = journal_marks(own) if kept else {}
     figures = {"kvmpod run -> first output line (host)": first or float("nan"),
                "kvmpod run -> the pod's end (host)": ended,
                "preparing the pod dir (host)": state["started"] - state["created"],
@@ -305,7 +314,7 @@ def one_run(work: Path, app_image: str, kernel_params: str = "", stage1_image=No
         if name in marks:
             figures[f"guest: {previous_name} -> {name}"] = marks[name] - previous
             previous, previous_name = marks[name], name
-    span = journal_marks(own, SPAN)
+    span = journal_marks(own, SPAN) if kept else {}
     if len(span) == 2:
         figures["guest: kvmpod-generator's own run"] = span["generator done"] - span["generator started"]
     if first:
@@ -323,21 +332,21 @@ def one_run(work: Path, app_image: str, kernel_params: str = "", stage1_image=No
         figures["app exited -> kvmpod run returns (host, from the guest's app output line)"] = \
             ended - first - (marks["app exited"] - marks.get("app output", marks["app exited"])) \
             if first and "app output" in marks else float("nan")
-    # What the pod cost on disk (kept with --keep here): the overlay's upper dir, or the whole copy.
+    # What a kept pod costs on disk: the overlay's upper dir, or the whole copy (without --keep: gone).
     du = subprocess.run(["du", "-sk", "-x", str(pod_dir / "stage1")], capture_output=True, text=True).stdout
-    if du.split():
+    if kept and du.split():
         figures["the pod's stage1 on disk after its end, MiB"] = int(du.split()[0]) / 1024
     apps = pod_dir / "stage1/apps"
-    if apps.is_dir():  # the app's own layer above its stored image (pods/app_root.py)
+    if kept and apps.is_dir():  # the app's own layer above its stored image (pods/app_root.py)
         du = subprocess.run(["du", "-sk", "-x", str(apps)], capture_output=True, text=True).stdout
         figures["  of which the app's own layer above its stored image, MiB"] = int(du.split()[0]) / 1024
     if stage1_image is not None:
         argv = json.loads((pod_dir / "argv.json").read_text())
         figures.update(floor_run(floor_argv(argv, str(stage1_image.root), str(stage1_image.vmlinuz),
                                             str(stage1_image.initrd) if stage1_image.initrd.is_file() else None)))
-    if blame:
-        print_blame(f"{kernel_params or 'default'}", own, blame)
-    if keep_journal is not None:
+    if blame and kept:
+        print_blame(f"{kernel_params or 'default'}, kept", own, blame)
+    if keep_journal is not None and kept:
         shutil.copytree(own / "var/log/journal", keep_journal)
         if (pod_dir / "console.log").is_file():
             shutil.copy2(pod_dir / "console.log", keep_journal / "console.log")
@@ -355,17 +364,24 @@ def main() -> None:
                         help="alternate the prerendered and the Python way, booting with systemd.log_level=debug")
     parser.add_argument("--dir-app", action="store_true",
                         help="the app from a directory (busybox, copied per pod) instead of an image in the store")
+    parser.add_argument("--kept", action="store_true",
+                        help="also run kept pods (kvmpod run --keep: a persistent guest journal, flushed before the "
+                             "apps start), whose journal gives the guest's phases, and what they cost on disk")
     parser.add_argument("--keep-journals", metavar="DIR", type=Path,
-                        help="keep each run's guest journal and console in DIR/<run>-<way>/ (journalctl -D)")
+                        help="keep each kept run's guest journal and console in DIR/<run>-<way>/ (journalctl -D); "
+                             "implies --kept")
     parser.add_argument("--blame", metavar="N", type=int, default=0,
-                        help="print each run's N longest start and stop jobs from its guest journal")
+                        help="print each kept run's N longest start and stop jobs from its guest journal; implies --kept")
     args = parser.parse_args()
     from kvmpod.host.images import stage1
     from kvmpod.host.hypervisor.argv import detect_accel
 
     image = stage1.ensure_stage1()  # warm: built before the measurement
-    ways = dict(WAYS) if args.both_ways else {"prerendered": ""}
-    ways.update({f"+{params}": params for params in args.also})
+    # way -> (extra kernel parameters, kept): the pod's default first, then what is measured beside it
+    ways = {name: (params, True) for name, params in WAYS.items()} if args.both_ways else {"default": ("", False)}
+    ways.update({f"+{params}": (params, args.both_ways) for params in args.also})
+    if (args.kept or args.blame or args.keep_journals) and not args.both_ways:
+        ways["kept (--keep)"] = ("", True)
     results: dict[str, list[dict[str, float]]] = {way: [] for way in ways}
     with tempfile.TemporaryDirectory(prefix="kvmpod-bench-run-", dir="/var/tmp") as tmp:
         work = Path(tmp)
@@ -375,10 +391,10 @@ def main() -> None:
         (root / "bin/sh").symlink_to("busybox")
         app, copy_cost = (str(root), {}) if args.dir_app else store_image(work, root)
         for run in range(args.runs):
-            for n, (way, params) in enumerate(ways.items()):
+            for n, (way, (params, kept)) in enumerate(ways.items()):
                 params = f"{DEBUG} {params}".strip() if args.both_ways else params
-                keep = args.keep_journals / f"{run}-{n}" if args.keep_journals else None
-                results[way].append({**one_run(work, app, params, image, keep, args.blame), **copy_cost})
+                keep = args.keep_journals / f"{run}-{n}" if args.keep_journals and kept else None
+                results[way].append({**one_run(work, app, params, image, keep, args.blame, kept), **copy_cost})
     load = os.getloadavg()[0]
     print(f"kvmpod run, one app that prints a line and exits; accelerator {detect_accel()}, "
           f"{os.cpu_count()} CPUs, load average {load:.1f} at the end; {args.runs} run(s) each, median seconds"

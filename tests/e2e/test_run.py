@@ -5,9 +5,11 @@ Three boots, each shared by the tests of one scenario, plus one that is killed b
   `kvmpod run`'s exit status, the running app got SIGTERM, every app's output reached the terminal
   prefixed with its name, and the host reads every app's end afterwards (`kvmpod status`, `list`);
 - "run-ok": every app exits 0 (one of them from an .aci whose image manifest gives its command): the
-  pod powers off by itself and `kvmpod run` exits 0;
+  pod powers off by itself and `kvmpod run` exits 0; run with --keep, its guest journal is persistent
+  and on the host afterwards;
 - "run-sigint": an app that never exits keeps the pod up until the test sends SIGINT to `kvmpod run`
-  (a Ctrl-C): the apps get SIGTERM, the VM powers off, and the ends are still reported (exit 130);
+  (a Ctrl-C): the apps get SIGTERM, the VM powers off, and the ends are still reported (exit 130); the
+  running pod's guest journal is volatile (nothing of it in the pod's upper dir);
 - SIGKILL of `kvmpod run` while the VM starts: the VM dies with it (nothing runs unwatched), the pod's
   root overlay (mounted in the VM's namespace only, never the host's) is gone with it, in no process's
   mount namespace is anything of the pod left, the pod shows as aborted, and `kvmpod gc` removes it.
@@ -59,6 +61,7 @@ class RunState(BootState):
     quick_digest: str = ""
     image_gc_running: subprocess.CompletedProcess | None = None
     image_rm_running: subprocess.CompletedProcess | None = None
+    upper_while_running: list[str] = field(default_factory=list)
 
     def output_dir(self) -> Path | None:
         return self.logs
@@ -216,7 +219,8 @@ def _run_ok(state: RunState, tmp: Path) -> Iterator[None]:
     manifest["apps"][0]["app"]["environment"] = [{"name": "my.dotted-name", "value": "it arrived"}]
     started = time.monotonic()
     _finish(state, _start(state, manifest, {"one": busybox_rootfs(images / "one"), "two": aci,
-                                            "three": f"oci:{images / 'three-oci'}:example.com/three:1.0"}, "--net", "none"))
+                                            "three": f"oci:{images / 'three-oci'}:example.com/three:1.0"}, "--net", "none",
+                          "--keep"))
     state.seconds = time.monotonic() - started
     yield
 
@@ -284,6 +288,20 @@ def test_the_guest_unpacked_the_units_kvmpod_rendered_on_the_host(run_ok: RunSta
     assert "rendering the units here" not in console
 
 
+def test_a_kept_pods_guest_journal_is_persistent_and_read_on_the_host(run_ok: RunState) -> None:
+    """issue 20: a pod's journal is volatile unless the pod is kept (--keep makes /var/log/journal in its
+    upper dir before it boots): then the boot's journal is flushed there and the apps' lines are in it."""
+    run_ok.require()
+    journal = run_ok.pods / run_ok.uuid / "stage1/upper/var/log/journal"
+    proc = subprocess.run(["journalctl", "-D", str(journal), "-o", "short-monotonic", "--no-pager"],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0 and journal.is_dir(), (proc.stderr, run_ok.where())
+    assert re.search(r"one\[\d+\]: one here$", proc.stdout, re.M), run_ok.where()
+    assert re.search(r"two\[\d+\]: two from an aci$", proc.stdout, re.M)
+    assert "Finished systemd-journal-flush.service" in proc.stdout  # the flush ran: its condition held
+    assert re.search(r"systemd-journald\[\d+\]: Journal stopped", proc.stdout)  # whole, to the pod's end
+
+
 # ---------------------------------------------------------------- run-sigint
 
 def _run_sigint(state: RunState, tmp: Path) -> Iterator[None]:
@@ -318,6 +336,11 @@ def _run_sigint(state: RunState, tmp: Path) -> Iterator[None]:
         # The pod stays up with an app running: give it a moment to prove it does not end by itself.
         time.sleep(5)
         state.stderr = f"still running 5 s after 'up': {proc.poll() is None}\n"
+        # The guest's journal while the pod runs (its app started, so past where journald's flush was):
+        # nothing of it in the pod's upper dir, the only place the guest writes the pod's root.
+        upper = state.pods / state.uuid / "stage1/upper"
+        state.upper_while_running = sorted(str(p.relative_to(upper)) for p in upper.glob("var/log/**/*")) \
+            if upper.is_dir() else ["(no upper dir)"]
         state.image_gc_running = host_kvmpod("image", "gc", "--older-than", "0s", env=state.env, check=False)
         state.image_rm_running = host_kvmpod("image", "rm", "example.com/quick:1.0", env=state.env, check=False)
         proc.send_signal(signal.SIGINT)
@@ -356,6 +379,15 @@ def test_ctrl_c_gives_apps_sigterm_then_powers_off_and_still_reports(run_sigint:
     status = run_sigint.status()
     assert (status["state"], status["exit_status"], status["how"]) == ("exited", 130, "interrupted"), status
     assert {a["name"]: a["ended"] for a in status["apps"]} == {"forever": "exited 0", "quick": "exited 0"}
+
+
+def test_a_running_pods_guest_journal_is_volatile(run_sigint: RunState) -> None:
+    """issue 20: the stage1 has no /var/log/journal, so journald keeps the journal in the guest's RAM
+    (/run/log/journal): nothing is written over 9p into the pod's root, and no flush is on the apps' path."""
+    run_sigint.require()
+    assert "(no upper dir)" not in run_sigint.upper_while_running
+    assert not [p for p in run_sigint.upper_while_running if p.startswith("var/log/journal")], \
+        (run_sigint.upper_while_running, run_sigint.where())
 
 
 def test_gc_removes_an_ended_pod(run_sigint: RunState) -> None:

@@ -82,3 +82,41 @@ def test_under_systemd_a_missing_hypervisor_is_named(monkeypatch, tmp_path: Path
 
     with pytest.raises(RuntimeError, match="qemu-system-x86_64 is not on PATH"):
         start_transient_service(["qemu-system-x86_64"], UUID)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the pod's root overlay needs root")
+@pytest.mark.parametrize("keep", [False, True])
+def test_only_a_kept_pod_boots_with_a_persistent_journal(tmp_path: Path, keep: bool):
+    """issue 20: the stage1 has no /var/log/journal (its journal stays in the guest's RAM); kvmpod run
+    --keep makes it in the pod's root before the VM starts, and it is in the kept upper dir afterwards."""
+    stage1 = tmp_path / "stage1"
+    (stage1 / "root/etc").mkdir(parents=True)
+    (stage1 / "root/etc/group").write_text("root:x:0:\nsystemd-journal:x:101:\n")
+    (stage1 / "vmlinuz").write_text("")
+    (tmp_path / "app/bin").mkdir(parents=True)
+    seen = tmp_path / "seen"
+    pod_file = tmp_path / "pod.json"
+    pod_file.write_text(json.dumps({"acKind": "PodManifest", "acVersion": "0.8.11", "apps": [
+        {"name": "web", "app": {"exec": ["/bin/web"], "user": "0", "group": "0"}}]}))
+    # The stand-in hypervisor sees the pod's root as QEMU would (in kvmpod run's mount namespace).
+    code = f"""
+import json, sys
+sys.path.insert(0, {str(REPO / "generator")!r})
+from kvmpod.host.run import Stage1, run_pod
+from kvmpod.pod.manifest import parse_pod_manifest
+data = open({str(pod_file)!r}, "rb").read()
+look = lambda pod: ["sh", "-c", "stat -c '%a %g' " + pod.rootfs + "/var/log/journal > {seen} 2>&1; exit 0"]
+run_pod(pod_model=parse_pod_manifest(json.loads(data)), manifest_bytes=data, images={{"web": {str(tmp_path / "app")!r}}},
+        networks=None, pod_uuid={UUID!r}, stage1=Stage1({str(stage1 / "root")!r}, {str(stage1 / "vmlinuz")!r}, None),
+        keep={keep}, argv_for=look, err=open("/dev/null", "w"))
+"""
+    env = dict(os.environ, KVMPOD_DIR=str(tmp_path / "state"))
+    ran = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
+    assert ran.returncode == 0, ran.stderr
+    upper = tmp_path / "state/pods" / UUID / "stage1/upper"
+    if keep:
+        assert seen.read_text() == "2755 101\n"
+        assert (upper / "var/log/journal").is_dir()
+    else:
+        assert "No such file or directory" in seen.read_text()
+    assert not (stage1 / "root/var").exists()  # the cached stage1 is never written

@@ -120,7 +120,9 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--app", action="append", default=[], metavar="NAME=DIR|FILE.aci|IMAGE",
                      help="an app's image: its rootfs directory, an unpacked image (manifest, rootfs/) or an .aci")
     run.add_argument("--keep", action="store_true",
-                     help="keep the pod's own files (stage1/upper: its journal, the apps' rootfs) after it ends")
+                     help="keep the pod's own files (stage1/upper: the apps' rootfs, the guest's journal) after it ends; "
+                          "its guest journal is then persistent (written over 9p, flushed before the apps start: "
+                          "a slower start, for diagnosis; without --keep it stays in the guest's RAM)")
     run.add_argument("--stage1", help="a stage1 image directory (root/, vmlinuz, initrd.img); default: "
                                       "kvmpod stage1 build's, built on first use")
     run.add_argument("--no-systemd", action="store_true", help="exec the hypervisor even on a systemd host")

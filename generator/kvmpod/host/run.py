@@ -42,7 +42,7 @@ from .pods.capped_log import CappedLog, LogSource, log_cap
 from .pods.enter_relay import EnterRelay
 from .pods.pod_dirs import (PodDir, first_failure, hold_lock, pod_dir, pod_exit_status, pods_dir, read_exit_records,
                    write_state)
-from .pods import app_root, pod_root, reserved_room
+from .pods import app_root, kept_journal, pod_root, reserved_room
 from .pods.stage import stage_pod
 
 STOP_SECONDS = 180.0  # TCG guests take a while to stop their units and power off
@@ -347,6 +347,8 @@ def run_pod(*, pod_model: Pod, manifest_bytes: bytes, images: dict[str, str], ne
             write_state(pod, uuid=pod_uuid, state="preparing", created=time.time(), apps=apps,
                         kvmpod_pid=os.getpid(), stage1=stage1.root)  # kvmpod stage1 gc keeps it
             prepare(pod, stage1, manifest_bytes, images, networks, say)
+            if keep:  # a kept pod's guest journal is persistent, flushed before its apps start (pods/kept_journal.py)
+                kept_journal.make_persistent(pod.rootfs)
             if network_up is not None:
                 network_up(pod, say)  # taps, addresses, rules (host.net), recorded in the pod directory first
             argv = argv_for(pod)

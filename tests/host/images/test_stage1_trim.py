@@ -118,3 +118,43 @@ def test_the_units_that_mounted_credentials_get_none(tmp_path: Path) -> None:
     for unit in stage1_trim.NO_CREDENTIALS_UNITS:
         dropin = tmp_path / "etc/systemd/system" / f"{unit}.d" / stage1_trim.NO_CREDENTIALS_DROPIN
         assert "[Service]\nLoadCredential=\n" in dropin.read_text(), unit
+
+
+def test_the_journal_is_volatile_and_flushed_only_when_a_kept_pod_makes_it_persistent(tmp_path: Path) -> None:
+    """issue 20: no /var/log/journal in the stage1 (journald's Storage=auto then stays in RAM), and the
+    flush unit runs only where it exists (a kept pod: pods/kept_journal.py)."""
+    _shipped(tmp_path)
+    journal = tmp_path / "var/log/journal"
+    (journal / "6b766d706f6465326574657374303031").mkdir(parents=True)  # as a base boot would leave it
+    (journal / "6b766d706f6465326574657374303031/system.journal").write_bytes(b"LPKSHHRH")
+    (tmp_path / "var/log/dpkg.log").write_text("kept\n")
+    stage1_trim.trim(tmp_path)
+    assert not journal.exists() and not journal.is_symlink()
+    assert (tmp_path / "var/log/dpkg.log").read_text() == "kept\n"  # only the journal's directory goes
+    dropin = tmp_path / "etc/systemd/system/systemd-journal-flush.service.d" / stage1_trim.FLUSH_DROPIN
+    lines = [ln for ln in dropin.read_text().splitlines() if ln and not ln.startswith("#")]
+    assert lines == ["[Unit]", "ConditionPathIsDirectory=/var/log/journal"]
+    from kvmpod.host.pods import kept_journal
+
+    assert "/" + kept_journal.JOURNAL_DIR == "/" + stage1_trim.VOLATILE_JOURNAL == "/var/log/journal"
+    journal.symlink_to("/elsewhere")  # whatever is there goes, a link is not followed
+    stage1_trim.trim(tmp_path)
+    assert not journal.is_symlink()
+
+
+def test_journald_in_the_cached_base_stores_persistently_only_where_the_directory_is() -> None:
+    """The stage1's volatile journal rests on journald's default Storage=auto: no journald.conf of the
+    base (nor the stage1's drop-in) sets Storage=, and Debian's flush unit has no condition of its own
+    that the drop-in would have to override."""
+    bases = [p for p in stage1.CACHE_ROOT.glob("*/root") if not p.parent.name.startswith(("stage1-", "."))
+             and (p / "usr/lib/systemd/system/systemd-journal-flush.service").exists()]
+    if not bases:
+        pytest.skip(f"no base image in {stage1.CACHE_ROOT}")
+    root = bases[0]
+    confs = [root / "etc/systemd/journald.conf", *sorted((root / "etc/systemd/journald.conf.d").glob("*.conf")),
+             *sorted((root / "usr/lib/systemd/journald.conf.d").glob("*.conf"))]
+    for conf in [c for c in confs if c.is_file()]:
+        assert not [ln for ln in conf.read_text().splitlines() if ln.strip().startswith("Storage=")], conf
+    assert "Storage=" not in stage1.JOURNALD_SETTINGS
+    flush = (root / "usr/lib/systemd/system/systemd-journal-flush.service").read_text()
+    assert "ExecStart=journalctl --flush" in flush and "ConditionPathIsDirectory" not in flush

@@ -10,12 +10,13 @@ image, shared with the e2e suite, is unchanged; kvmpod's .deb, installed on host
 
 Kept on purpose: udev and its coldplug (the NIC units bind to the NICs' device units, and logind
 finds the power button through udev), systemd-logind and dbus (the ACPI power button of `kvmpod
-stop` and Ctrl-C; `kvmpod status` over D-Bus), journald and its flush (the persistent journal a kept
-pod is read from), systemd-tmpfiles-setup(-dev) (/run's and /dev's entries apps and dbus expect),
+stop` and Ctrl-C; `kvmpod status` over D-Bus), journald (the apps' output reaches the host through
+it; its journal is volatile, see VOLATILE_JOURNAL below), systemd-tmpfiles-setup(-dev) (/run's and /dev's entries apps and dbus expect),
 dev-mqueue.mount (POSIX message queues for apps), systemd-sysctl, the fstab, debug and run
 generators (systemd.mask=, systemd.run= and the like still work on the kernel command line).
 """
 
+import shutil
 from pathlib import Path
 
 # Each masked unit and why a pod does not need it.
@@ -82,12 +83,30 @@ LABEL="drivers_end"
 """
 
 
-# Not done (tried, issue 20): systemd-journal-flush.service without Debian's Before=
-# systemd-tmpfiles-setup.service, which holds the apps (after tmpfiles through PrivateTmp=) until the
-# boot's journal is flushed to /var/log/journal over 9p (2-6 s of a TCG start). The apps then ran while
-# journald was blocked in that flush, and a pod that ended during it lost an app's output line (e2e
-# run-fail: 'sleeper' printed before the flush ended, never reached the host). Kept until journald's
-# flush no longer blocks the apps' output (a volatile journal, or a flush that is not on 9p).
+# A pod's guest journal is volatile (issue 20): in the guest's RAM (/run/log/journal), never written
+# over 9p. journald's Storage=auto (its default, systemd 252's journald.conf(5)) stores persistently only
+# when /var/log/journal exists; Debian's systemd postinst makes it, so the stage1 layer removes it
+# (the base keeps it: the e2e suite's own boots read their journals). Why: the apps' output goes app ->
+# journald -> the host (TTYPath, images/stage1.py), and a persistent journal put journald's flush of the
+# boot's journal into /var/log/journal over 9p on every app's path: 1.5-6 s of a TCG start during which
+# journald passed no line on (Debian orders systemd-journal-flush.service before systemd-tmpfiles-setup,
+# which the apps follow through PrivateTmp=). Taken out of that order instead, the flush ran beside the
+# apps and a pod that ended during it lost an app's line (e2e run-fail's 'sleeper'): tried, taken back.
+# The flush unit is skipped when there is nothing to flush to (FLUSH_CONDITION), so a pod runs no
+# journalctl at its start nor at its end. `kvmpod run --keep` (a pod kept for diagnosis) makes
+# /var/log/journal in the pod's own upper dir before it boots (pods/kept_journal.py): that pod's journal
+# is persistent, read on the host with `journalctl -D <pod>/stage1/upper/var/log/journal`, with the
+# flush back on its apps' path. RAM: journald keeps the runtime journal under RuntimeMaxUse=, by default
+# 10% of /run (a tmpfs of 10% of the guest's RAM, made by the initramfs), and leaves RuntimeKeepFree=
+# (15%) of /run free: a guest that floods its journal rotates and drops old entries at that bound.
+VOLATILE_JOURNAL = "var/log/journal"
+FLUSH_UNIT = "systemd-journal-flush.service"
+FLUSH_DROPIN = "50-kvmpod-only-when-persistent.conf"
+FLUSH_CONDITION = """# kvmpod's stage1 (kvmpod/host/images/stage1_trim.py): a pod's journal is volatile unless the pod is
+# kept (kvmpod run --keep makes /var/log/journal): no journalctl --flush to run otherwise
+[Unit]
+ConditionPathIsDirectory=/var/log/journal
+"""
 
 
 # Units that pass systemd credentials (tmpfiles.extra, sysctl.extra, ...) get a /run/credentials/<unit>
@@ -116,7 +135,8 @@ def _null_link(path: Path) -> None:
 def trim(root: Path) -> None:
     """Mask MASKED and disable DISABLED_GENERATORS in the stage1 root (systemd's own way: a link to
     /dev/null in /etc/systemd/system and /etc/systemd/system-generators); udev's module loading
-    limited to UDEV_DRIVERS."""
+    limited to UDEV_DRIVERS; the journal volatile (VOLATILE_JOURNAL removed, the flush only when a kept
+    pod has it)."""
     for unit in MASKED:
         _null_link(root / "etc/systemd/system" / unit)
     for generator in DISABLED_GENERATORS:
@@ -128,3 +148,11 @@ def trim(root: Path) -> None:
     rules = root / UDEV_DRIVERS_RULES
     rules.parent.mkdir(parents=True, exist_ok=True)
     rules.write_text(UDEV_DRIVERS)
+    journal = root / VOLATILE_JOURNAL
+    if journal.is_dir() and not journal.is_symlink():
+        shutil.rmtree(journal)
+    elif journal.is_symlink() or journal.exists():
+        journal.unlink()
+    flush = root / "etc/systemd/system" / f"{FLUSH_UNIT}.d" / FLUSH_DROPIN
+    flush.parent.mkdir(parents=True, exist_ok=True)
+    flush.write_text(FLUSH_CONDITION)

@@ -1,0 +1,44 @@
+"""A kept pod's guest journal is persistent: /var/log/journal made in its root before it boots (issue 20)."""
+
+import os
+import stat
+from pathlib import Path
+
+import pytest
+
+from kvmpod.host.pods import kept_journal
+
+
+def _root(tmp_path: Path, group: str | None) -> Path:
+    root = tmp_path / "root"
+    (root / "etc").mkdir(parents=True)
+    if group is not None:
+        (root / "etc/group").write_text(group)
+    return root
+
+
+def test_the_group_is_read_from_the_stage1s_own_group_file(tmp_path: Path) -> None:
+    root = _root(tmp_path, "root:x:0:\nadm:x:4:\nsystemd-journal:x:101:\nsystemd-journal-x:x:7:\n")
+    assert kept_journal.group_id(str(root)) == 101
+    assert kept_journal.group_id(str(root), "adm") == 4
+    assert kept_journal.group_id(str(root), "nobody") is None
+    assert kept_journal.group_id(str(_root(tmp_path / "none", None))) is None
+    assert kept_journal.group_id(str(_root(tmp_path / "bad", "systemd-journal:x:abc:\nbroken\n"))) is None
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="giving the directory the stage1's group needs root")
+def test_the_directory_is_made_as_debians_systemd_makes_it(tmp_path: Path) -> None:
+    root = _root(tmp_path, "root:x:0:\nsystemd-journal:x:101:\n")
+    made = kept_journal.make_persistent(str(root))
+    assert made == str(root / "var/log/journal")
+    st = os.stat(made)
+    assert stat.S_ISDIR(st.st_mode) and stat.S_IMODE(st.st_mode) == 0o2755
+    assert (st.st_uid, st.st_gid) == (0, 101)
+    assert kept_journal.make_persistent(str(root)) == made  # again (an existing directory): no error
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="chown to root needs root")
+def test_without_the_group_the_directory_is_roots(tmp_path: Path) -> None:
+    root = _root(tmp_path, None)
+    st = os.stat(kept_journal.make_persistent(str(root)))
+    assert (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)) == (0, 0, 0o2755)
