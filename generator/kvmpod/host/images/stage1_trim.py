@@ -11,9 +11,10 @@ image, shared with the e2e suite, is unchanged; kvmpod's .deb, installed on host
 Kept on purpose: udev and its coldplug (the NIC units bind to the NICs' device units, and logind
 finds the power button through udev), systemd-logind and dbus (the ACPI power button of `kvmpod
 stop` and Ctrl-C; `kvmpod status` over D-Bus), journald (the apps' output reaches the host through
-it; its journal is volatile, see VOLATILE_JOURNAL below), systemd-tmpfiles-setup(-dev) (/run's and /dev's entries apps and dbus expect),
-dev-mqueue.mount (POSIX message queues for apps), systemd-sysctl, the fstab, debug and run
-generators (systemd.mask=, systemd.run= and the like still work on the kernel command line).
+it; its journal is volatile, see VOLATILE_JOURNAL), systemd-tmpfiles-setup(-dev) (/run's and /dev's
+entries apps and dbus expect), dev-mqueue.mount (POSIX message queues for apps), systemd-sysctl,
+the fstab, debug and run generators (systemd.mask=, systemd.run= and the like still work on the
+kernel command line).
 """
 
 import shutil
