@@ -300,6 +300,14 @@ def test_a_kept_pods_guest_journal_is_persistent_and_read_on_the_host(run_ok: Ru
     assert re.search(r"two\[\d+\]: two from an aci$", proc.stdout, re.M)
     assert "Finished systemd-journal-flush.service" in proc.stdout  # the flush ran: its condition held
     assert re.search(r"systemd-journald\[\d+\]: Journal stopped", proc.stdout)  # whole, to the pod's end
+    # The journal in the guest's RAM before the flush (and a default pod's, all along) has journald's
+    # bound, RuntimeMaxUse= (10% of /run, itself a tmpfs of 10% of the guest's RAM): a flooding app
+    # cannot fill the guest's memory through it. journald says it at its start: "Runtime Journal
+    # (/run/log/journal/ID) is 512.0K, max 2.0M, 1.5M free."
+    found = re.search(r"Runtime Journal \(/run/log/journal/\w+\) is [\d.]+\w?, max ([\d.]+)([KMG])", proc.stdout)
+    assert found, proc.stdout[:3000]
+    max_mib = float(found.group(1)) * {"K": 1 / 1024, "M": 1, "G": 1024}[found.group(2)]
+    assert 0 < max_mib <= 256 / 64, found.group(0)  # 256 MiB guest: at most 1/64 of its RAM (10% of 10%)
 
 
 # ---------------------------------------------------------------- run-sigint
