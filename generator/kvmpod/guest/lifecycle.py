@@ -32,21 +32,60 @@ EXITS_DIR = POD_SHARE_DIR + "/apps"  # the host creates it in the share: <pod di
 POD_END_UNIT = "kvmpod-pod-end.service"
 DROPIN_NAME = "60-kvmpod-lifecycle.conf"
 SYSTEMCTL = "/bin/systemctl"
+MV = "/bin/mv"
 # What the host reads back (kvmpod.host.pods.pod_dirs.read_exit).
 SHOWN = ("Result", "ExecMainCode", "ExecMainStatus", "ExecMainStartTimestampMonotonic",
          "ExecMainExitTimestampMonotonic")
 _TAG_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-.")
 
-# $1: the app. Written under a temporary name and renamed, so the host never reads half a record.
-# One systemctl (each one is seconds under TCG, read over 9p): the start time comes from its output.
+# What systemd gives an app's ExecStop=/ExecStopPost= commands (systemd.exec(5)): $EXIT_STATUS is a
+# signal's name ("TERM") when $EXIT_CODE is killed or dumped, in the kernel's numbering (x86 and most
+# others; RTMIN+n is 34+n). The record keeps waitid()'s numbers, as `systemctl show` writes them.
+SIGNAL_NAMES = ("HUP", "INT", "QUIT", "ILL", "TRAP", "ABRT", "BUS", "FPE", "KILL", "USR1", "SEGV", "USR2", "PIPE",
+                "ALRM", "TERM", "STKFLT", "CHLD", "CONT", "STOP", "TSTP", "TTIN", "TTOU", "URG", "XCPU", "XFSZ",
+                "VTALRM", "PROF", "WINCH", "IO", "PWR", "SYS")
+EXIT_VARIABLES = ("SERVICE_RESULT", "EXIT_CODE", "EXIT_STATUS")
+
+# The app's own last ExecStopPost= (issue 20): its end, recorded right after it, without a systemctl
+# (an exec read over 9p, 0.3-1.7 s under TCG on the pod's end). $1: the app. Runs "+" (as root,
+# outside the app's RootDirectory and sandbox, in its cgroup) and "-" (whatever happens here, the
+# app's Result stays systemd's). Nothing is written when the main process never ran (no $EXIT_CODE:
+# a pre-start handler failed) or the status is not one systemd writes: the reaper records those.
+# The exit time is the guest's uptime (/proc/uptime: CLOCK_BOOTTIME, which a VM never suspends, in
+# 10 ms steps) when the record is written: after the app's own post-stop handlers, if it has any.
+# No start time: systemd gives none here; that the main process ran is in ExecMainCode (1-3).
+# Written under a temporary name and renamed, so the host never reads half a record.
+RECORD_SCRIPT = (
+    'app=$1; d=' + EXITS_DIR + '; '
+    'case $EXIT_CODE in exited) c=1;; killed) c=2;; dumped) c=3;; *) exit 0;; esac; s=$EXIT_STATUS; '
+    'case $c$s in 1*) ;; *RTMIN+*) s=$((34+${s#RTMIN+}));; *) n=0; for x in ' + " ".join(SIGNAL_NAMES)
+    + '; do n=$((n+1)); if [ "$x" = "$s" ]; then s=$n; break; fi; done;; esac; '
+    'case $s in [0-9]|[0-9][0-9]|[0-9][0-9][0-9]) ;; *) exit 0;; esac; '
+    'read t x < /proc/uptime; '
+    'printf "Result=%s\\nExecMainCode=%s\\nExecMainStatus=%s\\nExecMainExitTimestampMonotonic=%s\\n" '
+    '"$SERVICE_RESULT" "$c" "$s" "${t%.*}${t#*.}0000" > "$d/.$app.tmp" && ' + MV + ' -f "$d/.$app.tmp" "$d/$app"'
+)
+
+# The reaper's ExecStop=, $1: the app. The record's fallback: when the app's ExecStopPost= wrote none
+# (it never started: a dependency or a pre-start handler failed; a post-stop handler of its own
+# failed, which stops the ExecStopPost= lines after it; its environment sets one of EXIT_VARIABLES),
+# it is written from `systemctl show` (one systemctl: the start time is read from its output).
 REAPER_SCRIPT = (
-    'app=$1; d=' + EXITS_DIR + '; r=$(' + SYSTEMCTL + ' show ' + " ".join(f"-p {p}" for p in SHOWN)
-    + ' "$app.service"); printf "%s\\n" "$r" > "$d/.$app.tmp" && mv -f "$d/.$app.tmp" "$d/$app"; '
+    'app=$1; d=' + EXITS_DIR + '; [ -e "$d/$app" ] && exit 0; r=$(' + SYSTEMCTL + ' show '
+    + " ".join(f"-p {p}" for p in SHOWN)
+    + ' "$app.service"); printf "%s\\n" "$r" > "$d/.$app.tmp" && ' + MV + ' -f "$d/.$app.tmp" "$d/$app"; '
     # never started (a dependency failed; the time is 0 or missing): the app failed; end the pod as
     # OnFailure= would have
     + 'case $r in *ExecMainStartTimestampMonotonic=[1-9]*) ;; *) ' + SYSTEMCTL + ' --no-block poweroff;; esac; '
     + 'exit 0'
 )
+
+
+def sets_exit_variables(unit_text: str) -> bool:
+    """True when an app's rendered unit sets one of EXIT_VARIABLES itself: systemd lets Environment=
+    override what it passes to ExecStopPost=, so the record cannot trust them (the reaper records it)."""
+    return any(line.startswith(f"Environment={quote}{name}=") for line in unit_text.splitlines()
+               for name in EXIT_VARIABLES for quote in ('"', ""))
 
 
 def reaper_unit(app_name: str) -> str:
@@ -64,8 +103,10 @@ def pod_share_tag(settings: dict[str, str]) -> str | None:
     return tag
 
 
-def plan_lifecycle(app_names: list[str], tag: str, manifest_path: str, ninep_options: str | None) -> list[Output]:
-    """The pod share's mount, the end-of-pod unit, and each app's reaper and drop-in (pure)."""
+def plan_lifecycle(app_names: list[str], tag: str, manifest_path: str, ninep_options: str | None,
+                   reaper_records: frozenset[str] = frozenset()) -> list[Output]:
+    """The pod share's mount, the end-of-pod unit, and each app's reaper and drop-in (pure).
+    `reaper_records`: the apps whose own ExecStopPost= cannot record them (sets_exit_variables)."""
     share_mount = mount_unit_name(POD_SHARE_DIR)
 
     def unit(description: str, *entries: tuple[str, str]) -> list[tuple[str, str]]:
@@ -74,21 +115,25 @@ def plan_lifecycle(app_names: list[str], tag: str, manifest_path: str, ninep_opt
 
     outputs: list[Output] = [
         GeneratedFile(share_mount, render_unit([
-            ("Unit", unit("kvmpod pod share: where the apps' exit statuses reach the host")),
+            # DefaultDependencies=no: not unmounted in the orderly shutdown, which ran /bin/umount (an
+            # exec read over 9p, 0.4 s under TCG) on every pod's end (issue 20); systemd-shutdown
+            # unmounts it after its last writer is gone. Its writes (cache=mmap) reach the host as
+            # they are made.
+            ("Unit", unit("kvmpod pod share: where the apps' exit statuses reach the host",
+                          ("DefaultDependencies", "no"))),
             ("Mount", [("What", tag), ("Where", POD_SHARE_DIR), ("Type", "9p"),
                        ("Options", ninep_mount_options(ninep_options, read_only=False))]),
         ])),
         GeneratedFile(POD_END_UNIT, render_unit([
             ("Unit", unit("kvmpod: power the pod off when its last app has exited",
-                          *POD_UNIT_DEPENDENCIES, ("StopWhenUnneeded", "yes"))),
-            ("Service", [("Type", "oneshot"), ("RemainAfterExit", "yes"), ("ExecStart", "/bin/true"),
-                         # Not --force (tried, issue 20): systemd-shutdown's SIGTERM can then reach
-                         # journald before it has read the apps' last lines (an e2e run under load
-                         # missed one: the likely cause). Not SuccessAction=poweroff either (tried,
-                         # issue 20: 0.4 s quicker, but e2e test_load's alpha lost its last line in
-                         # three runs of three, with or without a journalctl --sync first).
-                         # "-": during a shutdown already under way the request is refused; fine.
-                         ("ExecStop", f"-{SYSTEMCTL} --no-block poweroff")]),
+                          *POD_UNIT_DEPENDENCIES, ("StopWhenUnneeded", "yes"), ("SuccessAction", "poweroff"))),
+            # PID 1 queues the poweroff itself when this unit has stopped (issue 20): no `systemctl
+            # poweroff` (an exec read over 9p and a round trip through logind, 0.4-0.5 s under TCG).
+            # Still the orderly shutdown: the apps' ends recorded, post-stop handlers run, journald
+            # stopped last. (Tried before and taken back when e2e test_load lost an app's last line;
+            # that was the test's own reader race, 26e597e.) During a shutdown already under way the
+            # poweroff it asks for is that shutdown, or replaces a reboot: a pod never reboots.
+            ("Service", [("Type", "oneshot"), ("RemainAfterExit", "yes"), ("ExecStart", "/bin/true")]),
         ])),
     ]
     for name in app_names:
@@ -107,9 +152,13 @@ def plan_lifecycle(app_names: list[str], tag: str, manifest_path: str, ninep_opt
                                                                        "kvmpod-reaper", name)))]),
         ]
         outputs.append(GeneratedFile(reaper, render_unit(sections)))
+        service = [("SyslogIdentifier", name), ("StandardOutput", "journal+console"), ("StandardError", "journal+console")]
+        if name not in reaper_records:
+            # A drop-in's ExecStopPost= comes after the unit's own (the app's post-stop handlers).
+            service.append(("ExecStopPost", "-+" + " ".join(exec_word(w) for w in ("/bin/sh", "-c", RECORD_SCRIPT,
+                                                                                      "kvmpod-record", name))))
         outputs.append(GeneratedFile(f"{app_service(name)}.d/{DROPIN_NAME}", render_unit([
             ("Unit", [("Wants", reaper), ("After", reaper), ("OnFailure", "poweroff.target")]),
-            ("Service", [("SyslogIdentifier", name), ("StandardOutput", "journal+console"),
-                         ("StandardError", "journal+console")]),
+            ("Service", service),
         ], comment="kvmpod run's pod lifecycle (kvmpod.pod_share= on the kernel command line)")))
     return outputs

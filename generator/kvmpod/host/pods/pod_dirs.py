@@ -223,7 +223,10 @@ def parse_exit(app: str, text: str) -> AppExit | None:
     if exit_problem(text) is not None:
         return None
     fields = dict(line.split("=", 1) for line in text.splitlines() if "=" in line)
-    started = int(fields.get("ExecMainStartTimestampMonotonic") or 0) > 0
+    # Written by the app's own ExecStopPost= (guest.lifecycle.RECORD_SCRIPT): no start time, and an
+    # ExecMainCode only when its main process ran. By its reaper (`systemctl show`): both.
+    started = (int(fields.get("ExecMainStartTimestampMonotonic") or 0) > 0
+               or fields.get("ExecMainCode", "") in _CODES)
     return AppExit(app=app, result=fields["Result"], code=_CODES.get(fields.get("ExecMainCode", ""), ""),
                    status=int(fields.get("ExecMainStatus") or 0), started=started,
                    exited_at_us=int(fields.get("ExecMainExitTimestampMonotonic") or 0))
