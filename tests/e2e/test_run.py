@@ -47,6 +47,24 @@ def sh_app(name: str, script: str, mounts: list[tuple[str, str]] = ()) -> dict:
             "mounts": [{"volume": v, "path": p} for v, p in mounts]}
 
 
+def _with_post_stop(app: dict, script: str) -> dict:
+    app["app"]["eventHandlers"] = [{"name": "post-stop", "exec": ["/bin/sh", "-c", script]}]
+    return app
+
+
+def _records(state: RunState) -> dict[str, dict[str, str]]:
+    """Each app's record in the pod share, as the guest wrote it."""
+    apps = state.pods / state.uuid / "share/apps"
+    return {p.name: dict(line.split("=", 1) for line in p.read_text().splitlines() if "=" in line)
+            for p in apps.iterdir() if not p.name.startswith(".")}
+
+
+def _by_own_execstoppost(record: dict[str, str]) -> bool:
+    """Written by the app unit's own ExecStopPost= (kvmpod.guest.lifecycle.RECORD_SCRIPT), which has no
+    start time; the reaper's fallback (`systemctl show`) has one."""
+    return "ExecMainStartTimestampMonotonic" not in record
+
+
 @dataclass
 class RunState(BootState):
     LABEL: ClassVar[str] = "run"
@@ -125,8 +143,12 @@ def _run_fail(state: RunState, tmp: Path) -> Iterator[None]:
         sh_app("fail", "i=0; while [ ! -e /out/hello.txt ] && [ $i -lt 120 ]; do sleep 1; i=$((i+1)); done; "
                        "echo failing now; exit 3", [("out", "/out")]),
         sh_app("sleeper", "echo sleeping; exec sleep 100000"),
+        # Stopped with SIGTERM like sleeper, but its own post-stop handler fails: systemd then runs no
+        # later ExecStopPost= (kvmpod's record), so its reaper records it (issue 20's fallback).
+        _with_post_stop(sh_app("handler", "echo handling; exec sleep 100000", [("out", "/out")]),
+                        "echo post-stop ran > /out/handler.post; exit 1"),
     ], "volumes": [{"name": "out", "kind": "host", "source": str(out)}]}
-    apps = {name: busybox_rootfs(state.logs / "images" / name) for name in ("hello", "fail", "sleeper")}
+    apps = {name: busybox_rootfs(state.logs / "images" / name) for name in ("hello", "fail", "sleeper", "handler")}
     started = time.monotonic()
     _finish(state, _start(state, manifest, apps))
     state.seconds = time.monotonic() - started
@@ -163,6 +185,14 @@ def test_host_reads_every_app_end_after_the_vm_is_gone(run_fail: RunState) -> No
     assert apps["fail"]["exit_status"] == 3 and apps["fail"]["result"] == "exit-code", apps
     # The pod shut down while sleeper ran: it was stopped with SIGTERM, which is no failure of its own.
     assert apps["sleeper"]["ended"] == "killed by signal 15", apps
+    # handler's post-stop handler failed: a failure, but after fail's (ordered by the guest's exit times,
+    # fail's from its own ExecStopPost=, handler's from its reaper's systemctl show).
+    assert apps["handler"]["ended"] == "killed by signal 15 (failed)", apps
+    assert (run_fail.vols["out"] / "handler.post").read_text() == "post-stop ran\n"
+    records = _records(run_fail)
+    assert {a: _by_own_execstoppost(r) for a, r in records.items()} == {
+        "hello": True, "fail": True, "sleeper": True, "handler": False}, records
+    assert int(records["fail"]["ExecMainExitTimestampMonotonic"]) < int(records["handler"]["ExecMainExitTimestampMonotonic"])
     assert f"pod {run_fail.uuid} ended after" in run_fail.stderr
     listed = host_kvmpod("list", env=run_fail.env).stdout
     assert re.search(rf"^{run_fail.uuid}\s+exited\s+3\s", listed, re.M), listed
@@ -173,7 +203,7 @@ def test_volume_writes_reach_the_host_and_the_pod_leaves_no_mount(run_fail: RunS
     assert (run_fail.vols["out"] / "hello.txt").read_text() == "hi\n", run_fail.where()
     pod = run_fail.pods / run_fail.uuid
     assert not (pod / "stage1").exists(), "the pod's root (its overlay's upper dir) stays only with --keep"
-    assert sorted(p.name for p in (pod / "share/apps").iterdir()) == ["fail", "hello", "sleeper"]
+    assert sorted(p.name for p in (pod / "share/apps").iterdir()) == ["fail", "handler", "hello", "sleeper"]
     mounts = Path("/proc/self/mounts").read_text()
     assert str(run_fail.pods) not in mounts
 
@@ -236,6 +266,10 @@ def test_pod_whose_apps_all_succeed_powers_off_by_itself(run_ok: RunState) -> No
     status = run_ok.status()
     assert (status["state"], status["exit_status"], status["how"]) == ("exited", 0, "every app exited successfully")
     assert {a["name"]: a["exit_status"] for a in status["apps"]} == {"one": 0, "two": 0, "three": 0}
+    # Every end recorded by the app's own ExecStopPost=, run as root outside the app's root: three's
+    # user and working directory (only in its own root) are no obstacle.
+    records = _records(run_ok)
+    assert {a: _by_own_execstoppost(r) for a, r in records.items()} == {"one": True, "two": True, "three": True}, records
 
 
 def test_aci_app_runs_with_its_image_manifest(run_ok: RunState) -> None:

@@ -45,3 +45,90 @@ def test_an_app_that_never_started_is_recorded_and_powers_the_pod_off(tmp_path: 
 def test_a_start_time_that_only_begins_with_zero_digits_is_not_read_as_started(tmp_path: Path) -> None:
     _, calls = _run(tmp_path, SHOW_NEVER_STARTED.replace("Monotonic=0\nExecMainExit", "Monotonic=\nExecMainExit"))
     assert calls[-1] == "--no-block poweroff"
+
+
+def test_an_app_recorded_by_its_own_execstoppost_is_not_shown_again(tmp_path: Path) -> None:
+    exits = tmp_path / "apps"
+    exits.mkdir()
+    (exits / "web").write_text("Result=success\nExecMainCode=1\nExecMainStatus=0\nExecMainExitTimestampMonotonic=5\n")
+    calls = tmp_path / "calls"
+    fake = tmp_path / "systemctl"
+    fake.write_text(f"#!/bin/sh\necho \"$*\" >> {calls}\n")
+    fake.chmod(0o755)
+    script = lifecycle.REAPER_SCRIPT.replace(lifecycle.SYSTEMCTL, str(fake)).replace(lifecycle.EXITS_DIR, str(exits))
+    subprocess.run(["/bin/sh", "-c", script, "kvmpod-reaper", "web"], check=True)
+    assert not calls.exists()
+    assert (exits / "web").read_text().endswith("Monotonic=5\n")
+
+
+# ---------------------------------------------------------------- the app's own ExecStopPost=
+
+def _record(tmp_path: Path, **env: str) -> tuple[str | None, int]:
+    """The record RECORD_SCRIPT writes for app `web` with systemd's variables `env`, and its status."""
+    exits = tmp_path / "apps"
+    exits.mkdir(exist_ok=True)
+    script = lifecycle.RECORD_SCRIPT.replace(lifecycle.EXITS_DIR, str(exits))
+    clean = {k: v for k, v in os.environ.items() if k not in lifecycle.EXIT_VARIABLES}
+    done = subprocess.run(["/bin/sh", "-c", script, "kvmpod-record", "web"], env={**clean, **env})
+    assert [p.name for p in exits.iterdir() if p.name.startswith(".")] == []
+    record = exits / "web"
+    return (record.read_text() if record.exists() else None), done.returncode
+
+
+def _fields(record: str) -> dict[str, str]:
+    return dict(line.split("=", 1) for line in record.splitlines())
+
+
+@pytest.mark.parametrize("code,status,want_code,want_status", [
+    ("exited", "0", "1", "0"), ("exited", "42", "1", "42"), ("exited", "255", "1", "255"),
+    ("killed", "TERM", "2", "15"), ("killed", "KILL", "2", "9"), ("dumped", "SEGV", "3", "11"),
+    ("killed", "HUP", "2", "1"), ("killed", "SYS", "2", "31"), ("killed", "RTMIN+3", "2", "37")])
+def test_the_record_keeps_waitids_numbers(tmp_path: Path, code: str, status: str, want_code: str,
+                                          want_status: str) -> None:
+    result = "success" if status in ("0", "TERM") else "exit-code"
+    record, _ = _record(tmp_path, SERVICE_RESULT=result, EXIT_CODE=code, EXIT_STATUS=status)
+    assert record is not None
+    fields = _fields(record)
+    assert (fields["Result"], fields["ExecMainCode"], fields["ExecMainStatus"]) == (result, want_code, want_status)
+    assert "ExecMainStartTimestampMonotonic" not in fields
+
+
+def test_the_records_exit_time_is_the_uptime_in_microseconds(tmp_path: Path) -> None:
+    before = float(Path("/proc/uptime").read_text().split()[0])
+    record, _ = _record(tmp_path, SERVICE_RESULT="success", EXIT_CODE="exited", EXIT_STATUS="0")
+    after = float(Path("/proc/uptime").read_text().split()[0])
+    exited = int(_fields(record)["ExecMainExitTimestampMonotonic"]) / 1e6
+    assert before - 0.01 <= exited <= after + 0.01
+
+
+def test_the_host_reads_the_record_as_an_app_that_ran(tmp_path: Path) -> None:
+    from kvmpod.host.pods.pod_dirs import exit_problem, parse_exit
+
+    record, _ = _record(tmp_path, SERVICE_RESULT="signal", EXIT_CODE="killed", EXIT_STATUS="KILL")
+    assert exit_problem(record) is None
+    end = parse_exit("web", record)
+    assert end.started and end.code == "killed" and end.exit_status == 137 and end.failed and end.exited_at_us > 0
+
+
+@pytest.mark.parametrize("env", [
+    {},  # the main process never ran (a pre-start handler failed): systemd sets no $EXIT_CODE
+    {"SERVICE_RESULT": "exit-code"},
+    {"SERVICE_RESULT": "signal", "EXIT_CODE": "killed", "EXIT_STATUS": "NOSUCH"},
+    {"SERVICE_RESULT": "signal", "EXIT_CODE": "killed", "EXIT_STATUS": "RTMIN+x"},
+    {"SERVICE_RESULT": "exit-code", "EXIT_CODE": "exited", "EXIT_STATUS": "1; touch /tmp/x"},
+    {"SERVICE_RESULT": "exit-code", "EXIT_CODE": "exited", "EXIT_STATUS": "1000"},
+    {"SERVICE_RESULT": "exit-code", "EXIT_CODE": "other", "EXIT_STATUS": "1"},
+])
+def test_no_record_when_systemd_said_nothing_the_record_can_hold(tmp_path: Path, env: dict[str, str]) -> None:
+    record, _ = _record(tmp_path, **env)
+    assert record is None  # the reaper records it with systemctl show
+
+
+def test_a_unit_setting_systemds_exit_variables_itself_is_left_to_the_reaper() -> None:
+    assert lifecycle.sets_exit_variables('[Service]\nEnvironment="EXIT_CODE=exited"\n')
+    assert lifecycle.sets_exit_variables('[Service]\nEnvironment=SERVICE_RESULT=success\n')
+    assert not lifecycle.sets_exit_variables('[Service]\nEnvironment="MY_EXIT_CODE=1"\nExecStart=/bin/x EXIT_CODE=1\n')
+    outputs = lifecycle.plan_lifecycle(["a", "b"], "kvmpod_pod", "/etc/kvmpod/pod.json", None, frozenset({"b"}))
+    dropins = {o.path: o.content for o in outputs if o.path.endswith(lifecycle.DROPIN_NAME)}
+    assert "kvmpod-record a" in dropins[f"a.service.d/{lifecycle.DROPIN_NAME}"]
+    assert "ExecStopPost" not in dropins[f"b.service.d/{lifecycle.DROPIN_NAME}"]

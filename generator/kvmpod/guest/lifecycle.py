@@ -58,7 +58,7 @@ EXIT_VARIABLES = ("SERVICE_RESULT", "EXIT_CODE", "EXIT_STATUS")
 RECORD_SCRIPT = (
     'app=$1; d=' + EXITS_DIR + '; '
     'case $EXIT_CODE in exited) c=1;; killed) c=2;; dumped) c=3;; *) exit 0;; esac; s=$EXIT_STATUS; '
-    'case $c$s in 1*) ;; *RTMIN+*) s=$((34+${s#RTMIN+}));; *) n=0; for x in ' + " ".join(SIGNAL_NAMES)
+    'case $c$s in 1*) ;; [23]RTMIN+[0-9]|[23]RTMIN+[0-9][0-9]) s=$((34+${s#RTMIN+}));; *) n=0; for x in ' + " ".join(SIGNAL_NAMES)
     + '; do n=$((n+1)); if [ "$x" = "$s" ]; then s=$n; break; fi; done;; esac; '
     'case $s in [0-9]|[0-9][0-9]|[0-9][0-9][0-9]) ;; *) exit 0;; esac; '
     'read t x < /proc/uptime; '

@@ -58,6 +58,22 @@ def test_the_pod_exits_with_the_first_app_that_failed():
     assert pods.pod_exit_status({"o": exits["o"], "n": exits["n"]}) == 1  # an app that never started failed
 
 
+# As the app's own ExecStopPost= writes them (guest.lifecycle.RECORD_SCRIPT): no start time; the exit
+# time is the guest's uptime when written.
+OWN_FAILED = "Result=exit-code\nExecMainCode=1\nExecMainStatus=4\nExecMainExitTimestampMonotonic=161000000\n"
+OWN_TERMINATED = "Result=success\nExecMainCode=2\nExecMainStatus=15\nExecMainExitTimestampMonotonic=165190000\n"
+
+
+def test_records_written_by_the_apps_own_execstoppost_are_apps_that_ran():
+    failed, term = pods.parse_exit("g", OWN_FAILED), pods.parse_exit("u", OWN_TERMINATED)
+    assert (failed.started, failed.failed, failed.exit_status, failed.describe()) == (True, True, 4, "exited 4 (failed)")
+    assert (term.started, term.failed, term.exit_status, term.describe()) == (True, False, 143, "killed by signal 15")
+    # ordered with the reaper's records by exit time: g at 161 s, before f's 162.9 s
+    exits = {"f": pods.parse_exit("f", FAILED), "g": failed, "n": pods.parse_exit("n", NEVER)}
+    assert pods.first_failure(exits).app == "g"
+    assert pods.pod_exit_status(exits) == 4
+
+
 # The app's main process exited 0, then its post-stop handler (ExecStopPost=) failed: systemd 252
 # records the service's Result=exit-code while ExecMainStatus stays 0. rkt's pod failed then.
 POST_STOP_FAILED = ("Result=exit-code\nExecMainStartTimestampMonotonic=156116578\n"
