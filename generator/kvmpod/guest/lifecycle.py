@@ -7,17 +7,23 @@ a 9p share of the pod directory, kvmpod's own, mounted at /run/kvmpod/pod. Then,
   that fails shuts the pod down, rkt's `OnFailure=halt.target`), and its stdout/stderr go to the
   journal and the console under its own name (`SyslogIdentifier=<app>`, `journal+console`; the
   stage1 points journald's TTYPath at the serial port the host reads the apps' output from);
+- the app's own last `ExecStopPost=` writes its end, as systemd gave it ($SERVICE_RESULT, $EXIT_CODE,
+  $EXIT_STATUS; the exit time from the guest's uptime) to /run/kvmpod/pod/apps/<app>, where the host
+  reads it after the VM is gone (issue 20: no `systemctl` on the pod's end, which was 0.3-1.7 s under
+  TCG);
 - `kvmpod-reaper-<app>.service` (rkt's `reaper-<app>.service`): started before the app, stopped when
-  the app is gone (`StopWhenUnneeded=`), and its `ExecStop=` writes the app's end, as systemd saw it
-  (`systemctl show`: Result, ExecMainCode, ExecMainStatus, start and exit times), to
-  /run/kvmpod/pod/apps/<app>, where the host reads it after the VM is gone. An app that never
-  started (a volume missing) is recorded so, and powers the pod off too: it failed;
+  the app is gone (`StopWhenUnneeded=`); its `ExecStop=` is the fallback for an app with no record yet
+  (it never started: a volume missing, a pre-start handler failed; its own post-stop handler failed,
+  which skips the later `ExecStopPost=`): it writes the end `systemctl show` reads (Result,
+  ExecMainCode, ExecMainStatus, start and exit times). An app that never started powers the pod off
+  too: it failed;
 - `kvmpod-pod-end.service` (rkt's `shutdown.service`): wanted by every reaper and also
   `StopWhenUnneeded=`, so it stops when the last reaper has stopped, i.e. when every app has exited,
-  and its `ExecStop=` powers the VM off.
+  and its `SuccessAction=poweroff` has PID 1 power the VM off (the orderly shutdown).
 
 A pod stopped from outside (`kvmpod stop`, Ctrl-C: ACPI power button, logind) stops its apps with
-SIGTERM in the usual shutdown; each reaper still records its app on the way down.
+SIGTERM in the usual shutdown; each app's `ExecStopPost=` (or its reaper) still records it on the way
+down.
 """
 
 from ..pod.problems import InvalidInput, Problem
