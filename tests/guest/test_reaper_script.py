@@ -1,4 +1,5 @@
-"""The reaper's ExecStop= script, run by a real shell against a stand-in systemctl."""
+"""The lifecycle's scripts, run by a real shell: the reaper's ExecStop= against a stand-in systemctl,
+and the record unit's ExecStart= with the variables systemd gives it."""
 
 import os
 import subprocess
@@ -47,7 +48,7 @@ def test_a_start_time_that_only_begins_with_zero_digits_is_not_read_as_started(t
     assert calls[-1] == "--no-block poweroff"
 
 
-def test_an_app_recorded_by_its_own_execstoppost_is_not_shown_again(tmp_path: Path) -> None:
+def test_an_app_its_record_unit_recorded_is_not_shown_again(tmp_path: Path) -> None:
     exits = tmp_path / "apps"
     exits.mkdir()
     (exits / "web").write_text("Result=success\nExecMainCode=1\nExecMainStatus=0\nExecMainExitTimestampMonotonic=5\n")
@@ -61,15 +62,16 @@ def test_an_app_recorded_by_its_own_execstoppost_is_not_shown_again(tmp_path: Pa
     assert (exits / "web").read_text().endswith("Monotonic=5\n")
 
 
-# ---------------------------------------------------------------- the app's own ExecStopPost=
+# ---------------------------------------------------------------- kvmpod-record-<app>.service
 
 def _record(tmp_path: Path, **env: str) -> tuple[str | None, int]:
-    """The record RECORD_SCRIPT writes for app `web` with systemd's variables `env`, and its status."""
+    """The record RECORD_SCRIPT writes for app `web` with systemd's MONITOR_ variables `env`, and its status."""
     exits = tmp_path / "apps"
     exits.mkdir(exist_ok=True)
     script = lifecycle.RECORD_SCRIPT.replace(lifecycle.EXITS_DIR, str(exits))
-    clean = {k: v for k, v in os.environ.items() if k not in lifecycle.EXIT_VARIABLES}
-    done = subprocess.run(["/bin/sh", "-c", script, "kvmpod-record", "web"], env={**clean, **env})
+    clean = {k: v for k, v in os.environ.items() if k not in lifecycle.MONITOR_VARIABLES}
+    done = subprocess.run(["/bin/sh", "-c", script, "kvmpod-record", "web"],
+                          env={**clean, **{f"MONITOR_{k}": v for k, v in env.items()}})
     assert [p.name for p in exits.iterdir() if p.name.startswith(".")] == []
     record = exits / "web"
     return (record.read_text() if record.exists() else None), done.returncode
@@ -113,6 +115,7 @@ def test_the_host_reads_the_record_as_an_app_that_ran(tmp_path: Path) -> None:
 @pytest.mark.parametrize("env", [
     {},  # the main process never ran (a pre-start handler failed): systemd sets no $EXIT_CODE
     {"SERVICE_RESULT": "exit-code"},
+    {"SERVICE_RESULT": "success", "EXIT_CODE": "exited"},
     {"SERVICE_RESULT": "signal", "EXIT_CODE": "killed", "EXIT_STATUS": "NOSUCH"},
     {"SERVICE_RESULT": "signal", "EXIT_CODE": "killed", "EXIT_STATUS": "RTMIN+x"},
     {"SERVICE_RESULT": "exit-code", "EXIT_CODE": "exited", "EXIT_STATUS": "1; touch /tmp/x"},
@@ -124,11 +127,15 @@ def test_no_record_when_systemd_said_nothing_the_record_can_hold(tmp_path: Path,
     assert record is None  # the reaper records it with systemctl show
 
 
-def test_a_unit_setting_systemds_exit_variables_itself_is_left_to_the_reaper() -> None:
-    assert lifecycle.sets_exit_variables('[Service]\nEnvironment="EXIT_CODE=exited"\n')
-    assert lifecycle.sets_exit_variables('[Service]\nEnvironment=SERVICE_RESULT=success\n')
-    assert not lifecycle.sets_exit_variables('[Service]\nEnvironment="MY_EXIT_CODE=1"\nExecStart=/bin/x EXIT_CODE=1\n')
-    outputs = lifecycle.plan_lifecycle(["a", "b"], "kvmpod_pod", "/etc/kvmpod/pod.json", None, frozenset({"b"}))
-    dropins = {o.path: o.content for o in outputs if o.path.endswith(lifecycle.DROPIN_NAME)}
-    assert "kvmpod-record a" in dropins[f"a.service.d/{lifecycle.DROPIN_NAME}"]
-    assert "ExecStopPost" not in dropins[f"b.service.d/{lifecycle.DROPIN_NAME}"]
+def test_the_app_starts_its_record_unit_when_it_ends_either_way_and_the_unit_pins_the_reaper() -> None:
+    outputs = {o.path: o.content for o in lifecycle.plan_lifecycle(["web"], "kvmpod_pod", "/etc/kvmpod/pod.json", None)}
+    dropin = outputs[f"web.service.d/{lifecycle.DROPIN_NAME}"]
+    assert "OnSuccess=kvmpod-record-web.service\n" in dropin
+    assert "OnFailure=kvmpod-record-web.service poweroff.target\n" in dropin
+    record = outputs["kvmpod-record-web.service"]
+    # Requisite= (not Wants=): never starts the reaper, but holds off its StopWhenUnneeded= stop
+    assert "Requisite=kvmpod-reaper-web.service\n" in record and "Wants=" not in record
+    assert "Before=shutdown.target\n" in record and "Conflicts=" not in record
+    assert "kvmpod-record web\n" in record
+    assert "SuccessAction=poweroff\n" in outputs["kvmpod-pod-end.service"]
+    assert "systemctl" not in outputs["kvmpod-pod-end.service"]

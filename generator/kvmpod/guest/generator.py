@@ -201,13 +201,10 @@ def plan_boot(root: str, manifest: str, settings: dict[str, str], manifest_optio
                           share=settings.get("share"))
     outputs = plan_pod(pod, root, guest, log.warning) + _plan_networks(root)
     if settings.get("pod_share") is not None:  # booted by kvmpod run: rkt's pod lifecycle
-        from .lifecycle import plan_lifecycle, pod_share_tag, sets_exit_variables
+        from .lifecycle import plan_lifecycle, pod_share_tag
 
-        rendered = {o.path: o.content for o in outputs if isinstance(o, GeneratedFile)}
         outputs += plan_lifecycle([a.name for a in pod.apps], pod_share_tag(settings) or "", manifest,
-                                  settings.get("9p_options"),
-                                  frozenset(a.name for a in pod.apps
-                                            if sets_exit_variables(rendered.get(app_service(a.name), ""))))
+                                  settings.get("9p_options"))
     _refuse_collisions(pod, outputs)
     return sorted(outputs, key=lambda o: o.path)
 

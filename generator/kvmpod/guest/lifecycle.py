@@ -7,22 +7,23 @@ a 9p share of the pod directory, kvmpod's own, mounted at /run/kvmpod/pod. Then,
   that fails shuts the pod down, rkt's `OnFailure=halt.target`), and its stdout/stderr go to the
   journal and the console under its own name (`SyslogIdentifier=<app>`, `journal+console`; the
   stage1 points journald's TTYPath at the serial port the host reads the apps' output from);
-- the app's own last `ExecStopPost=` writes its end, as systemd gave it ($SERVICE_RESULT, $EXIT_CODE,
-  $EXIT_STATUS; the exit time from the guest's uptime) to /run/kvmpod/pod/apps/<app>, where the host
-  reads it after the VM is gone (issue 20: no `systemctl` on the pod's end, which was 0.3-1.7 s under
-  TCG);
+- `kvmpod-record-<app>.service`, started by the app's `OnSuccess=`/`OnFailure=` as soon as its unit
+  is inactive or failed, writes its end as systemd gives it to such a unit ($MONITOR_SERVICE_RESULT,
+  $MONITOR_EXIT_CODE, $MONITOR_EXIT_STATUS; the exit time from the guest's uptime) to
+  /run/kvmpod/pod/apps/<app>, where the host reads it after the VM is gone (issue 20: no `systemctl`
+  on the pod's end, which took 0.3-1.7 s under TCG);
 - `kvmpod-reaper-<app>.service` (rkt's `reaper-<app>.service`): started before the app, stopped when
-  the app is gone (`StopWhenUnneeded=`); its `ExecStop=` is the fallback for an app with no record yet
-  (it never started: a volume missing, a pre-start handler failed; its own post-stop handler failed,
-  which skips the later `ExecStopPost=`): it writes the end `systemctl show` reads (Result,
-  ExecMainCode, ExecMainStatus, start and exit times). An app that never started powers the pod off
-  too: it failed;
+  the app and its record unit are gone (`StopWhenUnneeded=`); its `ExecStop=` is the fallback for an
+  app with no record yet (it never started: a volume missing, a pre-start handler failed; or the
+  shutdown stopped the reaper before the record unit ran): it writes the end `systemctl show` reads
+  (Result, ExecMainCode, ExecMainStatus, start and exit times). An app that never started powers the
+  pod off too: it failed;
 - `kvmpod-pod-end.service` (rkt's `shutdown.service`): wanted by every reaper and also
   `StopWhenUnneeded=`, so it stops when the last reaper has stopped, i.e. when every app has exited,
   and its `SuccessAction=poweroff` has PID 1 power the VM off (the orderly shutdown).
 
 A pod stopped from outside (`kvmpod stop`, Ctrl-C: ACPI power button, logind) stops its apps with
-SIGTERM in the usual shutdown; each app's `ExecStopPost=` (or its reaper) still records it on the way
+SIGTERM in the usual shutdown; each app's record unit (or its reaper) still records it on the way
 down.
 """
 
@@ -44,38 +45,42 @@ SHOWN = ("Result", "ExecMainCode", "ExecMainStatus", "ExecMainStartTimestampMono
          "ExecMainExitTimestampMonotonic")
 _TAG_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-.")
 
-# What systemd gives an app's ExecStop=/ExecStopPost= commands (systemd.exec(5)): $EXIT_STATUS is a
-# signal's name ("TERM") when $EXIT_CODE is killed or dumped, in the kernel's numbering (x86 and most
-# others; RTMIN+n is 34+n). The record keeps waitid()'s numbers, as `systemctl show` writes them.
+# What systemd gives a unit its app's OnSuccess=/OnFailure= started (systemd.exec(5), since 251):
+# $MONITOR_SERVICE_RESULT, $MONITOR_EXIT_CODE, $MONITOR_EXIT_STATUS, the values ExecStopPost= gets.
+# $MONITOR_EXIT_STATUS is a signal's name ("TERM") when the code is killed or dumped, in the kernel's
+# numbering (x86 and most others; RTMIN+n is 34+n); the record keeps waitid()'s numbers, as
+# `systemctl show` writes them.
 SIGNAL_NAMES = ("HUP", "INT", "QUIT", "ILL", "TRAP", "ABRT", "BUS", "FPE", "KILL", "USR1", "SEGV", "USR2", "PIPE",
                 "ALRM", "TERM", "STKFLT", "CHLD", "CONT", "STOP", "TSTP", "TTIN", "TTOU", "URG", "XCPU", "XFSZ",
                 "VTALRM", "PROF", "WINCH", "IO", "PWR", "SYS")
-EXIT_VARIABLES = ("SERVICE_RESULT", "EXIT_CODE", "EXIT_STATUS")
+MONITOR_VARIABLES = ("MONITOR_SERVICE_RESULT", "MONITOR_EXIT_CODE", "MONITOR_EXIT_STATUS")
 
-# The app's own last ExecStopPost= (issue 20): its end, recorded right after it, without a systemctl
-# (an exec read over 9p, 0.3-1.7 s under TCG on the pod's end). $1: the app. Runs "+" (as root,
-# outside the app's RootDirectory and sandbox, in its cgroup) and "-" (whatever happens here, the
-# app's Result stays systemd's). Nothing is written when the main process never ran (no $EXIT_CODE:
-# a pre-start handler failed) or the status is not one systemd writes: the reaper records those.
-# The exit time is the guest's uptime (/proc/uptime: CLOCK_BOOTTIME, which a VM never suspends, in
-# 10 ms steps) when the record is written: after the app's own post-stop handlers, if it has any.
-# No start time: systemd gives none here; that the main process ran is in ExecMainCode (1-3).
-# Written under a temporary name and renamed, so the host never reads half a record.
+# kvmpod-record-<app>.service's ExecStart= (issue 20): the app's end, recorded as soon as its unit is
+# inactive or failed, without a systemctl (an exec read over 9p, 0.3-1.7 s under TCG on every pod's
+# end). $1: the app. Not the app's own ExecStopPost=: even with "+" that runs in the app's
+# RootDirectory (systemd 252: no /proc, no pod share there). Nothing is written when the main process
+# never ran (no $MONITOR_EXIT_CODE: a pre-start handler failed) or the status is not one systemd
+# writes: the reaper records those. The exit time is the guest's uptime (/proc/uptime:
+# CLOCK_BOOTTIME, which a VM never suspends, in 10 ms steps) when the record is written, right after
+# the app's unit stopped (after its post-stop handlers, if it has any). No start time: systemd gives
+# none here; that the main process ran is in ExecMainCode (1-3). Written under a temporary name and
+# renamed, so the host never reads half a record.
 RECORD_SCRIPT = (
-    'app=$1; d=' + EXITS_DIR + '; '
-    'case $EXIT_CODE in exited) c=1;; killed) c=2;; dumped) c=3;; *) exit 0;; esac; s=$EXIT_STATUS; '
-    'case $c$s in 1*) ;; [23]RTMIN+[0-9]|[23]RTMIN+[0-9][0-9]) s=$((34+${s#RTMIN+}));; *) n=0; for x in ' + " ".join(SIGNAL_NAMES)
-    + '; do n=$((n+1)); if [ "$x" = "$s" ]; then s=$n; break; fi; done;; esac; '
+    'app=$1; d=' + EXITS_DIR + '; s=$MONITOR_EXIT_STATUS; '
+    'case $MONITOR_EXIT_CODE in exited) c=1;; killed) c=2;; dumped) c=3;; *) exit 0;; esac; '
+    'case $c$s in 1*) ;; [23]RTMIN+[0-9]|[23]RTMIN+[0-9][0-9]) s=$((34+${s#RTMIN+}));; *) n=0; for x in '
+    + " ".join(SIGNAL_NAMES) + '; do n=$((n+1)); if [ "$x" = "$s" ]; then s=$n; break; fi; done;; esac; '
     'case $s in [0-9]|[0-9][0-9]|[0-9][0-9][0-9]) ;; *) exit 0;; esac; '
     'read t x < /proc/uptime; '
     'printf "Result=%s\\nExecMainCode=%s\\nExecMainStatus=%s\\nExecMainExitTimestampMonotonic=%s\\n" '
-    '"$SERVICE_RESULT" "$c" "$s" "${t%.*}${t#*.}0000" > "$d/.$app.tmp" && ' + MV + ' -f "$d/.$app.tmp" "$d/$app"'
+    '"$MONITOR_SERVICE_RESULT" "$c" "$s" "${t%.*}${t#*.}0000" > "$d/.$app.tmp" && '
+    + MV + ' -f "$d/.$app.tmp" "$d/$app"; exit 0'
 )
 
-# The reaper's ExecStop=, $1: the app. The record's fallback: when the app's ExecStopPost= wrote none
-# (it never started: a dependency or a pre-start handler failed; a post-stop handler of its own
-# failed, which stops the ExecStopPost= lines after it; its environment sets one of EXIT_VARIABLES),
-# it is written from `systemctl show` (one systemctl: the start time is read from its output).
+# The reaper's ExecStop=, $1: the app. The record's fallback, when kvmpod-record-<app> wrote none: the
+# app never started (a dependency failed: its unit never changed state; a pre-start handler failed),
+# or the shutdown stopped the reaper before the record unit ran (a stop is ordered before a start).
+# It writes what `systemctl show` says (one systemctl: the start time is read from its output).
 REAPER_SCRIPT = (
     'app=$1; d=' + EXITS_DIR + '; [ -e "$d/$app" ] && exit 0; r=$(' + SYSTEMCTL + ' show '
     + " ".join(f"-p {p}" for p in SHOWN)
@@ -87,15 +92,12 @@ REAPER_SCRIPT = (
 )
 
 
-def sets_exit_variables(unit_text: str) -> bool:
-    """True when an app's rendered unit sets one of EXIT_VARIABLES itself: systemd lets Environment=
-    override what it passes to ExecStopPost=, so the record cannot trust them (the reaper records it)."""
-    return any(line.startswith(f"Environment={quote}{name}=") for line in unit_text.splitlines()
-               for name in EXIT_VARIABLES for quote in ('"', ""))
-
-
 def reaper_unit(app_name: str) -> str:
     return f"kvmpod-reaper-{app_name}.service"
+
+
+def record_unit(app_name: str) -> str:
+    return f"kvmpod-record-{app_name}.service"
 
 
 def pod_share_tag(settings: dict[str, str]) -> str | None:
@@ -109,10 +111,8 @@ def pod_share_tag(settings: dict[str, str]) -> str | None:
     return tag
 
 
-def plan_lifecycle(app_names: list[str], tag: str, manifest_path: str, ninep_options: str | None,
-                   reaper_records: frozenset[str] = frozenset()) -> list[Output]:
-    """The pod share's mount, the end-of-pod unit, and each app's reaper and drop-in (pure).
-    `reaper_records`: the apps whose own ExecStopPost= cannot record them (sets_exit_variables)."""
+def plan_lifecycle(app_names: list[str], tag: str, manifest_path: str, ninep_options: str | None) -> list[Output]:
+    """The pod share's mount, the end-of-pod unit, and each app's reaper, record unit and drop-in (pure)."""
     share_mount = mount_unit_name(POD_SHARE_DIR)
 
     def unit(description: str, *entries: tuple[str, str]) -> list[tuple[str, str]]:
@@ -158,13 +158,23 @@ def plan_lifecycle(app_names: list[str], tag: str, manifest_path: str, ninep_opt
                                                                        "kvmpod-reaper", name)))]),
         ]
         outputs.append(GeneratedFile(reaper, render_unit(sections)))
-        service = [("SyslogIdentifier", name), ("StandardOutput", "journal+console"), ("StandardError", "journal+console")]
-        if name not in reaper_records:
-            # A drop-in's ExecStopPost= comes after the unit's own (the app's post-stop handlers).
-            service.append(("ExecStopPost", "-+" + " ".join(exec_word(w) for w in ("/bin/sh", "-c", RECORD_SCRIPT,
-                                                                                      "kvmpod-record", name))))
+        record = record_unit(name)
+        outputs.append(GeneratedFile(record, render_unit([
+            # Requisite=: never starts the reaper, and keeps it from stopping while this unit has a job
+            # or runs (StopWhenUnneeded= counts it), so the reaper's fallback finds the record written.
+            # If the shutdown stops the reaper first, this stops too: the reaper records the app.
+            # Before=shutdown.target: the shutdown waits for the record.
+            ("Unit", unit(f"kvmpod: record how app {name} ended", ("DefaultDependencies", "no"),
+                          ("Requisite", reaper), ("After", reaper), ("Before", "shutdown.target"),
+                          ("RequiresMountsFor", POD_SHARE_DIR))),
+            ("Service", [("Type", "oneshot"),
+                         ("ExecStart", " ".join(exec_word(w) for w in ("/bin/sh", "-c", RECORD_SCRIPT,
+                                                                        "kvmpod-record", name)))]),
+        ])))
         outputs.append(GeneratedFile(f"{app_service(name)}.d/{DROPIN_NAME}", render_unit([
-            ("Unit", [("Wants", reaper), ("After", reaper), ("OnFailure", "poweroff.target")]),
-            ("Service", service),
+            ("Unit", [("Wants", reaper), ("After", reaper), ("OnSuccess", record),
+                      ("OnFailure", f"{record} poweroff.target")]),
+            ("Service", [("SyslogIdentifier", name), ("StandardOutput", "journal+console"),
+                         ("StandardError", "journal+console")]),
         ], comment="kvmpod run's pod lifecycle (kvmpod.pod_share= on the kernel command line)")))
     return outputs

@@ -58,13 +58,13 @@ def test_the_pod_exits_with_the_first_app_that_failed():
     assert pods.pod_exit_status({"o": exits["o"], "n": exits["n"]}) == 1  # an app that never started failed
 
 
-# As the app's own ExecStopPost= writes them (guest.lifecycle.RECORD_SCRIPT): no start time; the exit
+# As kvmpod-record-<app>.service writes them (guest.lifecycle.RECORD_SCRIPT): no start time; the exit
 # time is the guest's uptime when written.
 OWN_FAILED = "Result=exit-code\nExecMainCode=1\nExecMainStatus=4\nExecMainExitTimestampMonotonic=161000000\n"
 OWN_TERMINATED = "Result=success\nExecMainCode=2\nExecMainStatus=15\nExecMainExitTimestampMonotonic=165190000\n"
 
 
-def test_records_written_by_the_apps_own_execstoppost_are_apps_that_ran():
+def test_records_written_by_the_apps_record_unit_are_apps_that_ran():
     failed, term = pods.parse_exit("g", OWN_FAILED), pods.parse_exit("u", OWN_TERMINATED)
     assert (failed.started, failed.failed, failed.exit_status, failed.describe()) == (True, True, 4, "exited 4 (failed)")
     assert (term.started, term.failed, term.exit_status, term.describe()) == (True, False, 143, "killed by signal 15")
