@@ -60,7 +60,7 @@ def _records(state: RunState) -> dict[str, dict[str, str]]:
 
 
 def _by_record_unit(record: dict[str, str]) -> bool:
-    """Written by the app's kvmpod-record-<app>.service (kvmpod.guest.lifecycle.RECORD_SCRIPT), which has
+    """Written by the app's kvmpod-ended-/kvmpod-failed-<app>.service (kvmpod.guest.lifecycle.RECORD_SCRIPT), which has
     no start time; the reaper's fallback (`systemctl show`) has one."""
     return "ExecMainStartTimestampMonotonic" not in record
 

@@ -62,7 +62,7 @@ def test_an_app_its_record_unit_recorded_is_not_shown_again(tmp_path: Path) -> N
     assert (exits / "web").read_text().endswith("Monotonic=5\n")
 
 
-# ---------------------------------------------------------------- kvmpod-record-<app>.service
+# ---------------------------------------------------------------- kvmpod-ended-/kvmpod-failed-<app>.service
 
 def _record(tmp_path: Path, **env: str) -> tuple[str | None, int]:
     """The record RECORD_SCRIPT writes for app `web` with systemd's MONITOR_ variables `env`, and its status."""
@@ -130,12 +130,20 @@ def test_no_record_when_systemd_said_nothing_the_record_can_hold(tmp_path: Path,
 def test_the_app_starts_its_record_unit_when_it_ends_either_way_and_the_unit_pins_the_reaper() -> None:
     outputs = {o.path: o.content for o in lifecycle.plan_lifecycle(["web"], "kvmpod_pod", "/etc/kvmpod/pod.json", None)}
     dropin = outputs[f"web.service.d/{lifecycle.DROPIN_NAME}"]
-    assert "OnSuccess=kvmpod-record-web.service\n" in dropin
-    assert "OnFailure=kvmpod-record-web.service poweroff.target\n" in dropin
-    record = outputs["kvmpod-record-web.service"]
-    # Requisite= (not Wants=): never starts the reaper, but holds off its StopWhenUnneeded= stop
-    assert "Requisite=kvmpod-reaper-web.service\n" in record and "Wants=" not in record
-    assert "Before=shutdown.target\n" in record and "Conflicts=" not in record
-    assert "kvmpod-record web\n" in record
+    assert "OnSuccess=kvmpod-ended-web.service\n" in dropin
+    assert "OnFailure=kvmpod-failed-web.service poweroff.target\n" in dropin
+    for record in (outputs["kvmpod-ended-web.service"], outputs["kvmpod-failed-web.service"]):
+        # Requisite= (not Wants=): never starts the reaper, but holds off its StopWhenUnneeded= stop
+        assert "Requisite=kvmpod-reaper-web.service\n" in record and "Wants=" not in record
+        assert "Before=shutdown.target\n" in record and "Conflicts=" not in record
+        assert "kvmpod-record web\n" in record
     assert "SuccessAction=poweroff\n" in outputs["kvmpod-pod-end.service"]
     assert "systemctl" not in outputs["kvmpod-pod-end.service"]
+
+
+def test_the_record_unit_leaves_a_record_the_reaper_already_wrote(tmp_path: Path) -> None:
+    exits = tmp_path / "apps"
+    exits.mkdir()
+    (exits / "web").write_text(SHOW_STARTED)
+    record, _ = _record(tmp_path, SERVICE_RESULT="success", EXIT_CODE="killed", EXIT_STATUS="TERM")
+    assert record == SHOW_STARTED

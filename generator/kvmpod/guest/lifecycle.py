@@ -7,8 +7,8 @@ a 9p share of the pod directory, kvmpod's own, mounted at /run/kvmpod/pod. Then,
   that fails shuts the pod down, rkt's `OnFailure=halt.target`), and its stdout/stderr go to the
   journal and the console under its own name (`SyslogIdentifier=<app>`, `journal+console`; the
   stage1 points journald's TTYPath at the serial port the host reads the apps' output from);
-- `kvmpod-record-<app>.service`, started by the app's `OnSuccess=`/`OnFailure=` as soon as its unit
-  is inactive or failed, writes its end as systemd gives it to such a unit ($MONITOR_SERVICE_RESULT,
+- `kvmpod-ended-<app>.service` or `kvmpod-failed-<app>.service`, started by the app's
+  `OnSuccess=`/`OnFailure=` as soon as its unit is inactive or failed, writes its end as systemd gives it to such a unit ($MONITOR_SERVICE_RESULT,
   $MONITOR_EXIT_CODE, $MONITOR_EXIT_STATUS; the exit time from the guest's uptime) to
   /run/kvmpod/pod/apps/<app>, where the host reads it after the VM is gone (issue 20: no `systemctl`
   on the pod's end, which took 0.3-1.7 s under TCG);
@@ -55,7 +55,7 @@ SIGNAL_NAMES = ("HUP", "INT", "QUIT", "ILL", "TRAP", "ABRT", "BUS", "FPE", "KILL
                 "VTALRM", "PROF", "WINCH", "IO", "PWR", "SYS")
 MONITOR_VARIABLES = ("MONITOR_SERVICE_RESULT", "MONITOR_EXIT_CODE", "MONITOR_EXIT_STATUS")
 
-# kvmpod-record-<app>.service's ExecStart= (issue 20): the app's end, recorded as soon as its unit is
+# The record units' ExecStart= (issue 20): the app's end, recorded as soon as its unit is
 # inactive or failed, without a systemctl (an exec read over 9p, 0.3-1.7 s under TCG on every pod's
 # end). $1: the app. Not the app's own ExecStopPost=: even with "+" that runs in the app's
 # RootDirectory (systemd 252: no /proc, no pod share there). Nothing is written when the main process
@@ -66,7 +66,7 @@ MONITOR_VARIABLES = ("MONITOR_SERVICE_RESULT", "MONITOR_EXIT_CODE", "MONITOR_EXI
 # none here; that the main process ran is in ExecMainCode (1-3). Written under a temporary name and
 # renamed, so the host never reads half a record.
 RECORD_SCRIPT = (
-    'app=$1; d=' + EXITS_DIR + '; s=$MONITOR_EXIT_STATUS; '
+    'app=$1; d=' + EXITS_DIR + '; s=$MONITOR_EXIT_STATUS; [ -e "$d/$app" ] && exit 0; '
     'case $MONITOR_EXIT_CODE in exited) c=1;; killed) c=2;; dumped) c=3;; *) exit 0;; esac; '
     'case $c$s in 1*) ;; [23]RTMIN+[0-9]|[23]RTMIN+[0-9][0-9]) s=$((34+${s#RTMIN+}));; *) n=0; for x in '
     + " ".join(SIGNAL_NAMES) + '; do n=$((n+1)); if [ "$x" = "$s" ]; then s=$n; break; fi; done;; esac; '
@@ -77,7 +77,7 @@ RECORD_SCRIPT = (
     + MV + ' -f "$d/.$app.tmp" "$d/$app"; exit 0'
 )
 
-# The reaper's ExecStop=, $1: the app. The record's fallback, when kvmpod-record-<app> wrote none: the
+# The reaper's ExecStop=, $1: the app. The record's fallback, when no record unit wrote one: the
 # app never started (a dependency failed: its unit never changed state; a pre-start handler failed),
 # or the shutdown stopped the reaper before the record unit ran (a stop is ordered before a start).
 # It writes what `systemctl show` says (one systemctl: the start time is read from its output).
@@ -96,8 +96,11 @@ def reaper_unit(app_name: str) -> str:
     return f"kvmpod-reaper-{app_name}.service"
 
 
-def record_unit(app_name: str) -> str:
-    return f"kvmpod-record-{app_name}.service"
+def record_units(app_name: str) -> dict[str, str]:
+    """The units the app's OnSuccess= and OnFailure= start to record its end. Two, not one: systemd 252
+    passes no MONITOR_ variables to a unit its source triggers both ways ("multiple trigger source
+    candidates for exit status propagation (hello.service, hello.service), skipping", seen in a boot)."""
+    return {"OnSuccess": f"kvmpod-ended-{app_name}.service", "OnFailure": f"kvmpod-failed-{app_name}.service"}
 
 
 def pod_share_tag(settings: dict[str, str]) -> str | None:
@@ -158,22 +161,23 @@ def plan_lifecycle(app_names: list[str], tag: str, manifest_path: str, ninep_opt
                                                                        "kvmpod-reaper", name)))]),
         ]
         outputs.append(GeneratedFile(reaper, render_unit(sections)))
-        record = record_unit(name)
-        outputs.append(GeneratedFile(record, render_unit([
-            # Requisite=: never starts the reaper, and keeps it from stopping while this unit has a job
-            # or runs (StopWhenUnneeded= counts it), so the reaper's fallback finds the record written.
-            # If the shutdown stops the reaper first, this stops too: the reaper records the app.
-            # Before=shutdown.target: the shutdown waits for the record.
-            ("Unit", unit(f"kvmpod: record how app {name} ended", ("DefaultDependencies", "no"),
-                          ("Requisite", reaper), ("After", reaper), ("Before", "shutdown.target"),
-                          ("RequiresMountsFor", POD_SHARE_DIR))),
-            ("Service", [("Type", "oneshot"),
-                         ("ExecStart", " ".join(exec_word(w) for w in ("/bin/sh", "-c", RECORD_SCRIPT,
-                                                                        "kvmpod-record", name)))]),
-        ])))
+        for record in record_units(name).values():
+            outputs.append(GeneratedFile(record, render_unit([
+                # Requisite=: never starts the reaper, and keeps it from stopping while this unit has a
+                # job or runs (StopWhenUnneeded= counts it), so the reaper's fallback finds the record
+                # written. In a shutdown the reaper's stop comes first (a stop is ordered before a
+                # start) and records the app itself; this unit then finds the record and writes none.
+                # Before=shutdown.target: the shutdown waits for the record.
+                ("Unit", unit(f"kvmpod: record how app {name} ended", ("DefaultDependencies", "no"),
+                              ("Requisite", reaper), ("After", reaper), ("Before", "shutdown.target"),
+                              ("RequiresMountsFor", POD_SHARE_DIR))),
+                ("Service", [("Type", "oneshot"),
+                             ("ExecStart", " ".join(exec_word(w) for w in ("/bin/sh", "-c", RECORD_SCRIPT,
+                                                                            "kvmpod-record", name)))]),
+            ])))
         outputs.append(GeneratedFile(f"{app_service(name)}.d/{DROPIN_NAME}", render_unit([
-            ("Unit", [("Wants", reaper), ("After", reaper), ("OnSuccess", record),
-                      ("OnFailure", f"{record} poweroff.target")]),
+            ("Unit", [("Wants", reaper), ("After", reaper), ("OnSuccess", record_units(name)["OnSuccess"]),
+                      ("OnFailure", f"{record_units(name)['OnFailure']} poweroff.target")]),
             ("Service", [("SyslogIdentifier", name), ("StandardOutput", "journal+console"),
                          ("StandardError", "journal+console")]),
         ], comment="kvmpod run's pod lifecycle (kvmpod.pod_share= on the kernel command line)")))

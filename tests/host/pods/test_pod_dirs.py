@@ -58,7 +58,7 @@ def test_the_pod_exits_with_the_first_app_that_failed():
     assert pods.pod_exit_status({"o": exits["o"], "n": exits["n"]}) == 1  # an app that never started failed
 
 
-# As kvmpod-record-<app>.service writes them (guest.lifecycle.RECORD_SCRIPT): no start time; the exit
+# As kvmpod-ended-/kvmpod-failed-<app>.service writes them (guest.lifecycle.RECORD_SCRIPT): no start time; the exit
 # time is the guest's uptime when written.
 OWN_FAILED = "Result=exit-code\nExecMainCode=1\nExecMainStatus=4\nExecMainExitTimestampMonotonic=161000000\n"
 OWN_TERMINATED = "Result=success\nExecMainCode=2\nExecMainStatus=15\nExecMainExitTimestampMonotonic=165190000\n"

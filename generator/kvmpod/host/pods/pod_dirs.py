@@ -223,7 +223,7 @@ def parse_exit(app: str, text: str) -> AppExit | None:
     if exit_problem(text) is not None:
         return None
     fields = dict(line.split("=", 1) for line in text.splitlines() if "=" in line)
-    # Written by kvmpod-record-<app>.service (guest.lifecycle.RECORD_SCRIPT): no start time, and an
+    # Written by kvmpod-ended-/kvmpod-failed-<app>.service (guest.lifecycle.RECORD_SCRIPT): no start time, and an
     # ExecMainCode only when its main process ran. By its reaper (`systemctl show`): both.
     started = (int(fields.get("ExecMainStartTimestampMonotonic") or 0) > 0
                or fields.get("ExecMainCode", "") in _CODES)
