@@ -2,11 +2,14 @@
 
 Three boots, each shared by the tests of one scenario, plus one that is killed before it boots:
 - "run-fail": an app fails while another still runs: the pod shuts down, the failing app's status is
-  `kvmpod run`'s exit status, the running app got SIGTERM, every app's output reached the terminal
-  prefixed with its name, and the host reads every app's end afterwards (`kvmpod status`, `list`);
+  `kvmpod run`'s exit status, the running apps got SIGTERM (one of them then fails in its own
+  post-stop handler, which ran: a later failure than the first), every app's output reached the
+  terminal prefixed with its name, and the host reads every app's end afterwards (`kvmpod status`,
+  `list`);
 - "run-ok": every app exits 0 (one of them from an .aci whose image manifest gives its command): the
-  pod powers off by itself and `kvmpod run` exits 0; run with --keep, its guest journal is persistent
-  and on the host afterwards;
+  pod powers off by itself, `kvmpod run` exits 0, and every end was recorded by the app's record
+  unit (issue 20), not by its reaper's `systemctl show`; run with --keep, its guest journal is
+  persistent and on the host afterwards;
 - "run-sigint": an app that never exits keeps the pod up until the test sends SIGINT to `kvmpod run`
   (a Ctrl-C): the apps get SIGTERM, the VM powers off, and the ends are still reported (exit 130); the
   running pod's guest journal is volatile (nothing of it in the pod's upper dir);
