@@ -147,3 +147,12 @@ def test_the_record_unit_leaves_a_record_the_reaper_already_wrote(tmp_path: Path
     (exits / "web").write_text(SHOW_STARTED)
     record, _ = _record(tmp_path, SERVICE_RESULT="success", EXIT_CODE="killed", EXIT_STATUS="TERM")
     assert record == SHOW_STARTED
+
+
+def test_the_longest_app_name_still_names_every_lifecycle_unit() -> None:
+    from kvmpod.pod.limits import MAX_APP_NAME_BYTES, NAME_MAX
+
+    name = "a" * MAX_APP_NAME_BYTES
+    paths = [o.path for o in lifecycle.plan_lifecycle([name], "kvmpod_pod", "/etc/kvmpod/pod.json", None)]
+    assert max(len(p.split("/")[0].encode()) for p in paths if "/" not in p or p.endswith(".d")) <= NAME_MAX
+    assert max(len(part.encode()) for p in paths for part in p.split("/")) <= NAME_MAX

@@ -3,8 +3,9 @@ manifest that breaks one is an input error naming its field, never a failed writ
 
 - A unit name is at most 255 bytes (systemd's UNIT_NAME_MAX is 256 with the NUL), and so is any
   file name the generator writes (the kernel's NAME_MAX). The longest name made from an app's name
-  is its reaper under `kvmpod run`, `kvmpod-reaper-<app>.service` (guest/lifecycle.py), so an app
-  name has at most 233 bytes.
+  is its reaper under `kvmpod run`, `kvmpod-reaper-<app>.service` (guest/lifecycle.py; its record
+  units, `kvmpod-ended-`/`kvmpod-failed-<app>.service`, are as long), so an app name has at most 233
+  bytes.
 - A volume is staged at /mnt/<stage name>: a stage name (a volume name, `<app>.<volume>` for an
   appVolume, `<app>-<mount point>` for an implicit one) is one path component, at most 255 bytes.
   Units named after it (`kvmpod-empty-volume-<name>.service`, mount units) take systemd's hashed
