@@ -42,3 +42,13 @@ def test_without_the_group_the_directory_is_roots(tmp_path: Path) -> None:
     root = _root(tmp_path, None)
     st = os.stat(kept_journal.make_persistent(str(root)))
     assert (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)) == (0, 0, 0o2755)
+
+
+def test_a_user_who_is_not_root_keeps_the_directory_as_their_own(tmp_path: Path, monkeypatch) -> None:
+    root = _root(tmp_path, "systemd-journal:x:101:\n")
+    chowned = []
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    monkeypatch.setattr(os, "chown", lambda *a: chowned.append(a))
+    made = kept_journal.make_persistent(str(root))
+    assert os.path.isdir(made) and chowned == []
+    assert stat.S_IMODE(os.stat(made).st_mode) == 0o2755

@@ -10,7 +10,8 @@ upper dir: `journalctl -D <pod>/stage1/upper/var/log/journal` (tests/benchmarks/
 so). That flush is on the apps' path again: a kept pod starts slower, which the README says.
 
 Made as Debian's systemd makes it (its postinst; tmpfiles.d/systemd.conf gives it this mode and group):
-root, group systemd-journal when the stage1 has that group, mode 2755.
+root, group systemd-journal when the stage1 has that group, mode 2755 (run by a user who is not root,
+whose pod has a copy of the stage1 root: the user's own directory, mode 2755).
 """
 
 import os
@@ -38,7 +39,8 @@ def make_persistent(root: str) -> str:
     path = os.path.join(root, JOURNAL_DIR)
     os.makedirs(os.path.dirname(path), mode=0o755, exist_ok=True)
     os.makedirs(path, exist_ok=True)
-    gid = group_id(root)
-    os.chown(path, 0, gid if gid is not None else 0)
+    if os.geteuid() == 0:  # not root (a pod with a copied root): the directory stays the user's
+        gid = group_id(root)
+        os.chown(path, 0, gid if gid is not None else 0)
     os.chmod(path, MODE)  # after chown, which clears the setgid bit
     return path
