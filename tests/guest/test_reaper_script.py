@@ -134,9 +134,12 @@ def test_the_app_starts_its_record_unit_when_it_ends_either_way_and_the_unit_pin
     assert "OnFailure=kvmpod-failed-web.service poweroff.target\n" in dropin
     for record in (outputs["kvmpod-ended-web.service"], outputs["kvmpod-failed-web.service"]):
         # Requisite= (not Wants=): never starts the reaper, but holds off its StopWhenUnneeded= stop
-        assert "Requisite=kvmpod-reaper-web.service\n" in record and "Wants=" not in record
+        assert "Requisite=kvmpod-reaper-web.service kvmpod-pod-end.service\n" in record and "Wants=" not in record
         assert "Before=shutdown.target\n" in record and "Conflicts=" not in record
         assert "kvmpod-record web\n" in record
+    # the app (not its reaper) wants the pod's end: it powers off without waiting for the reaper's stop
+    assert "Wants=kvmpod-reaper-web.service kvmpod-pod-end.service\n" in dropin
+    assert "Wants=" not in outputs["kvmpod-reaper-web.service"]
     assert "SuccessAction=poweroff\n" in outputs["kvmpod-pod-end.service"]
     assert "systemctl" not in outputs["kvmpod-pod-end.service"]
 

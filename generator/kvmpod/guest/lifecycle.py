@@ -18,9 +18,12 @@ a 9p share of the pod directory, kvmpod's own, mounted at /run/kvmpod/pod. Then,
   shutdown stopped the reaper before the record unit ran): it writes the end `systemctl show` reads
   (Result, ExecMainCode, ExecMainStatus, start and exit times). An app that never started powers the
   pod off too: it failed;
-- `kvmpod-pod-end.service` (rkt's `shutdown.service`): wanted by every reaper and also
-  `StopWhenUnneeded=`, so it stops when the last reaper has stopped, i.e. when every app has exited,
-  and its `SuccessAction=poweroff` has PID 1 power the VM off (the orderly shutdown).
+- `kvmpod-pod-end.service` (rkt's `shutdown.service`): wanted by every app, kept up by each record
+  unit while it records (`Requisite=`) and `StopWhenUnneeded=`, so it stops when every app has ended
+  and been recorded, and its `SuccessAction=poweroff` has PID 1 power the VM off (the orderly
+  shutdown, which still waits for the reapers' stops: `Before=shutdown.target`). Not wanted by the
+  reapers (issue 20): the pod's end no longer waits for a reaper's stop, a shell started only to find
+  the record written, before it powers off; the shutdown runs it beside its other stops.
 
 A pod stopped from outside (`kvmpod stop`, Ctrl-C: ACPI power button, logind) stops its apps with
 SIGTERM in the usual shutdown; each app's record unit (or its reaper) still records it on the way
@@ -154,7 +157,7 @@ def plan_lifecycle(app_names: list[str], tag: str, manifest_path: str, ninep_opt
             # "app.service: Collecting." at once, and `systemctl show` then loaded the unit afresh and
             # recorded an app that had run 10 s as never started (ExecMainStartTimestampMonotonic=0).
             ("Unit", unit(f"kvmpod: record how app {name} ended", *POD_UNIT_DEPENDENCIES,
-                          ("StopWhenUnneeded", "yes"), ("Wants", POD_END_UNIT), ("After", POD_END_UNIT),
+                          ("StopWhenUnneeded", "yes"), ("After", POD_END_UNIT),
                           ("Before", app_service(name)), ("RequiresMountsFor", POD_SHARE_DIR))),
             ("Service", [("Type", "oneshot"), ("RemainAfterExit", "yes"), ("ExecStart", "/bin/true"),
                          ("ExecStop", " ".join(exec_word(w) for w in ("/bin/sh", "-c", REAPER_SCRIPT,
@@ -163,20 +166,20 @@ def plan_lifecycle(app_names: list[str], tag: str, manifest_path: str, ninep_opt
         outputs.append(GeneratedFile(reaper, render_unit(sections)))
         for record in record_units(name).values():
             outputs.append(GeneratedFile(record, render_unit([
-                # Requisite=: never starts the reaper, and keeps it from stopping while this unit has a
-                # job or runs (StopWhenUnneeded= counts it), so the reaper's fallback finds the record
-                # written. In a shutdown the reaper's stop comes first (a stop is ordered before a
+                # Requisite=: never starts the reaper or the pod's end, and keeps them from stopping
+                # while this unit has a job or runs (StopWhenUnneeded= counts it), so the reaper's
+                # fallback finds the record written and the pod powers off once it is. In a shutdown the reaper's stop comes first (a stop is ordered before a
                 # start) and records the app itself; this unit then finds the record and writes none.
                 # Before=shutdown.target: the shutdown waits for the record.
                 ("Unit", unit(f"kvmpod: record how app {name} ended", ("DefaultDependencies", "no"),
-                              ("Requisite", reaper), ("After", reaper), ("Before", "shutdown.target"),
+                              ("Requisite", f"{reaper} {POD_END_UNIT}"), ("After", reaper), ("Before", "shutdown.target"),
                               ("RequiresMountsFor", POD_SHARE_DIR))),
                 ("Service", [("Type", "oneshot"),
                              ("ExecStart", " ".join(exec_word(w) for w in ("/bin/sh", "-c", RECORD_SCRIPT,
                                                                             "kvmpod-record", name)))]),
             ])))
         outputs.append(GeneratedFile(f"{app_service(name)}.d/{DROPIN_NAME}", render_unit([
-            ("Unit", [("Wants", reaper), ("After", reaper), ("OnSuccess", record_units(name)["OnSuccess"]),
+            ("Unit", [("Wants", f"{reaper} {POD_END_UNIT}"), ("After", reaper), ("OnSuccess", record_units(name)["OnSuccess"]),
                       ("OnFailure", f"{record_units(name)['OnFailure']} poweroff.target")]),
             ("Service", [("SyslogIdentifier", name), ("StandardOutput", "journal+console"),
                          ("StandardError", "journal+console")]),
