@@ -140,6 +140,9 @@ def test_the_app_starts_its_record_unit_when_it_ends_either_way_and_the_unit_pin
     # the app (not its reaper) wants the pod's end: it powers off without waiting for the reaper's stop
     assert "Wants=kvmpod-reaper-web.service kvmpod-pod-end.service\n" in dropin
     assert "Wants=" not in outputs["kvmpod-reaper-web.service"]
+    # nor ordered after it: its stop would come first, and the poweroff would wait for it
+    assert "kvmpod-pod-end" not in outputs["kvmpod-reaper-web.service"]
+    assert "After=kvmpod-reaper-web.service kvmpod-pod-end.service\n" in dropin
     assert "SuccessAction=poweroff\n" in outputs["kvmpod-pod-end.service"]
     assert "systemctl" not in outputs["kvmpod-pod-end.service"]
 

@@ -151,13 +151,15 @@ def plan_lifecycle(app_names: list[str], tag: str, manifest_path: str, ninep_opt
     for name in app_names:
         reaper = reaper_unit(name)
         sections: list[Section] = [
+            # Not After= the pod's end (the app is): a reaper's stop would then come before the pod's end
+            # stopped, and the poweroff would wait for it (seen in a boot).
             # Before= the app, as the app's drop-in's After= already orders them, but said here: a
             # dependency is a reference from the unit that declares it, so the app's unit is not
             # garbage-collected between its stop and the ExecStop= that reads it. Without it a boot saw
             # "app.service: Collecting." at once, and `systemctl show` then loaded the unit afresh and
             # recorded an app that had run 10 s as never started (ExecMainStartTimestampMonotonic=0).
             ("Unit", unit(f"kvmpod: record how app {name} ended", *POD_UNIT_DEPENDENCIES,
-                          ("StopWhenUnneeded", "yes"), ("After", POD_END_UNIT),
+                          ("StopWhenUnneeded", "yes"),
                           ("Before", app_service(name)), ("RequiresMountsFor", POD_SHARE_DIR))),
             ("Service", [("Type", "oneshot"), ("RemainAfterExit", "yes"), ("ExecStart", "/bin/true"),
                          ("ExecStop", " ".join(exec_word(w) for w in ("/bin/sh", "-c", REAPER_SCRIPT,
@@ -179,7 +181,8 @@ def plan_lifecycle(app_names: list[str], tag: str, manifest_path: str, ninep_opt
                                                                             "kvmpod-record", name)))]),
             ])))
         outputs.append(GeneratedFile(f"{app_service(name)}.d/{DROPIN_NAME}", render_unit([
-            ("Unit", [("Wants", f"{reaper} {POD_END_UNIT}"), ("After", reaper), ("OnSuccess", record_units(name)["OnSuccess"]),
+            ("Unit", [("Wants", f"{reaper} {POD_END_UNIT}"), ("After", f"{reaper} {POD_END_UNIT}"),
+                      ("OnSuccess", record_units(name)["OnSuccess"]),
                       ("OnFailure", f"{record_units(name)['OnFailure']} poweroff.target")]),
             ("Service", [("SyslogIdentifier", name), ("StandardOutput", "journal+console"),
                          ("StandardError", "journal+console")]),
