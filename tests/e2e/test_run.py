@@ -219,6 +219,9 @@ def _aci(path: Path, rootfs: Path, image_manifest: dict) -> Path:
     return path
 
 
+FLOOD_LINES = 12_000
+
+
 def _run_ok(state: RunState, tmp: Path) -> Iterator[None]:
     out = state.logs / "out"
     out.mkdir(parents=True)
@@ -240,7 +243,8 @@ def _run_ok(state: RunState, tmp: Path) -> Iterator[None]:
         str(images / "three-oci"), ref="example.com/three:1.0")
     state.fetched = host_kvmpod("image", "fetch", f"oci:{images / 'three-oci'}:example.com/three:1.0", env=state.env)
     manifest = {"acKind": "PodManifest", "acVersion": "0.8.11", "apps": [
-        sh_app("one", "echo one here; busybox tr '\\0' '\\n' < /proc/$$/environ > /out/one.env; "
+        # More lines than journald's default rate limit lets through (10,000 per 30 s per unit).
+        sh_app("one", f"busybox seq {FLOOD_LINES}; echo one here; busybox tr '\\0' '\\n' < /proc/$$/environ > /out/one.env; "
                       "busybox ip -o link > /out/one.links; echo one > /out/one.txt", [("out", "/out")]),
         {"name": "two", "image": {"name": "example.com/two"}},
         {"name": "three", "image": {"name": "example.com/three"}},
@@ -269,6 +273,26 @@ def test_pod_whose_apps_all_succeed_powers_off_by_itself(run_ok: RunState) -> No
     # Every app ended on its own: each end recorded by its record unit, not by a reaper's systemctl.
     records = _records(run_ok)
     assert {a: _by_record_unit(r) for a, r in records.items()} == {"one": True, "two": True, "three": True}, records
+
+
+def test_an_app_that_prints_many_lines_loses_none(run_ok: RunState) -> None:
+    """journald's rate limit dropped an app's lines after 10,000 in 30 s, on their way to the host too:
+    the stage1 turns it off (images/stage1.py, JOURNALD_SETTINGS). And the pod powered off while ~7,000
+    of them still waited in journald's socket: the record unit now waits until journald has read the
+    app's stream to its end (guest/lifecycle.py, DRAIN)."""
+    run_ok.require()
+    want = [str(n) for n in range(1, FLOOD_LINES + 1)]
+    journal = run_ok.pods / run_ok.uuid / "stage1/upper/var/log/journal"  # run-ok is kept: its journal persists
+    text = subprocess.run(["journalctl", "-D", str(journal), "-o", "cat", "--no-pager", "SYSLOG_IDENTIFIER=one"],
+                          capture_output=True, text=True).stdout
+    assert [ln for ln in text.splitlines() if ln.isdigit()] == want, run_ok.where()
+    numbers = [text for app, text in run_ok.app_lines() if app == "one" and text.isdigit()]
+    # Every line, in order, up to the last one (printed just before the app ended: the pod's end waited
+    # for it). Known, not fixed: the guest's 16550 serial port, under a flood the host reads slower
+    # than the app writes, can lose a few bytes of a line (seen once: one line of 12,000 cut); the
+    # README says so. Such a line is not a number here, so a handful may be missing, never more.
+    assert numbers[-1] == want[-1] and len(numbers) >= FLOOD_LINES - 5, (len(numbers), numbers[-3:], run_ok.where())
+    assert len(set(numbers)) == len(numbers) and numbers == sorted(numbers, key=int)  # no line twice, none out of order
 
 
 def test_aci_app_runs_with_its_image_manifest(run_ok: RunState) -> None:

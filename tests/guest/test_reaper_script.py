@@ -161,3 +161,77 @@ def test_the_longest_app_name_still_names_every_lifecycle_unit() -> None:
     name = "a" * MAX_APP_NAME_BYTES
     paths = [o.path for o in lifecycle.plan_lifecycle([name], "kvmpod_pod", "/etc/kvmpod/pod.json", None)]
     assert max(len(part.encode()) for p in paths for part in p.split("/")) <= NAME_MAX
+
+
+# ---------------------------------------------------------------- waiting for journald to pass the app's output on
+
+def _drain_run(tmp_path: Path, script: str, streams: Path, tenths: int = lifecycle.DRAIN_TENTHS,
+               remove_after: float | None = None) -> tuple[float, bool]:
+    """Run `script` for app `web` with journald's stream files in `streams`; (seconds taken, whether
+    the record existed while the stream file was still there)."""
+    import threading
+    import time
+
+    exits = tmp_path / "apps"
+    exits.mkdir(exist_ok=True)
+    script = (script.replace(lifecycle.STREAMS_DIR, str(streams)).replace(lifecycle.EXITS_DIR, str(exits))
+              .replace(f"-lt {lifecycle.DRAIN_TENTHS} ", f"-lt {tenths} "))
+    seen: list[bool] = []
+
+    def remove() -> None:
+        time.sleep(remove_after)
+        seen.append((exits / "web").exists())
+        for f in streams.iterdir():
+            f.unlink()
+
+    remover = threading.Thread(target=remove) if remove_after is not None else None
+    env = {**os.environ, "MONITOR_SERVICE_RESULT": "success", "MONITOR_EXIT_CODE": "exited", "MONITOR_EXIT_STATUS": "0"}
+    started = time.monotonic()
+    if remover:
+        remover.start()
+    subprocess.run(["/bin/sh", "-c", script, "kvmpod-record", "web"], check=True, env=env, timeout=60)
+    took = time.monotonic() - started
+    if remover:
+        remover.join()
+    return took, bool(seen and seen[0])
+
+
+def _stream(streams: Path, name: str, unit: str) -> None:
+    streams.mkdir(exist_ok=True)
+    (streams / name).write_text(f"# This is private data. Do not parse\nPRIORITY=6\nLEVEL_PREFIX=1\n"
+                                f"IDENTIFIER=web\nUNIT={unit}\nSTREAM_ID=0123\n")
+
+
+def test_the_record_unit_ends_only_when_journald_has_read_the_apps_stream(tmp_path: Path) -> None:
+    streams = tmp_path / "streams"
+    _stream(streams, "8:1234", "web.service")
+    _stream(streams, "8:1235", "other.service")
+    took, recorded_while_waiting = _drain_run(tmp_path, lifecycle.RECORD_SCRIPT, streams, remove_after=1.0)
+    assert took >= 1.0
+    assert recorded_while_waiting  # the exit time is taken before the wait, not after it
+
+
+def test_another_units_stream_is_not_waited_for(tmp_path: Path) -> None:
+    streams = tmp_path / "streams"
+    _stream(streams, "8:1235", "other.service")
+    _stream(streams, "8:1236", "web.service.d")  # a name that only begins with the app's unit's
+    took, _ = _drain_run(tmp_path, lifecycle.RECORD_SCRIPT, streams)
+    assert took < 2.0  # no wait at all: 45 s if it waited (the bound)
+    assert (tmp_path / "apps/web").exists()
+
+
+def test_the_wait_is_bounded(tmp_path: Path) -> None:
+    streams = tmp_path / "streams"
+    _stream(streams, "8:1234", "web.service")
+    took, _ = _drain_run(tmp_path, lifecycle.RECORD_SCRIPT, streams, tenths=3)
+    assert took < 10.0 and (tmp_path / "apps/web").exists()
+
+
+def test_the_reaper_waits_for_the_stream_too(tmp_path: Path) -> None:
+    streams = tmp_path / "streams"
+    _stream(streams, "8:1234", "web.service")
+    exits = tmp_path / "apps"
+    exits.mkdir()
+    (exits / "web").write_text(SHOW_STARTED)  # recorded already: the reaper only waits
+    took, _ = _drain_run(tmp_path, lifecycle.REAPER_SCRIPT, streams, remove_after=1.0)
+    assert took >= 1.0

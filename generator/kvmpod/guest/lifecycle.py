@@ -68,8 +68,25 @@ MONITOR_VARIABLES = ("MONITOR_SERVICE_RESULT", "MONITOR_EXIT_CODE", "MONITOR_EXI
 # the app's unit stopped (after its post-stop handlers, if it has any). No start time: systemd gives
 # none here; that the main process ran is in ExecMainCode (1-3). Written under a temporary name and
 # renamed, so the host never reads half a record.
+# Both scripts end (a shell EXIT trap, whichever way they exit) by waiting until journald has passed
+# on all of the app's output: its stdout stream to journald is closed when the app's processes are gone,
+# but the lines still queued in that socket (up to ~200 KiB, ~7,000 short lines, at ~500 lines/s to the
+# host under TCG) are read afterwards, and a poweroff before then loses them (an e2e boot lost 6,848
+# of an app's 12,000 lines: systemd-shutdown SIGKILLs journald 10 s after its SIGTERM). journald keeps
+# a file per open stream in STREAMS_DIR with the unit's name (UNIT=, its state for a restart, systemd
+# 252's journald-stream.c) and removes it when the stream is done: after the last line at its end of
+# file. The record unit holds the pod's end (and a shutdown: Before=shutdown.target) until then; read
+# with the shell's own `read` (no exec unless there is something to wait for), bounded by
+# DRAIN_TENTHS tenths of a second (within the units' 90 s start and stop timeouts).
+STREAMS_DIR = "/run/systemd/journal/streams"
+DRAIN_TENTHS = 450
+DRAIN = (
+    'drain() { i=0; while [ $i -lt ' + str(DRAIN_TENTHS) + ' ]; do b=; for f in ' + STREAMS_DIR + '/*; do '
+    '[ -f "$f" ] && { while IFS= read -r l; do [ "$l" = "UNIT=$app.service" ] && b=1; done < "$f"; } 2>/dev/null; '
+    'done; [ -z "$b" ] && return 0; i=$((i+1)); sleep 0.1; done; }; trap drain EXIT; '
+)
 RECORD_SCRIPT = (
-    'app=$1; d=' + EXITS_DIR + '; s=$MONITOR_EXIT_STATUS; [ -e "$d/$app" ] && exit 0; '
+    'app=$1; ' + DRAIN + 'd=' + EXITS_DIR + '; s=$MONITOR_EXIT_STATUS; [ -e "$d/$app" ] && exit 0; '
     'case $MONITOR_EXIT_CODE in exited) c=1;; killed) c=2;; dumped) c=3;; *) exit 0;; esac; '
     'case $c$s in 1*) ;; [23]RTMIN+[0-9]|[23]RTMIN+[0-9][0-9]) s=$((34+${s#RTMIN+}));; *) n=0; for x in '
     + " ".join(SIGNAL_NAMES) + '; do n=$((n+1)); if [ "$x" = "$s" ]; then s=$n; break; fi; done;; esac; '
@@ -85,7 +102,7 @@ RECORD_SCRIPT = (
 # or the shutdown stopped the reaper before the record unit ran (a stop is ordered before a start).
 # It writes what `systemctl show` says (one systemctl: the start time is read from its output).
 REAPER_SCRIPT = (
-    'app=$1; d=' + EXITS_DIR + '; [ -e "$d/$app" ] && exit 0; r=$(' + SYSTEMCTL + ' show '
+    'app=$1; ' + DRAIN + 'd=' + EXITS_DIR + '; [ -e "$d/$app" ] && exit 0; r=$(' + SYSTEMCTL + ' show '
     + " ".join(f"-p {p}" for p in SHOWN)
     + ' "$app.service"); printf "%s\\n" "$r" > "$d/.$app.tmp" && ' + MV + ' -f "$d/.$app.tmp" "$d/$app"; '
     # never started (a dependency failed; the time is 0 or missing): the app failed; end the pod as
