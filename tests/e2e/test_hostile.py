@@ -38,11 +38,15 @@ SHARE = "/run/kvmpod/pod"
 CAP = 4 * 1024 * 1024  # hypervisor.pod_devices.POD_SHARE_BYTES
 OUT = " | tr a-z A-Z > /dev/ttyS0"  # upper case: the kernel command line on the console has the lower-case text
 # No $, % or backslash: systemd would expand or unescape them in ExecStart=.
-# In this order: the three apps' records are there (they exit at once), then replaced, then the flood
+# In this order: the three apps' records are there (they exit at once) and their reapers are done, then
+# replaced, then the flood
 # (an app whose reaper wrote while the share was full would have no record at all: a race, not a check).
 HOSTILE = ("until mountpoint -q " + SHARE + "; do sleep 1; done; "
            "until [ -f " + SHARE + "/apps/link ] && [ -f " + SHARE + "/apps/fifo ] && [ -f " + SHARE + "/apps/huge ]; "
            "do sleep 1; done; "
+           # and their reapers have stopped: a record unit writes the record, the reaper's stop comes
+           # after it and rewrites a record it finds missing (issue 20)
+           "while systemctl -q is-active kvmpod-reaper-link kvmpod-reaper-fifo kvmpod-reaper-huge; do sleep 1; done; "
            "rm -f " + SHARE + "/apps/link; ln -s /etc/shadow " + SHARE + "/apps/link; "
            "rm -f " + SHARE + "/apps/fifo; mkfifo " + SHARE + "/apps/fifo 2>&1 | tr a-z A-Z > /dev/ttyS0; "
            "head -c 10000000 /dev/zero > " + SHARE + "/apps/huge; echo hostile-huge-bytes" + OUT + "; "
