@@ -15,10 +15,13 @@ SHOW_NEVER_STARTED = ("Result=success\nExecMainCode=0\nExecMainStatus=0\nExecMai
                       "ExecMainExitTimestampMonotonic=0\n")
 
 
-def _run(tmp_path: Path, shown: str) -> tuple[str | None, list[str]]:
-    """The record the script wrote for app `web` and every systemctl call it made."""
+def _run(tmp_path: Path, shown: str, recorded: str | None = None) -> tuple[str | None, list[str]]:
+    """The record the script wrote for app `web` (`recorded`: the record there before it ran) and every
+    systemctl call it made."""
     exits = tmp_path / "apps"
     exits.mkdir()
+    if recorded is not None:
+        (exits / "web").write_text(recorded)
     calls = tmp_path / "calls"
     fake = tmp_path / "systemctl"
     fake.write_text(f"#!/bin/sh\necho \"$*\" >> {calls}\ncase $1 in show) printf '%s' '{shown}';; esac\n")
@@ -27,7 +30,7 @@ def _run(tmp_path: Path, shown: str) -> tuple[str | None, list[str]]:
     subprocess.run(["/bin/sh", "-c", script, "kvmpod-reaper", "web"], check=True)
     record = exits / "web"
     assert not (exits / ".web.tmp").exists()
-    return (record.read_text() if record.exists() else None), calls.read_text().splitlines()
+    return (record.read_text() if record.exists() else None), calls.read_text().splitlines() if calls.exists() else []
 
 
 def test_an_app_that_ran_is_recorded_with_one_systemctl_and_no_poweroff(tmp_path: Path) -> None:
@@ -49,17 +52,9 @@ def test_a_start_time_that_only_begins_with_zero_digits_is_not_read_as_started(t
 
 
 def test_an_app_its_record_unit_recorded_is_not_shown_again(tmp_path: Path) -> None:
-    exits = tmp_path / "apps"
-    exits.mkdir()
-    (exits / "web").write_text("Result=success\nExecMainCode=1\nExecMainStatus=0\nExecMainExitTimestampMonotonic=5\n")
-    calls = tmp_path / "calls"
-    fake = tmp_path / "systemctl"
-    fake.write_text(f"#!/bin/sh\necho \"$*\" >> {calls}\n")
-    fake.chmod(0o755)
-    script = lifecycle.REAPER_SCRIPT.replace(lifecycle.SYSTEMCTL, str(fake)).replace(lifecycle.EXITS_DIR, str(exits))
-    subprocess.run(["/bin/sh", "-c", script, "kvmpod-reaper", "web"], check=True)
-    assert not calls.exists()
-    assert (exits / "web").read_text().endswith("Monotonic=5\n")
+    recorded = "Result=success\nExecMainCode=1\nExecMainStatus=0\nExecMainExitTimestampMonotonic=5\n"
+    record, calls = _run(tmp_path, SHOW_STARTED, recorded)
+    assert calls == [] and record == recorded
 
 
 # ---------------------------------------------------------------- kvmpod-ended-/kvmpod-failed-<app>.service
