@@ -230,3 +230,10 @@ def test_the_reaper_waits_for_the_stream_too(tmp_path: Path) -> None:
     (exits / "web").write_text(SHOW_STARTED)  # recorded already: the reaper only waits
     took, _ = _drain_run(tmp_path, lifecycle.REAPER_SCRIPT, streams, remove_after=1.0)
     assert took >= 1.0
+
+
+def test_a_failed_app_is_recorded_with_its_exact_times_a_successful_one_without_systemctl() -> None:
+    outputs = {o.path: o.content for o in lifecycle.plan_lifecycle(["web"], "kvmpod_pod", "/etc/kvmpod/pod.json", None)}
+    assert f"{lifecycle.SYSTEMCTL} show" in outputs["kvmpod-failed-web.service"]
+    assert "ExecMainExitTimestampMonotonic" in outputs["kvmpod-failed-web.service"]
+    assert lifecycle.SYSTEMCTL not in outputs["kvmpod-ended-web.service"]

@@ -8,10 +8,12 @@ a 9p share of the pod directory, kvmpod's own, mounted at /run/kvmpod/pod. Then,
   journal and the console under its own name (`SyslogIdentifier=<app>`, `journal+console`; the
   stage1 points journald's TTYPath at the serial port the host reads the apps' output from);
 - `kvmpod-ended-<app>.service` or `kvmpod-failed-<app>.service`, started by the app's
-  `OnSuccess=`/`OnFailure=` as soon as its unit is inactive or failed, writes its end as systemd gives it to such a unit ($MONITOR_SERVICE_RESULT,
-  $MONITOR_EXIT_CODE, $MONITOR_EXIT_STATUS; the exit time from the guest's uptime) to
-  /run/kvmpod/pod/apps/<app>, where the host reads it after the VM is gone (issue 20: no `systemctl`
-  on the pod's end, which took 0.3-1.7 s under TCG);
+  `OnSuccess=`/`OnFailure=` as soon as its unit is inactive or failed, writes its end to
+  /run/kvmpod/pod/apps/<app>, where the host reads it after the VM is gone: an app that succeeded as
+  systemd gives it to such a unit ($MONITOR_SERVICE_RESULT, $MONITOR_EXIT_CODE, $MONITOR_EXIT_STATUS;
+  the exit time from the guest's uptime; issue 20: no `systemctl` on the pod's end, which took 0.3-1.7
+  s under TCG), a failed one with the exact times of `systemctl show` (the pod's status is its first
+  failure by exit time);
 - `kvmpod-reaper-<app>.service` (rkt's `reaper-<app>.service`): started before the app, stopped when
   the app and its record unit are gone (`StopWhenUnneeded=`); its `ExecStop=` is the fallback for an
   app with no record yet (it never started: a volume missing, a pre-start handler failed; or the
@@ -183,7 +185,16 @@ def plan_lifecycle(app_names: list[str], tag: str, manifest_path: str, ninep_opt
                                                                        "kvmpod-reaper", name)))]),
         ]
         outputs.append(GeneratedFile(reaper, render_unit(sections)))
-        for record in record_units(name).values():
+        for trigger, record in record_units(name).items():
+            # A failed app's record gets the exact times (`systemctl show`, as the reaper writes it, and
+            # its poweroff for an app that never started, which OnFailure= asks for anyway): the pod's
+            # status is the first failure by exit time, and the uptime a record unit reads when it
+            # writes is later than the exit by its start (0.15-0.5 s, more under load). A full CI run
+            # had e2e run-fail's `fail`, whose failure began the shutdown, recorded at 12.13 s and
+            # `handler`, which that shutdown's SIGTERM ended at 11.99 s (exact, by its reaper), so the
+            # pod exited 143 instead of 3. The pod whose apps succeed keeps the record without a
+            # systemctl (issue 20: its end's speed); a failing pod's end pays one.
+            script = RECORD_SCRIPT if trigger == "OnSuccess" else REAPER_SCRIPT
             outputs.append(GeneratedFile(record, render_unit([
                 # Requisite=: never starts the reaper or the pod's end, and keeps them from stopping
                 # while this unit has a job or runs (StopWhenUnneeded= counts it), so the reaper's
@@ -194,7 +205,7 @@ def plan_lifecycle(app_names: list[str], tag: str, manifest_path: str, ninep_opt
                               ("Requisite", f"{reaper} {POD_END_UNIT}"), ("After", reaper), ("Before", "shutdown.target"),
                               ("RequiresMountsFor", POD_SHARE_DIR))),
                 ("Service", [("Type", "oneshot"),
-                             ("ExecStart", " ".join(exec_word(w) for w in ("/bin/sh", "-c", RECORD_SCRIPT,
+                             ("ExecStart", " ".join(exec_word(w) for w in ("/bin/sh", "-c", script,
                                                                             "kvmpod-record", name)))]),
             ])))
         outputs.append(GeneratedFile(f"{app_service(name)}.d/{DROPIN_NAME}", render_unit([
