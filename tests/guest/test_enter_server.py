@@ -37,6 +37,19 @@ SERVER = ("import sys\n"
           "sys.exit(enter_server.main(ProcessServer))\n")
 
 
+def _signals_as_systemd_leaves_them() -> None:
+    """systemd starts a unit's process with every signal at its default and none blocked; a test run
+    whose shell ignored SIGINT (a CI started in the background: `cmd &`) would otherwise hand that on
+    to the command, which then never sees the SIGINT the test passes on."""
+    for signum in range(1, signal.NSIG):
+        if signum not in (signal.SIGKILL, signal.SIGSTOP):
+            try:
+                signal.signal(signum, signal.SIG_DFL)
+            except (OSError, ValueError):
+                pass
+    signal.pthread_sigmask(signal.SIG_SETMASK, [])
+
+
 class ProcessCommand:
     """A command as a process of its own session, as systemd would start the unit's."""
 
@@ -45,6 +58,7 @@ class ProcessCommand:
         env = dict(os.environ, **dict(e.decode().split("=", 1) for e in settings.get(b"Environment", [])))
         if pty_path is not None:
             def controlling_terminal():
+                _signals_as_systemd_leaves_them()
                 os.setsid()
                 fd = os.open(pty_path, os.O_RDWR)  # the session's first terminal becomes its controlling one
                 for target in (0, 1, 2):
@@ -52,7 +66,7 @@ class ProcessCommand:
             self.proc = subprocess.Popen(argv, preexec_fn=controlling_terminal, env=env)
         else:
             self.proc = subprocess.Popen(argv, stdin=stdin, stdout=stdout, stderr=stderr, start_new_session=True,
-                                         env=env)
+                                         env=env, preexec_fn=_signals_as_systemd_leaves_them)
 
     def kill(self, signum):
         self.proc.send_signal(signum)
