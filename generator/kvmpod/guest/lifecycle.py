@@ -60,7 +60,8 @@ SIGNAL_NAMES = ("HUP", "INT", "QUIT", "ILL", "TRAP", "ABRT", "BUS", "FPE", "KILL
                 "VTALRM", "PROF", "WINCH", "IO", "PWR", "SYS")
 MONITOR_VARIABLES = ("MONITOR_SERVICE_RESULT", "MONITOR_EXIT_CODE", "MONITOR_EXIT_STATUS")
 
-# The record units' ExecStart= (issue 20): the app's end, recorded as soon as its unit is
+# kvmpod-ended-<app>.service's ExecStart= (issue 20; kvmpod-failed-<app> runs REAPER_SCRIPT for exact
+# times, see plan_lifecycle): the app's end, recorded as soon as its unit is
 # inactive or failed, without a systemctl (an exec read over 9p, 0.3-1.7 s under TCG on every pod's
 # end). $1: the app. Not the app's own ExecStopPost=: even with "+" that runs in the app's
 # RootDirectory (systemd 252: no /proc, no pod share there). Nothing is written when the main process
@@ -119,7 +120,8 @@ def reaper_unit(app_name: str) -> str:
 
 
 def record_units(app_name: str) -> dict[str, str]:
-    """The units the app's OnSuccess= and OnFailure= start to record its end. Two, not one: systemd 252
+    """The units the app's OnSuccess= and OnFailure= start to record its end. Two, not one: they run
+    different scripts (RECORD_SCRIPT, REAPER_SCRIPT), and systemd 252
     passes no MONITOR_ variables to a unit its source triggers both ways ("multiple trigger source
     candidates for exit status propagation (hello.service, hello.service), skipping", seen in a boot)."""
     return {"OnSuccess": f"kvmpod-ended-{app_name}.service", "OnFailure": f"kvmpod-failed-{app_name}.service"}

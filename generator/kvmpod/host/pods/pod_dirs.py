@@ -223,8 +223,8 @@ def parse_exit(app: str, text: str) -> AppExit | None:
     if exit_problem(text) is not None:
         return None
     fields = dict(line.split("=", 1) for line in text.splitlines() if "=" in line)
-    # Written by kvmpod-ended-/kvmpod-failed-<app>.service (guest.lifecycle.RECORD_SCRIPT): no start time, and an
-    # ExecMainCode only when its main process ran. By its reaper (`systemctl show`): both.
+    # Written by kvmpod-ended-<app>.service (guest.lifecycle.RECORD_SCRIPT): no start time, and an
+    # ExecMainCode only when its main process ran. By kvmpod-failed-<app> or its reaper (`systemctl show`): both.
     started = (int(fields.get("ExecMainStartTimestampMonotonic") or 0) > 0
                or fields.get("ExecMainCode", "") in _CODES)
     return AppExit(app=app, result=fields["Result"], code=_CODES.get(fields.get("ExecMainCode", ""), ""),
