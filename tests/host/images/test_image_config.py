@@ -43,6 +43,22 @@ def test_unknown_users_and_groups_are_refused(busybox_rootfs: Path, user, messag
     assert str(error.value) == message
 
 
+def test_an_image_with_odd_ids_is_refused_by_name_never_with_a_traceback(busybox_rootfs: Path):
+    """Ids are read by pod/user_database.py: a number of 5,000 digits, which int() refuses, is no number
+    (kvmpod image fetch used to end in a ValueError), and a malformed entry is passed over."""
+    huge = "9" * 5000
+    with pytest.raises(ImageError, match="no user '9999"):
+        resolve_user(str(busybox_rootfs), huge)
+    with pytest.raises(ImageError, match="no group '9999"):
+        resolve_user(str(busybox_rootfs), f"web:{huge}")
+    (busybox_rootfs / "etc/group").write_text(f"# extra:x:1:\nextra:x:{huge}:\nextra:x:²:\nextra\nextra:x:1002:\n")
+    assert resolve_user(str(busybox_rootfs), "web:extra") == (1000, 1002, [])
+    (busybox_rootfs / "etc/group").unlink()
+    assert resolve_user(str(busybox_rootfs), "web:7") == (1000, 7, [])
+    with pytest.raises(ImageError, match="no group 'extra'"):
+        resolve_user(str(busybox_rootfs), "web:extra")
+
+
 def test_passwd_through_a_symlink_out_of_the_image_is_not_read(busybox_rootfs: Path, tmp_path: Path):
     (tmp_path / "host-passwd").write_text("hostonly:x:5555:5555::/:/bin/sh\n")
     (busybox_rootfs / "etc/passwd").unlink()

@@ -24,6 +24,8 @@ def test_the_group_is_read_from_the_stage1s_own_group_file(tmp_path: Path) -> No
     assert kept_journal.group_id(str(root), "nobody") is None
     assert kept_journal.group_id(str(_root(tmp_path / "none", None))) is None
     assert kept_journal.group_id(str(_root(tmp_path / "bad", "systemd-journal:x:abc:\nbroken\n"))) is None
+    # "²" passes str.isdigit() but not int(): passed over for the good entry after it, not a ValueError
+    assert kept_journal.group_id(str(_root(tmp_path / "digit", "systemd-journal:x:²:\nsystemd-journal:x:102:\n"))) == 102
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="giving the directory the stage1's group needs root")

@@ -32,6 +32,7 @@ import re
 import stat
 from collections.abc import Callable
 
+from ...pod.user_database import entries, group_id, id_number
 from .image_source import Image, ImageError
 from .safe_paths import DIR_FLAGS, Refused, open_parent, read_in_root, resolve_in_root
 
@@ -91,15 +92,10 @@ def convert_volumes(volumes: object) -> list[dict]:
     return sorted(points, key=lambda p: p["name"])
 
 
-def _database(rootfs: str, name: str) -> list[list[str]]:
+def _database(rootfs: str, name: str) -> str | None:
+    """The text of the image's /etc/<name> (symlinks resolved inside the image); None when it has none."""
     data = read_in_root(rootfs, f"/etc/{name}")
-    if data is None:
-        return []
-    return [line.split(":") for line in data.decode("utf-8", "replace").splitlines() if line and not line.startswith("#")]
-
-
-def _number(text: str) -> int | None:
-    return int(text) if text.isascii() and text.isdigit() and int(text) < 4294967295 else None
+    return None if data is None else data.decode("utf-8", "replace")
 
 
 def resolve_user(rootfs: str, user: str) -> tuple[int, int, list[int]]:
@@ -107,28 +103,28 @@ def resolve_user(rootfs: str, user: str) -> tuple[int, int, list[int]]:
     if not user:
         return 0, 0, []
     name, colon, group = user.partition(":")
-    passwd = [e for e in _database(rootfs, "passwd") if len(e) >= 4]
-    groups = [e for e in _database(rootfs, "group") if len(e) >= 3]
-    uid = _number(name)
-    entry = next((e for e in passwd if (e[0] == name if uid is None else _number(e[2]) == uid)), None)
+    passwd = entries(_database(rootfs, "passwd"), 4)
+    group_text = _database(rootfs, "group")
+    groups = entries(group_text, 3)
+    uid = id_number(name)
+    entry = next((e for e in passwd if (e[0] == name if uid is None else id_number(e[2]) == uid)), None)
     if uid is None:
-        if entry is None or _number(entry[2]) is None:
+        if entry is None or id_number(entry[2]) is None:
             raise ImageError(f"its User {user!r}: no user {name!r} in the image's /etc/passwd (give a uid, "
                              f"or add the user to the image)")
-        uid = _number(entry[2])
+        uid = id_number(entry[2])
     login = entry[0] if entry is not None else None
     if colon and group:
-        gid = _number(group)
+        gid = id_number(group)
         if gid is None:
-            found = next((e for e in groups if e[0] == group and _number(e[2]) is not None), None)
-            if found is None:
+            gid = group_id(group_text, group)
+            if gid is None:
                 raise ImageError(f"its User {user!r}: no group {group!r} in the image's /etc/group (give a gid, "
                                  f"or add the group to the image)")
-            gid = _number(found[2])
     else:
-        gid = (_number(entry[3]) if entry is not None else None) or 0
-    extra = sorted({_number(e[2]) for e in groups if login is not None and len(e) > 3
-                    and login in e[3].split(",") and _number(e[2]) is not None} - {gid}) if not colon else []
+        gid = (id_number(entry[3]) if entry is not None else None) or 0
+    extra = sorted({id_number(e[2]) for e in groups if login is not None and len(e) > 3
+                    and login in e[3].split(",") and id_number(e[2]) is not None} - {gid}) if not colon else []
     return uid, gid, extra  # type: ignore[return-value]
 
 

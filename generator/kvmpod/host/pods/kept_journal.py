@@ -16,6 +16,8 @@ whose pod has a copy of the stage1 root: the user's own directory, mode 2755).
 
 import os
 
+from ...pod import user_database
+
 JOURNAL_DIR = "var/log/journal"
 MODE = 0o2755
 GROUP = "systemd-journal"
@@ -25,13 +27,10 @@ def group_id(root: str, name: str = GROUP) -> int | None:
     """The gid of group `name` in root's /etc/group (the stage1's own), or None."""
     try:
         with open(os.path.join(root, "etc/group"), encoding="utf-8", errors="replace") as f:
-            for line in f:
-                fields = line.rstrip("\n").split(":")
-                if len(fields) >= 3 and fields[0] == name and fields[2].isdigit():
-                    return int(fields[2])
+            text = f.read()
     except OSError:
-        pass
-    return None
+        text = None
+    return user_database.group_id(text, name)
 
 
 def make_persistent(root: str) -> str:
