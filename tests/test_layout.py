@@ -6,9 +6,15 @@ The package: host -> guest -> pod, never back. Inside host/, its rooms too:
     hypervisor/                       argv, volumes and their staging, supervisor, virtiofs, launch, QMP
     pods/                             pod directories, app output, machined, staging, prerendered units
     images/  net/                     images (ACI, OCI, the store, stage1) and networks: leaves
+    linux/                            Linux calls through libc (prctl): the floor, under every room
 
 hypervisor may import pods (the pod directory's layout: its share, log and QMP paths) and net (the
-NICs on its command line); pods, images and net import no other host room.
+NICs on its command line); pods, images and net import no other host room but linux.
+
+Why linux/: a child that must die with kvmpod (PR_SET_PDEATHSIG) is started in hypervisor/ (QEMU,
+virtiofsd), pods/ (a root's copy) and images/ (the stage1 build's copy), and images may import
+neither of the others; it is not model code either (pod/ has no host effects). So the one
+die_with_parent lives in a leaf every room may import, which itself imports no other host room.
 """
 
 import ast
@@ -16,7 +22,8 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "generator" / "kvmpod"
 MAY_IMPORT = {"pod": {"pod"}, "guest": {"pod", "guest"}, "host": {"pod", "guest", "host"}}
-HOST_ROOMS = {"hypervisor": {"hypervisor", "pods", "net"}, "pods": {"pods"}, "images": {"images"}, "net": {"net"}}
+HOST_ROOMS = {"hypervisor": {"hypervisor", "pods", "net", "linux"}, "pods": {"pods", "linux"},
+              "images": {"images", "linux"}, "net": {"net", "linux"}, "linux": {"linux"}}
 HOST_TOP = {"__init__.py", "cli.py", "pod_commands.py", "run.py", "net_glue.py"}
 
 

@@ -36,6 +36,7 @@ from ..pod.problems import InvalidInput, Problem
 from .hypervisor.argv import hypervisor_part
 from .hypervisor.guest_stop import ask_to_stop, manager_running
 from .images.aci import extract_aci
+from .linux.parent_death import die_with_parent
 from .images.store import fetch as fetch_image, is_image_reference, is_store_entry, record_use, stored_image_at
 from .pods.app_output import Progress, boot_status
 from .pods.capped_log import CappedLog, LogSource, log_cap
@@ -213,7 +214,7 @@ def boot_and_follow(pod: PodDir, argv: list[str], lock_fd: int, register: Callab
         with _Signals() as signals:
             try:
                 proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=write_end, stderr=write_end,
-                                        start_new_session=True, pass_fds=(lock_fd,), preexec_fn=pod_root.die_with_parent)
+                                        start_new_session=True, pass_fds=(lock_fd,), preexec_fn=die_with_parent)
             finally:
                 os.close(write_end)
             app_output, console, hypervisor = _log_sources(pod, argv, read_end)

@@ -32,6 +32,7 @@ import sys
 import time
 from collections.abc import Sequence
 
+from ..linux.parent_death import die_with_parent
 from ..pods import reserved_room
 from ..pods.share_reader import MAX_RECORD_BYTES, REFUSED, is_component, open_dir_below, read_regular_at
 from .virtiofs import virtiofsd_argv
@@ -46,7 +47,6 @@ MS_NOEXEC = 8
 POD_SHARE_INODES = 256  # the share holds one record per app (a pod has a few apps) and their temp files
 MAX_COPIED_RECORDS = 1024  # entries of apps/ looked at when copying out
 MAX_REFUSED = 64
-PR_SET_PDEATHSIG = 1
 
 
 def supervisor_argv(python: str, exports: tuple[Export, ...], hypervisor_argv: Sequence[str], *,
@@ -206,10 +206,6 @@ def stage_bind(libc, options: str, source: str, dest: str) -> None:
             _mount(libc, None, point, None, MS_REMOUNT | MS_BIND | MS_RDONLY)
 
 
-def _die_with_parent() -> None:
-    _check(_libc().prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0), "prctl(PR_SET_PDEATHSIG)")
-
-
 def _parse(argv: list[str]) -> tuple[str | None, list[tuple[str, str, str]], list[tuple[str, str, str]],
                                     tuple[str, int] | None, list[str]]:
     if "--" not in argv:
@@ -317,9 +313,9 @@ def main(argv: list[str] | None = None) -> int:
                 share_fd = mount_pod_share(libc, *share)
         for binary, socket, source in virtiofsds:
             daemons.append(subprocess.Popen(virtiofsd_argv(binary, socket, source), stdin=subprocess.DEVNULL,
-                                            preexec_fn=_die_with_parent))
+                                            preexec_fn=die_with_parent))
         _wait_for_sockets(daemons, [socket for _, socket, _ in virtiofsds])
-        proc = subprocess.Popen(hypervisor, env=env, preexec_fn=_die_with_parent)
+        proc = subprocess.Popen(hypervisor, env=env, preexec_fn=die_with_parent)
         children.append(proc)
     except (OSError, ValueError, RuntimeError, subprocess.SubprocessError) as error:
         _stop(daemons)

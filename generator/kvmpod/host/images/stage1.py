@@ -25,7 +25,6 @@ import inspect
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -33,6 +32,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..linux.parent_death import die_with_parent
 from . import stage1_cache, stage1_trim
 from .installed_tree import InstalledTree, NotInstalled, installed_tree
 
@@ -414,12 +414,6 @@ def stage1_hash(base_hash: str, deb: Path | InstalledTree) -> str:
     return h.hexdigest()[:16]
 
 
-def _die_with_parent() -> None:
-    import ctypes
-
-    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL, 0, 0, 0)
-
-
 def _build_stage1(base: GuestImage, entry: Path, deb: Path | InstalledTree) -> None:
     tmp = entry.with_name(f".tmp-{entry.name}-{os.getpid()}")
     _remove_tree(tmp)
@@ -429,7 +423,7 @@ def _build_stage1(base: GuestImage, entry: Path, deb: Path | InstalledTree) -> N
         with _step(f"copy the base image {base.root.parent.name}", started):
             # dies with the build (PR_SET_PDEATHSIG): a killed build's copy must not go on writing
             subprocess.run(["cp", "-a", "--reflink=auto", str(base.root), str(tmp / "root")], check=True,
-                           preexec_fn=_die_with_parent)
+                           preexec_fn=die_with_parent)
         with _step(f"install kvmpod from {deb.name}", started):
             _install_stage1(tmp / "root", deb)
         shutil.copy2(base.vmlinuz, tmp / "vmlinuz")

@@ -24,9 +24,9 @@ the pod gets a copy as before (`cp -a --reflink=auto`), and run says so.
 
 import ctypes
 import os
-import signal
 import subprocess
 
+from ..linux.parent_death import die_with_parent
 from .pod_dirs import PodDir
 
 CLONE_NEWNS = 0x00020000
@@ -101,12 +101,6 @@ def unmount(pod: PodDir, libc=None) -> None:
     if os.path.ismount(pod.rootfs):
         libc = libc or _libc()
         libc.umount2(os.fsencode(pod.rootfs), MNT_DETACH)
-
-
-def die_with_parent() -> None:
-    """preexec_fn of what kvmpod run starts (its copies, the VM): SIGKILLed when kvmpod run dies
-    (PR_SET_PDEATHSIG = 1), so nothing goes on running or writing unwatched."""
-    _libc().prctl(1, signal.SIGKILL, 0, 0, 0)
 
 
 def copy_root(source: str, dest: str) -> None:
