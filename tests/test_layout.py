@@ -24,7 +24,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "generator" / "kvmpod"
 MAY_IMPORT = {"pod": {"pod"}, "guest": {"pod", "guest"}, "host": {"pod", "guest", "host"}}
 HOST_ROOMS = {"hypervisor": {"hypervisor", "pods", "net", "linux"}, "pods": {"pods", "linux"},
               "images": {"images", "linux"}, "net": {"net", "linux"}, "linux": {"linux"}}
-HOST_TOP = {"__init__.py", "cli.py", "pod_commands.py", "run.py", "net_glue.py"}
+HOST_TOP = {"__init__.py", "cli.py", "pod_commands.py", "run.py"}
 
 
 def kvmpod_imports(path: Path, package: str) -> set[str]:

@@ -65,6 +65,41 @@ def test_the_command_line_reaches_run_pod_with_its_manifest_and_images(images: P
     assert seen["pod_uuid"] == UUID
 
 
+def test_runs_network_step_stages_what_the_guest_and_apps_read_and_has_nothing_to_undo(images: Path, monkeypatch):
+    """The step run_pod calls before the boot: host.net's files (--dns, --hostname; a network's
+    networks.json) written into the pod's root by host.pods; teardown finds no net.json to undo."""
+    from kvmpod.host.net.run_networks import GuestNetFiles, PodNet
+    from kvmpod.host.pods.pod_dirs import pod_dir
+
+    seen = {}
+    monkeypatch.setattr(pod_commands, "run_pod", lambda **kwargs: seen.update(kwargs) or 0)
+    monkeypatch.setattr(pod_commands, "_stage1", lambda opts: None)
+    monkeypatch.setattr(pod_commands, "check_boot_files", lambda *args: None)
+    monkeypatch.setattr(pod_commands, "host_runs_systemd", lambda: False)
+    monkeypatch.chdir(images)
+    assert main(["run", "--uuid", UUID, "--net", "none", "--dns", "192.0.2.53", "--hostname", "web1", "web"]) == 0
+    pod = pod_dir(UUID, str(images / "pods"))
+    root = Path(pod.rootfs)
+    for etc in (root / "etc", root / "opt/stage2/web/rootfs/etc", root / "etc/kvmpod"):
+        etc.mkdir(parents=True, exist_ok=True)
+    said: list[str] = []
+    seen["network_up"](pod, said.append)
+    assert (root / "etc/hostname").read_bytes() == b"web1\n"
+    assert b"nameserver 192.0.2.53" in (root / "etc/resolv.conf").read_bytes()
+    assert (root / "opt/stage2/web/rootfs/etc/resolv.conf").read_bytes() == (root / "etc/resolv.conf").read_bytes()
+    assert b"web1" in (root / "opt/stage2/web/rootfs/etc/hosts").read_bytes()
+    assert not (root / "opt/stage2/web/rootfs/etc/hostname").exists()  # the guest's name, not the app's
+    assert not (root / "etc/kvmpod/networks.json").exists() and said == []  # --net none: no NIC
+    assert seen["network_down"](pod) == []  # no net.json: nothing to undo
+
+    # With a network, its description for the guest lands in networks.json beside the manifest.
+    nic = {"interface": "eth0", "mac": "02:00:00:00:00:01", "address": "10.77.0.2/24", "routes": []}
+    monkeypatch.setattr(PodNet, "up", lambda self, path, rootfs, say: GuestNetFiles([nic]))
+    seen["network_up"](pod, said.append)
+    assert json.loads((root / "etc/kvmpod/networks.json").read_text()) == [nic]
+    assert json.loads((root / "etc/kvmpod/pod.json").read_bytes()) == json.loads(seen["manifest_bytes"])
+
+
 @pytest.mark.parametrize("args, stderr", [
     (["web", "--mount", "volume=nope,target=/x"],
      "kvmpod: --mount (app web): volume=nope: no such volume; add --volume nope,kind=host,source=PATH (or "

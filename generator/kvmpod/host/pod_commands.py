@@ -10,6 +10,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ..pod.files import read_text
+from ..pod.model import Pod
+from ..pod.mounts import STAGE2_DIR
 from ..pod.problems import InvalidInput, Problem
 from .hypervisor.argv import HostSettings
 from .hypervisor.boot_files import check_boot_files
@@ -17,9 +19,11 @@ from .hypervisor.launch import host_runs_systemd
 from .hypervisor.pod_devices import qemu_console_chardev
 from .pods.machined import register_machine, register_own_unit
 from .pods.machine_unit import RUN_UNIT_ENV, run_in_unit, run_unit_name
+from .net import pod_network
 from .net.nics import guest_description, parse_uuid
-from . import net_glue
-from .pods.pod_dirs import (first_failure, gc, list_pods, manifest_apps, parse_duration, pod_dir, pod_exit_status, pod_state,
+from .net.run_networks import PodNet
+from .pods.stage import stage_etc_files, stage_pod
+from .pods.pod_dirs import (PodDir, first_failure, gc, list_pods, manifest_apps, parse_duration, pod_dir, pod_exit_status, pod_state,
                    pods_dir, read_exit_records, read_state, is_running)
 from .hypervisor.guest_stop import manager_running_in, press_ctrl_alt_del, press_power_button
 from . import run as runner
@@ -132,8 +136,7 @@ def run_command(opts: argparse.Namespace, load: Callable, host_argv: Callable) -
         return run_in_unit([sys.executable, "-m", "kvmpod.host.cli", *words], pod_uuid,
                            runner.STOP_SECONDS + 30)
     networks = guest_description(inputs.networks, pod_uuid) if inputs.networks else None
-    pod_net = net_glue.PodNet.from_options(opts, inputs.pod, inputs.manifest_bytes, pod_uuid,
-                                           external=bool(inputs.networks))
+    pod_net = PodNet.from_options(opts, inputs.pod, pod_uuid, external=bool(inputs.networks))
     try:
         stage1 = _stage1(opts)
         # before anything of the pod is made: a missing QEMU or a damaged kernel is one clear error
@@ -159,10 +162,29 @@ def run_command(opts: argparse.Namespace, load: Callable, host_argv: Callable) -
 
         return run_pod(pod_model=inputs.pod, manifest_bytes=inputs.manifest_bytes, images=images, networks=networks,
                        pod_uuid=pod_uuid, stage1=stage1, keep=opts.keep, argv_for=argv_for, register=register,
-                       network_up=pod_net.up if pod_net else None, network_down=net_glue.teardown)
+                       network_up=_network_up(pod_net, inputs.pod, inputs.manifest_bytes) if pod_net else None,
+                       network_down=_network_down)
     except KeyboardInterrupt:
         sys.stderr.write("kvmpod: interrupted before the pod started\n")
         return 130
+
+
+def _network_up(pod_net: PodNet, pod: Pod, manifest_bytes: bytes) -> Callable[[PodDir, Callable[[str], None]], None]:
+    """run's network step: host.net sets the networks up, host.pods writes what the guest reads of them
+    (networks.json, resolv.conf, hosts, hostname) into the pod's root."""
+    def up(pod_dir: PodDir, say: Callable[[str], None]) -> None:
+        files = pod_net.up(pod_dir.path, pod_dir.rootfs, say)
+        if files.description is not None:
+            stage_pod(pod_dir.rootfs, manifest_bytes, files.description)
+        if files.guest_files:
+            stage_etc_files(pod_dir.rootfs, [a.name for a in pod.apps], files.guest_files, files.app_files,
+                            STAGE2_DIR)
+    return up
+
+
+def _network_down(pod_dir: PodDir) -> list[str]:
+    """Undo the pod's networks as its net.json records them (nothing when it has none); the problems left."""
+    return pod_network.teardown(pod_dir.path)
 
 
 # ---------------------------------------------------------------- list, status, stop, gc
@@ -182,7 +204,7 @@ def pod_report(uuid: str) -> dict:
               "finished": state.get("finished"), "exit_status": state.get("exit_status"), "how": state.get("how"),
               "apps": [{"name": a, "exit_status": e.exit_status if e else None, "result": e.result if e else None,
                         "ended": e.describe() if e else unreadable.get(a, "running or no record")} for a, e in exits.items()],
-              "networks": net_glue.addresses(pod)}
+              "networks": pod_network.recorded_addresses(pod.path)}
     if report["state"] == "aborted":
         report["how"] = "kvmpod run and its VM were killed before the pod's end was recorded"
         report["exit_status"] = pod_exit_status(exits) if first_failure(exits) else None
@@ -209,7 +231,7 @@ def _list_text() -> str:
         exit_status = state.get("exit_status")
         rows.append((pod.uuid, pod_state(pod), "-" if exit_status is None else str(exit_status),
                      _when(state.get("created")), ",".join(state.get("apps") or manifest_apps(pod)),
-                     ",".join(f"{n['network']}:{n['address']}" for n in net_glue.addresses(pod)) or "-"))
+                     ",".join(f"{n['network']}:{n['address']}" for n in pod_network.recorded_addresses(pod.path)) or "-"))
     widths = [max(len(r[i]) for r in rows) for i in range(5)]
     return "".join("  ".join(f"{r[i]:<{widths[i]}}" for i in range(5)) + f"  {r[5]}\n" for r in rows)
 
@@ -271,7 +293,7 @@ def pods_command(opts: argparse.Namespace) -> str | int:
     kept: list[str] = []
 
     def undo_networks(pod) -> bool:
-        problems = net_glue.teardown(pod)
+        problems = _network_down(pod)
         kept.extend(f"kept {pod.uuid}: cannot undo its network: {p}\n" for p in problems)
         return not problems
 
