@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..linux.parent_death import die_with_parent
-from . import stage1_cache, stage1_trim
+from . import apps_port, stage1_cache, stage1_trim
 from .installed_tree import InstalledTree, NotInstalled, installed_tree
 
 SUITE = "bookworm"
@@ -357,7 +357,7 @@ BUILD_DEB = REPO / "packaging" / "build-deb"
 # journald copies the lines of units with StandardOutput=journal+console (kvmpod's apps) to its
 # TTYPath, formatted "[  12.345678] app[42]: line". kvmpod run gives the VM a second serial port for
 # them (the first is the console), so the host reads the apps' output and nothing else there.
-APPS_TTY = "/dev/ttyS1"
+APPS_TTY = apps_port.APPS_TTY  # with CTS flow control on, so no line loses its tail (apps_port.py)
 JOURNALD_DROPIN = "etc/systemd/journald.conf.d/50-kvmpod-apps.conf"
 # No rate limit: journald's default (10,000 messages per 30 s per unit) drops an app's lines past it,
 # and a dropped line never reaches the host either (an e2e boot lost 2,327 of an app's 12,000 lines).
@@ -401,6 +401,7 @@ def _install_stage1(root: Path, deb: Path | InstalledTree) -> None:
     dropin = root / JOURNALD_DROPIN
     dropin.parent.mkdir(parents=True, exist_ok=True)
     dropin.write_text(JOURNALD_SETTINGS)
+    apps_port.install(root)
     (root / "etc/hostname").write_text(STAGE1_HOSTNAME + "\n")
     stage1_trim.trim(root)  # what a pod does not run (issue 20)
 
@@ -410,6 +411,7 @@ def stage1_hash(base_hash: str, deb: Path | InstalledTree) -> str:
     h.update(deb.digest().encode() if isinstance(deb, InstalledTree) else hashlib.sha256(deb.read_bytes()).digest())
     h.update(inspect.getsource(_install_stage1).encode())
     h.update(inspect.getsource(stage1_trim).encode())
+    h.update(inspect.getsource(apps_port).encode())
     h.update(json.dumps([APPS_TTY, JOURNALD_DROPIN, JOURNALD_SETTINGS, STAGE1_HOSTNAME]).encode())
     return h.hexdigest()[:16]
 

@@ -1,0 +1,57 @@
+"""The apps' output port in the stage1: /dev/ttyS1 with CTS flow control on, so no line loses its tail.
+
+journald copies the apps' lines to its TTYPath (stage1.JOURNALD_SETTINGS) by opening the tty,
+writing one line and closing it again, for every line. That close is the port's last, and Linux
+(6.1, the stage1's kernel; drivers/tty/serial/serial_core.c, uart_wait_until_sent) waits for the
+UART's transmitter to empty for at most twice the time the FIFO takes to send at the port's speed
+(2 x (16 chars at 9600 baud + 20 ms) = ~80 ms) unless CTS flow control is on; then it shuts the
+port down, and the 8250 driver's shutdown clears the FIFO (FCR CLEAR_XMIT): whatever the UART had
+not sent yet is dropped, the end of a line. QEMU's 16550 (hw/char/serial.c) sends a byte only when
+its chardev takes it: `kvmpod run` reads the chardev's socket, and with room for only ~280 bytes
+written one at a time (each is its own socket buffer of ~760 bytes against a 208 KiB send buffer),
+a host reader held up for ~100 ms (a busy host) stalls the UART past that wait. An e2e boot showed
+it: one line of 12,000 reached the host with its last 8 bytes lost, glued to the next line;
+tests/benchmarks/bench_serial_flood.py reproduces it (one open, write and close per line, a reader
+that stalls 200 ms every 500 ms: 11 of 6,000 lines cut in 2 TCG boots, none with crtscts).
+
+With CRTSCTS in the port's termios the kernel does not clamp that wait: a close waits until the
+UART has sent everything (within the port's closing_wait, 30 s by default) and the FIFO is empty
+when it is cleared. QEMU's 16550 shows CTS raised whenever its chardev has no modem lines to
+report (a socket has none), so flow control never holds a byte back. The termios stays with the
+port between opens (the 8250 driver keeps them), so one `stty` before the apps start is enough;
+a host reader stalled for over 30 s can still cost a line's tail, and the guest's journald waits
+that long on it (never longer). The unit runs in sysinit, before any app. A port stty cannot set
+fails the unit (shown on the console and in the journal), not the boot.
+"""
+
+import os
+from pathlib import Path
+
+APPS_TTY = "/dev/ttyS1"
+UNIT_NAME = "kvmpod-apps-port.service"
+UNIT_DIR = "etc/systemd/system"
+STTY = "/usr/bin/stty"
+UNIT = f"""# kvmpod: the apps' output port waits for the host when journald closes it (kvmpod/host/images/apps_port.py)
+[Unit]
+Description=kvmpod apps' output port: CTS flow control on {APPS_TTY}
+Documentation=man:kvmpod(1)
+DefaultDependencies=no
+Before=sysinit.target
+
+[Service]
+Type=oneshot
+ExecStart={STTY} -F {APPS_TTY} crtscts
+"""
+
+
+def install(root: Path) -> None:
+    """The unit in the stage1 root, wanted by sysinit.target."""
+    units = root / UNIT_DIR
+    units.mkdir(parents=True, exist_ok=True)
+    (units / UNIT_NAME).write_text(UNIT)
+    wants = units / "sysinit.target.wants"
+    wants.mkdir(exist_ok=True)
+    link = wants / UNIT_NAME
+    if link.is_symlink() or link.exists():
+        link.unlink()
+    os.symlink(f"../{UNIT_NAME}", link)
