@@ -6,7 +6,9 @@ each pod is tiny (one busybox app, one vCPU: `--cpus 1`) so that five guests fit
 of its own, so that each check below can fail on its own:
 
 - alpha (exits 0) and bravo (exits 7) when the test says so: each run's own exit status, its apps'
-  lines only on its own terminal and in its own apps.log; every pod its own directory, lock, QMP
+  lines only on its own terminal and in its own apps.log; alpha's pod, whose apps all succeeded,
+  powers off at once, and what alpha wrote as its last act is whole on the host; bravo's shuts down
+  in order; every pod its own directory, lock, QMP
   socket and staged volumes (seen in its supervisor's mount namespace); `kvmpod list` shows all of
   them running, and `kvmpod gc` run while they run removes none;
 - soak: its app appends numbered records to a host volume, syncs (fsync) every 20 and says which
@@ -50,10 +52,18 @@ SOAK_SECONDS = float(os.environ.get("KVMPOD_E2E_SOAK_SECONDS", "40"))  # of writ
 PAD = "x" * 100
 RECORD = "seq={n:08d} " + PAD + "\n"
 TIGHT_FS_BYTES = 128 << 20
+ALPHA_LINES = 200_000  # 1.3 MB
+ALPHA_FLOOD = 2_000
 
 WAIT_FOR_GO = "while [ ! -e /ctl/go ]; do sleep 1; done"
 APPS = {
-    "alpha": f"echo alpha up; {WAIT_FOR_GO}; echo alpha bye; exit 0",
+    # its last act: a file of ALPHA_LINES numbers into its writable volume, no sync: the pod's end
+    # (every app exited 0: pod-done.target, an immediate poweroff after sync(), guest/lifecycle.py) must
+    # still bring it whole to the host; before it ALPHA_FLOOD lines, which journald still passes on
+    # to the host after the app is gone (the record unit waits for that, guest/lifecycle.py DRAIN)
+    "alpha": f"echo alpha up; {WAIT_FOR_GO}; busybox seq {ALPHA_FLOOD} | while read n; do echo alpha $n; done; "
+             f"echo alpha bye; "
+             f"busybox seq {ALPHA_LINES} > /out/alpha.seq; exit 0",
     "bravo": f"echo bravo up; {WAIT_FOR_GO}; echo bravo bye; exit 7",
     "victim": "echo victim up; while :; do sleep 1; done",
     "tight": f"echo tight up; {WAIT_FOR_GO}; i=0; while [ $i -lt 200 ]; do echo tight line $i after the disk filled; "
@@ -155,10 +165,16 @@ def _start(state: LoadState, pod: Pod, manifest: dict, app_dir: Path, *extra: st
     pod.reader.start()
 
 
-def _manifest(name: str, volume: str, guest_path: str, source: Path) -> dict:
-    # ctl is read-only for the app: kvmpod stages it (a read-only bind in the supervisor's namespace)
-    return {"acKind": "PodManifest", "acVersion": "0.8.11", "apps": [sh_app(name, APPS[name], [(volume, guest_path)])],
-            "volumes": [{"name": volume, "kind": "host", "source": str(source), "readOnly": volume == "ctl"}]}
+def _manifest(name: str, volume: str, guest_path: str, source: Path, out: Path | None = None) -> dict:
+    # ctl is read-only for the app: kvmpod stages it (a read-only bind in the supervisor's namespace);
+    # out (alpha's) is writable
+    mounts, volumes = [(volume, guest_path)], [{"name": volume, "kind": "host", "source": str(source),
+                                                "readOnly": volume == "ctl"}]
+    if out is not None:
+        mounts.append(("out", "/out"))
+        volumes.append({"name": "out", "kind": "host", "source": str(out), "readOnly": False})
+    return {"acKind": "PodManifest", "acVersion": "0.8.11", "apps": [sh_app(name, APPS[name], mounts)],
+            "volumes": volumes}
 
 
 def _run_group(state: LoadState, tmp: Path):
@@ -190,8 +206,12 @@ def _group_body(state: LoadState, env: dict[str, str], tight_fs: Path):
         pod.volume = state.logs / f"vol-{name}"
         pod.volume.mkdir()
         volume, path = ("data", "/data") if name == "soak" else ("ctl", "/ctl")
-        _start(state, pod, _manifest(name, volume, path, pod.volume), busybox_rootfs(state.logs / "images" / name),
-               "--net", "none", "--cpus", "1")
+        out = None
+        if name == "alpha":
+            out = state.logs / "vol-alpha-out"
+            out.mkdir()
+        _start(state, pod, _manifest(name, volume, path, pod.volume, out),
+               busybox_rootfs(state.logs / "images" / name), "--net", "none", "--cpus", "1")
     deadline = time.monotonic() + RUN_TIMEOUT
     for pod in state.pods.values():
         if not pod.up.wait(max(1.0, deadline - time.monotonic())):
@@ -266,6 +286,8 @@ def _group_body(state: LoadState, env: dict[str, str], tight_fs: Path):
         r.setdefault("state_json", {})[pod.name] = pod.state()
         r.setdefault("apps_log", {})[pod.name] = (pod.dir / "apps.log").read_text(errors="replace") \
             if (pod.dir / "apps.log").is_file() else ""
+        r.setdefault("console", {})[pod.name] = (pod.dir / "console.log").read_text(errors="replace") \
+            if (pod.dir / "console.log").is_file() else ""
     r["gc_after"] = host_kvmpod("gc", "--older-than", "0s", env=env, check=False)
     r["left_after"] = {name: _leftovers(pod) for name, pod in state.pods.items()}
     for pod in state.pods.values():
@@ -322,6 +344,27 @@ def test_the_last_line_of_an_app_that_ends_its_pod_reaches_the_terminal(load: Lo
     alpha, bravo = load.pod("alpha"), load.pod("bravo")
     assert ("bravo", "bravo bye") in bravo.app_lines(), bravo.where()
     assert ("alpha", "alpha bye") in alpha.app_lines(), alpha.where()
+
+
+def test_a_pod_whose_apps_all_succeeded_powers_off_at_once_and_its_last_writes_reach_the_host(load: LoadState) -> None:
+    """issue 20: alpha's app exited 0, its pod's last: PID 1 synced and powered off at once (no orderly
+    shutdown: no systemd-shutdown on its console), every one of the lines it printed before reached
+    kvmpod run's output, and the 1.3 MB it wrote as its very last act, unsynced, is whole in the host
+    volume. bravo failed and soak was stopped (kvmpod stop): both shut down in
+    order (systemd-shutdown ran), which is what records an app the shutdown stopped (soak's record
+    is checked by the soak test)."""
+    alpha = load.pod("alpha")
+    console = load.results["console"]
+    assert "reboot: Power down" in console["alpha"] and "systemd-shutdown" not in console["alpha"], \
+        console["alpha"][-3000:]
+    for name in ("bravo", "soak"):
+        load.pod(name)
+        assert "systemd-shutdown" in console[name] and "reboot: Power down" in console[name], (name, console[name][-3000:])
+    said = [text for app, text in alpha.app_lines() if app == "alpha" and text != "alpha up"]
+    assert said == [f"alpha {n}" for n in range(1, ALPHA_FLOOD + 1)] + ["alpha bye"], (len(said), said[-3:])
+    written = (load.logs / "vol-alpha-out/alpha.seq").read_bytes()
+    expected = "".join(f"{n}\n" for n in range(1, ALPHA_LINES + 1)).encode()
+    assert len(written) == len(expected) and written == expected, (len(written), len(expected), alpha.where())
 
 
 def test_each_pod_has_its_own_directory_lock_qmp_socket_and_staging(load: LoadState) -> None:

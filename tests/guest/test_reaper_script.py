@@ -29,7 +29,7 @@ def _run(tmp_path: Path, shown: str, recorded: str | None = None) -> tuple[str |
     script = lifecycle.REAPER_SCRIPT.replace(lifecycle.SYSTEMCTL, str(fake)).replace(lifecycle.EXITS_DIR, str(exits))
     subprocess.run(["/bin/sh", "-c", script, "kvmpod-reaper", "web"], check=True)
     record = exits / "web"
-    assert not (exits / ".web.tmp").exists()
+    assert os.listdir(exits) in ([], ["web"])  # the record only, nothing beside it
     return (record.read_text() if record.exists() else None), calls.read_text().splitlines() if calls.exists() else []
 
 
@@ -138,8 +138,13 @@ def test_the_app_starts_its_record_unit_when_it_ends_either_way_and_the_unit_pin
     # nor ordered after it: its stop would come first, and the poweroff would wait for it
     assert "kvmpod-pod-end" not in outputs["kvmpod-reaper-web.service"]
     assert "After=kvmpod-reaper-web.service kvmpod-pod-end.service\n" in dropin
-    assert "SuccessAction=poweroff\n" in outputs["kvmpod-pod-end.service"]
-    assert "systemctl" not in outputs["kvmpod-pod-end.service"]
+    # the pod's end starts the pod-done unit when it stops, in job mode fail (refused in a shutdown),
+    # which powers off at once; no systemctl on the way
+    end, done = outputs["kvmpod-pod-end.service"], outputs["kvmpod-pod-done.target"]
+    assert "OnSuccess=kvmpod-pod-done.target\nOnSuccessJobMode=fail\n" in end and "Action=" not in end
+    assert "StopWhenUnneeded=yes\nSuccessAction=poweroff-immediate\n" in done
+    assert "Conflicts=shutdown.target\n" in done
+    assert "systemctl" not in end + done
 
 
 def test_the_record_unit_leaves_a_record_the_reaper_already_wrote(tmp_path: Path) -> None:

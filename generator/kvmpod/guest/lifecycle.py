@@ -22,10 +22,12 @@ a 9p share of the pod directory, kvmpod's own, mounted at /run/kvmpod/pod. Then,
   pod off too: it failed;
 - `kvmpod-pod-end.service` (rkt's `shutdown.service`): wanted by every app, kept up by each record
   unit while it records (`Requisite=`) and `StopWhenUnneeded=`, so it stops when every app has ended
-  and been recorded, and its `SuccessAction=poweroff` has PID 1 power the VM off (the orderly
-  shutdown, which still waits for the reapers' stops: `Before=shutdown.target`). Not wanted by the
-  reapers (issue 20): the pod's end no longer waits for a reaper's stop, a shell started only to find
-  the record written, before it powers off; the shutdown runs it beside its other stops.
+  and been recorded (not wanted by the reapers: the pod's end waits for no reaper's stop). Its
+  `OnSuccess=` starts `kvmpod-pod-done.target`, whose `SuccessAction=poweroff-immediate` has PID 1
+  sync the file systems and power the VM off at once (issue 20; rkt's shutdown.service forced
+  its end too, `systemctl --force exit`, and Kata's agent unit `sync; systemctl --force poweroff`). Not in a shutdown already under way: that start is refused there, and the orderly
+  shutdown records the apps it stops. A kept pod (`kvmpod run --keep`) ends with the orderly
+  shutdown (host/pods/kept_journal.py).
 
 A pod stopped from outside (`kvmpod stop`, Ctrl-C: ACPI power button, logind) stops its apps with
 SIGTERM in the usual shutdown; each app's record unit (or its reaper) still records it on the way
@@ -42,9 +44,11 @@ POD_SHARE_SETTING = "pod_share"  # kvmpod.pod_share=TAG on the kernel command li
 POD_SHARE_DIR = "/run/kvmpod/pod"
 EXITS_DIR = POD_SHARE_DIR + "/apps"  # the host creates it in the share: <pod dir>/share/apps
 POD_END_UNIT = "kvmpod-pod-end.service"
+POD_DONE_UNIT = "kvmpod-pod-done.target"
+POD_DONE_ACTION = "poweroff-immediate"
+ORDERLY_END_DROPIN = "50-kvmpod-orderly-end.conf"  # a kept pod's: host/pods/kept_journal.py
 DROPIN_NAME = "60-kvmpod-lifecycle.conf"
 SYSTEMCTL = "/bin/systemctl"
-MV = "/bin/mv"
 # What the host reads back (kvmpod.host.pods.pod_dirs.read_exit).
 SHOWN = ("Result", "ExecMainCode", "ExecMainStatus", "ExecMainStartTimestampMonotonic",
          "ExecMainExitTimestampMonotonic")
@@ -69,8 +73,14 @@ MONITOR_VARIABLES = ("MONITOR_SERVICE_RESULT", "MONITOR_EXIT_CODE", "MONITOR_EXI
 # writes: the reaper records those. The exit time is the guest's uptime (/proc/uptime:
 # CLOCK_BOOTTIME, which a VM never suspends, in 10 ms steps) when the record is written, right after
 # the app's unit stopped (after its post-stop handlers, if it has any). No start time: systemd gives
-# none here; that the main process ran is in ExecMainCode (1-3). Written under a temporary name and
-# renamed, so the host never reads half a record.
+# none here; that the main process ran is in ExecMainCode (1-3).
+# Both scripts write a record with one printf: one write(2) of under 300 bytes, which reaches the
+# host in one 9p write, so a record is whole, or empty when the VM was killed between the file's
+# creation and that write (the host reads an empty record as none: host/pods/pod_dirs.py). Not under
+# a temporary name renamed with /bin/mv: that exec took 0.5 s under TCG on every pod's end (issue 20,
+# measured in a boot), and nothing in the guest reads a record while it is written (the record unit
+# and the reaper of an app never run at once: the reaper's stop is ordered before the record unit's
+# start, and the record unit's stop before the reaper's).
 # Both scripts end (a shell EXIT trap, whichever way they exit) by waiting until journald has passed
 # on all of the app's output: its stdout stream to journald is closed when the app's processes are gone,
 # but the lines still queued in that socket (up to ~200 KiB, ~7,000 short lines, at ~500 lines/s to the
@@ -96,8 +106,7 @@ RECORD_SCRIPT = (
     'case $s in [0-9]|[0-9][0-9]|[0-9][0-9][0-9]) ;; *) exit 0;; esac; '
     'read t x < /proc/uptime; '
     'printf "Result=%s\\nExecMainCode=%s\\nExecMainStatus=%s\\nExecMainExitTimestampMonotonic=%s\\n" '
-    '"$MONITOR_SERVICE_RESULT" "$c" "$s" "${t%.*}${t#*.}0000" > "$d/.$app.tmp" && '
-    + MV + ' -f "$d/.$app.tmp" "$d/$app"; exit 0'
+    '"$MONITOR_SERVICE_RESULT" "$c" "$s" "${t%.*}${t#*.}0000" > "$d/$app"; exit 0'
 )
 
 # The reaper's ExecStop=, $1: the app. The record's fallback, when no record unit wrote one: the
@@ -107,7 +116,7 @@ RECORD_SCRIPT = (
 REAPER_SCRIPT = (
     'app=$1; ' + DRAIN + 'd=' + EXITS_DIR + '; [ -e "$d/$app" ] && exit 0; r=$(' + SYSTEMCTL + ' show '
     + " ".join(f"-p {p}" for p in SHOWN)
-    + ' "$app.service"); printf "%s\\n" "$r" > "$d/.$app.tmp" && ' + MV + ' -f "$d/.$app.tmp" "$d/$app"; '
+    + ' "$app.service"); printf "%s\\n" "$r" > "$d/$app"; '
     # never started (a dependency failed; the time is 0 or missing): the app failed; end the pod as
     # OnFailure= would have
     + 'case $r in *ExecMainStartTimestampMonotonic=[1-9]*) ;; *) ' + SYSTEMCTL + ' --no-block poweroff;; esac; '
@@ -158,15 +167,35 @@ def plan_lifecycle(app_names: list[str], tag: str, manifest_path: str, ninep_opt
                        ("Options", ninep_mount_options(ninep_options, read_only=False))]),
         ])),
         GeneratedFile(POD_END_UNIT, render_unit([
-            ("Unit", unit("kvmpod: power the pod off when its last app has exited",
-                          *POD_UNIT_DEPENDENCIES, ("StopWhenUnneeded", "yes"), ("SuccessAction", "poweroff"))),
-            # PID 1 queues the poweroff itself when this unit has stopped (issue 20): no `systemctl
-            # poweroff` (an exec read over 9p and a round trip through logind, 0.4-0.5 s under TCG).
-            # Still the orderly shutdown: the apps' ends recorded, post-stop handlers run, journald
-            # stopped last. (Tried before and taken back when e2e test_load lost an app's last line;
-            # that was the test's own reader race, 26e597e.) During a shutdown already under way the
-            # poweroff it asks for is that shutdown, or replaces a reboot: a pod never reboots.
+            # Stops when every app has ended and been recorded; then (OnSuccess=) the pod is done. In
+            # a shutdown (an app failed: OnFailure=poweroff.target; kvmpod stop: the power button)
+            # this unit is stopped too (Conflicts=shutdown.target), and its OnSuccess= start, in job
+            # mode "fail", is refused: it would stop shutdown.target, whose start is queued ("Transaction
+            # is destructive"). That shutdown runs on, orderly, and records the apps it stops.
+            ("Unit", unit("kvmpod: end the pod when its last app has exited",
+                          *POD_UNIT_DEPENDENCIES, ("StopWhenUnneeded", "yes"),
+                          ("OnSuccess", POD_DONE_UNIT), ("OnSuccessJobMode", "fail"))),
             ("Service", [("Type", "oneshot"), ("RemainAfterExit", "yes"), ("ExecStart", "/bin/true")]),
+        ])),
+        GeneratedFile(POD_DONE_UNIT, render_unit([
+            # issue 20: a pod whose apps have all ended is done at once. PID 1 syncs every file system
+            # (the volumes' and the pod's writes reach the host: 9p and virtio-fs write through to it
+            # on sync) and powers the VM off (SuccessAction=poweroff-immediate: sync(), then
+            # reboot(RB_POWER_OFF)), instead of the orderly shutdown, which stopped each unit, ran
+            # systemd-shutdown (an exec over 9p), SIGTERMed and SIGKILLed what was left and unmounted
+            # everything: 1-2 s under TCG, for a guest nothing outlives. What the pod's end needs
+            # is done before this unit starts: every app's end recorded in the pod share, and its
+            # output read by journald to its end (DRAIN) and written to the apps' port (journald
+            # closes the tty after each line, and with the port's CTS flow control, which the stage1
+            # sets, host/images/apps_port.py, that last close waits until the UART has sent it all).
+            # A target, not a service: nothing to exec (a /bin/true took 0.1-1.3 s under TCG while
+            # the boot's tail still ran). Nothing wants it, so PID 1 stops it as unneeded right after
+            # its start, and the stop is its success. A kept pod (kvmpod run --keep)
+            # keeps the orderly shutdown, so its persistent journal is closed cleanly with the
+            # shutdown in it (host/pods/kept_journal.py).
+            ("Unit", unit("kvmpod: power the pod off, its apps all ended and recorded",
+                          *POD_UNIT_DEPENDENCIES, ("StopWhenUnneeded", "yes"),
+                          ("SuccessAction", POD_DONE_ACTION))),
         ])),
     ]
     for name in app_names:

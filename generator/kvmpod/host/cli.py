@@ -122,7 +122,8 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--keep", action="store_true",
                      help="keep the pod's own files (stage1/upper: the apps' rootfs, the guest's journal) after it ends; "
                           "its guest journal is then persistent (written over 9p, flushed before the apps start: "
-                          "a slower start, for diagnosis; without --keep it stays in the guest's RAM)")
+                          "a slower start, for diagnosis; without --keep it stays in the guest's RAM), and the pod ends "
+                          "with the guest's orderly shutdown, so that journal is closed with it")
     run.add_argument("--stage1", help="a stage1 image directory (root/, vmlinuz, initrd.img); default: "
                                       "kvmpod stage1 build's, built on first use")
     run.add_argument("--no-systemd", action="store_true", help="exec the hypervisor even on a systemd host")

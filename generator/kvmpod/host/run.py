@@ -193,6 +193,16 @@ def _kill_vm(proc: subprocess.Popen, argv: list[str]) -> None:
     proc.kill()
 
 
+def _exit_fd(pid: int) -> list[int]:
+    """A pidfd of the VM's process, readable once it has exited: the follow loop wakes at once then
+    instead of at its next poll (up to POLL_SECONDS later, on every pod's end; issue 20). In a list
+    for select(); empty where the kernel has no pidfd_open (before 5.3): the poll still notices."""
+    try:
+        return [os.pidfd_open(pid)]
+    except OSError:
+        return []
+
+
 def _note_state(pod: PodDir, **changes: object) -> None:
     """state.json while the pod runs: a full disk must not stop kvmpod from following its VM."""
     try:
@@ -208,6 +218,7 @@ def boot_and_follow(pod: PodDir, argv: list[str], lock_fd: int, register: Callab
     started = time.monotonic()
     first_line_at = None
     read_end, write_end = os.pipe()
+    exited: list[int] = []
     relay = EnterRelay(pod.enter_port, pod.enter_socket) if pod.enter_port in "\n".join(argv) else None
     sources: list[LogSource] = []
     try:
@@ -217,6 +228,7 @@ def boot_and_follow(pod: PodDir, argv: list[str], lock_fd: int, register: Callab
                                         start_new_session=True, pass_fds=(lock_fd,), preexec_fn=die_with_parent)
             finally:
                 os.close(write_end)
+            exited = _exit_fd(proc.pid)
             app_output, console, hypervisor = _log_sources(pod, argv, read_end)
             if relay is not None:
                 relay.start()
@@ -280,10 +292,12 @@ def boot_and_follow(pod: PodDir, argv: list[str], lock_fd: int, register: Callab
                 if first_line_at is None and stop_at is None:
                     progress.show(f"kvmpod: booting pod {pod.uuid[:8]} {now - started:5.1f} s  {last_status}")
                 # until QEMU's sockets are connected, look again soon: what comes before is lost
-                ready = [s for s in sources if s.fileno() is not None and not s.ended]
-                select.select(ready, [], [], POLL_SECONDS if connected else CONNECT_POLL_SECONDS)
+                ready: list = [s for s in sources if s.fileno() is not None and not s.ended]
+                select.select(ready + exited, [], [], POLL_SECONDS if connected else CONNECT_POLL_SECONDS)
             progress.clear()
     finally:
+        for fd in exited:
+            os.close(fd)
         if relay is not None:
             relay.stop()
             relay.join(timeout=5)

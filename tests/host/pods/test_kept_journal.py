@@ -2,6 +2,7 @@
 
 import os
 import stat
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -54,3 +55,27 @@ def test_a_user_who_is_not_root_keeps_the_directory_as_their_own(tmp_path: Path,
     made = kept_journal.make_persistent(str(root))
     assert os.path.isdir(made) and chowned == []
     assert stat.S_IMODE(os.stat(made).st_mode) == 0o2755
+
+
+def test_a_kept_pod_ends_with_the_orderly_shutdown_by_a_drop_in_systemd_reads(tmp_path: Path) -> None:
+    """The pod-done target (guest/lifecycle.py) powers off at once; a kept pod's drop-in makes that the
+    orderly poweroff. Read back by the real systemd-analyze from the root offline (--root cat-config): the
+    target as the generator writes it and the drop-in from the root's /etc, the drop-in's setting last
+    (it wins). That a booted kept pod ends so: e2e test_run.py, its journal has "Journal stopped"."""
+    from kvmpod.guest import lifecycle
+
+    root = _root(tmp_path, "systemd-journal:x:101:\n")
+    [target] = [o for o in lifecycle.plan_lifecycle(["web"], "kvmpod_pod", "/etc/kvmpod/pod.json", None)
+                if o.path == lifecycle.POD_DONE_UNIT]
+    units = root / "usr/lib/systemd/system"
+    units.mkdir(parents=True)
+    (units / target.path).write_text(target.content)
+    if os.geteuid() != 0:
+        pytest.skip("make_persistent chowns as root")
+    kept_journal.make_persistent(str(root))
+    shown = subprocess.run(["systemd-analyze", f"--root={root}", "cat-config", f"systemd/system/{lifecycle.POD_DONE_UNIT}"],
+                           capture_output=True, text=True)
+    assert shown.returncode == 0, shown.stderr
+    actions = [line for line in shown.stdout.splitlines() if line.startswith("SuccessAction=")]
+    assert actions == ["SuccessAction=poweroff-immediate", "SuccessAction=poweroff"], shown.stdout
+    assert f"/etc/systemd/system/{lifecycle.POD_DONE_UNIT}.d/{lifecycle.ORDERLY_END_DROPIN}" in shown.stdout

@@ -357,3 +357,14 @@ def test_run_with_a_stage1_directory_missing_its_kernel_is_refused(tmp_path: Pat
     assert proc.stderr == (f"kvmpod: --stage1: {tmp_path}/stage1/vmlinuz is missing; give a directory made by "
                            f"kvmpod stage1 build --out\n")
     assert not (tmp_path / "pods").exists()
+
+
+def test_an_empty_record_is_none_and_no_problem(tmp_path: Path):
+    """The guest writes a record with one write(2) (guest/lifecycle.py): an empty one is a VM gone between
+    the file's creation and that write, as good as no record; a record with bytes but no end is a problem."""
+    pod = _pod(tmp_path)
+    Path(pod.exits, "a").write_text("")
+    Path(pod.exits, "b").write_text("\n")
+    exits, problems = pods.read_exit_records(pod, ["a", "b"])
+    assert exits == {"a": None, "b": None}
+    assert list(problems) == ["b"] and "Result=" in problems["b"]

@@ -12,10 +12,15 @@ so). That flush is on the apps' path again: a kept pod starts slower, which the 
 Made as Debian's systemd makes it (its postinst; tmpfiles.d/systemd.conf gives it this mode and group):
 root, group systemd-journal when the stage1 has that group, mode 2755 (run by a user who is not root,
 whose pod has a copy of the stage1 root: the user's own directory, mode 2755).
+
+A kept pod also ends with the orderly shutdown (a drop-in for kvmpod-pod-done.target in its root's
+/etc/systemd/system): a pod's end otherwise syncs and powers off at once (guest/lifecycle.py), which
+would leave its journal's files open ("online") and without the shutdown's lines.
 """
 
 import os
 
+from ...guest.lifecycle import ORDERLY_END_DROPIN, POD_DONE_UNIT
 from ...pod import user_database
 
 JOURNAL_DIR = "var/log/journal"
@@ -42,4 +47,20 @@ def make_persistent(root: str) -> str:
         gid = group_id(root)
         os.chown(path, 0, gid if gid is not None else 0)
     os.chmod(path, MODE)  # after chown, which clears the setgid bit
+    keep_orderly_end(root)
+    return path
+
+
+ORDERLY_END = """# kvmpod run --keep: the orderly shutdown, so the kept journal is whole and closed (host/pods/kept_journal.py)
+[Unit]
+SuccessAction=poweroff
+"""
+
+
+def keep_orderly_end(root: str) -> str:
+    """The drop-in that turns the pod's end in root into the orderly shutdown: its path."""
+    path = os.path.join(root, "etc/systemd/system", POD_DONE_UNIT + ".d", ORDERLY_END_DROPIN)
+    os.makedirs(os.path.dirname(path), mode=0o755, exist_ok=True)
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(ORDERLY_END)
     return path

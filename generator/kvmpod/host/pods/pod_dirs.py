@@ -244,14 +244,17 @@ def read_exit_records(pod: PodDir, apps: list[str]) -> tuple[dict[str, AppExit |
     refused = _refused_records(pod, apps)
     for app in apps:
         record = records[app]
+        # An empty record is none: the guest writes each with one write(2), so an empty one is a VM
+        # gone between the file's creation and that write (guest/lifecycle.py, RECORD_SCRIPT).
+        data = record.data or None
         exits[app] = None
         if record.problem is not None:
             problems[app] = f"its record {record.problem}"
-        elif record.data is None and app in refused:
+        elif data is None and app in refused:
             problems[app] = f"its record {refused[app]} (not copied out of the pod share)"
-        elif record.data is not None:
+        elif data is not None:
             try:
-                text = record.data.decode("utf-8")
+                text = data.decode("utf-8")
             except UnicodeDecodeError:
                 problems[app] = "its record is not UTF-8"
                 continue
