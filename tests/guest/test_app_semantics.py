@@ -67,6 +67,18 @@ def test_root_is_zero_without_a_user_database(tmp_path: Path):
     assert lookup_id(str(tmp_path), "daemon", "passwd") is None
 
 
+def test_names_are_read_from_the_apps_database_as_getent_reads_it(tmp_path: Path):
+    """Comments and blank lines are no entries, a malformed line or an id systemd refuses is passed
+    over, the first entry of a name wins (pod/user_database.py)."""
+    (tmp_path / "etc").mkdir()
+    (tmp_path / "etc/group").write_text("#web:x:5:\n\nweb\nweb:x:65535:\nweb:x:²:\nweb:x:1001:\nweb:x:1002:\n"
+                                        "db:x:4294967294:\n")
+    assert lookup_id(str(tmp_path), "web", "group") == 1001
+    assert lookup_id(str(tmp_path), "#web", "group") is None
+    assert lookup_id(str(tmp_path), "db", "group") == 4294967294
+    assert lookup_id(str(tmp_path), "1001", "group") == 1001  # a number is a number, looked up nowhere
+
+
 @pytest.mark.parametrize("name,accepted", [("PATH", True), ("_x1", True), ("my.var", False), ("MY-VAR", False)])
 def test_names_systemd_252_accepts(name, accepted):
     assert systemd_accepts(name) is accepted

@@ -9,16 +9,16 @@ from .app_services import Identity
 from ..pod.files import read_text
 from ..pod.ids import is_valid_id, parse_id
 from ..pod.problems import InvalidInput, Problem
+from ..pod.user_database import entries
 
 
 def _database_ids(path: str, field: str) -> dict[str, int]:
-    """{name: id} of a passwd or group file (read safely: a FIFO or /dev/zero there is refused).
-    A line whose id systemd would not accept is skipped, as if absent."""
-    text = read_text(path, field)
+    """{name: id} of a passwd or group file (read safely: a FIFO or /dev/zero there is refused; its
+    entries as pod/user_database.py reads them). A line whose id systemd would not accept is skipped,
+    as if absent; the first entry of a name wins, as getent's."""
     ids: dict[str, int] = {}
-    for line in (text or "").splitlines():
-        fields = line.split(":")
-        if len(fields) > 2 and (number := parse_id(fields[2])) is not None:
+    for fields in entries(read_text(path, field), 3):
+        if (number := parse_id(fields[2])) is not None:
             ids.setdefault(fields[0], number)
     return ids
 
