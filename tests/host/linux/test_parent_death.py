@@ -68,7 +68,7 @@ def test_a_prctl_that_fails_stops_the_program_from_running(monkeypatch, tmp_path
             ctypes.set_errno(22)
             return -1
 
-    monkeypatch.setattr(parent_death.ctypes, "CDLL", lambda *a, **k: FailingLibc())
+    monkeypatch.setattr(parent_death, "libc", FailingLibc)
     with pytest.raises(OSError, match=r"prctl\(PR_SET_PDEATHSIG\): Invalid argument"):
         die_with_parent()
     marker = tmp_path / "ran"

@@ -32,6 +32,7 @@ import sys
 import time
 from collections.abc import Sequence
 
+from ..linux.libc import check as _check, libc as _libc
 from ..linux.parent_death import die_with_parent
 from ..pods import reserved_room
 from ..pods.share_reader import MAX_RECORD_BYTES, REFUSED, is_component, open_dir_below, read_regular_at
@@ -68,20 +69,6 @@ def supervisor_argv(python: str, exports: tuple[Export, ...], hypervisor_argv: S
 
 
 # ---------------------------------------------------------------- the edge: syscalls
-
-def _libc():
-    import ctypes
-
-    return ctypes.CDLL(None, use_errno=True)
-
-
-def _check(result: int, what: str) -> None:
-    if result != 0:
-        import ctypes
-
-        errno = ctypes.get_errno()
-        raise OSError(errno, f"{what}: {os.strerror(errno)}")
-
 
 def _mount(libc, source: str | None, target: str, fstype: str | None, flags: int, data: str | None = None) -> None:
     enc = (lambda v: None if v is None else os.fsencode(v))

@@ -10,9 +10,9 @@ The signal comes when the parent *thread* that forked the child ends; kvmpod sta
 main thread, which lives as long as the process.
 """
 
-import ctypes
-import os
 import signal
+
+from .libc import check, libc
 
 PR_SET_PDEATHSIG = 1
 
@@ -22,6 +22,4 @@ def die_with_parent() -> None:
 
     A prctl that fails raises OSError: in a preexec_fn subprocess then raises SubprocessError in the
     parent and the program never runs (unwatched)."""
-    if ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
-        errno = ctypes.get_errno()
-        raise OSError(errno, f"prctl(PR_SET_PDEATHSIG): {os.strerror(errno)}")
+    check(libc().prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0), "prctl(PR_SET_PDEATHSIG)")

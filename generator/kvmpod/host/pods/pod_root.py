@@ -26,6 +26,7 @@ import ctypes
 import os
 import subprocess
 
+from ..linux.libc import check as _check, libc as _libc
 from ..linux.parent_death import die_with_parent
 from .pod_dirs import PodDir
 
@@ -48,16 +49,6 @@ def pod_files(pod: PodDir) -> str:
     """Where the pod's own files are after it ended: the upper dir, or the copy when it had one."""
     upper = upper_dir(pod)
     return upper if os.path.isdir(upper) else pod.rootfs
-
-
-def _libc():
-    return ctypes.CDLL(None, use_errno=True)
-
-
-def _check(result: int, what: str) -> None:
-    if result != 0:
-        errno = ctypes.get_errno()
-        raise OSError(errno, f"{what}: {os.strerror(errno)}")
 
 
 def overlay_options(lower: str, upper: str, work: str) -> str | None:
