@@ -6,7 +6,7 @@ The package: host -> guest -> pod, never back. Inside host/, its rooms too:
     hypervisor/                       argv, volumes and their staging, supervisor, virtiofs, launch, QMP
     pods/                             pod directories, app output, machined, staging, prerendered units
     images/  net/                     images (ACI, OCI, the store, stage1) and networks: leaves
-    linux/                            Linux calls through libc (prctl): the floor, under every room
+    linux/                            Linux calls through libc (its handle, prctl): under every room
 
 hypervisor may import pods (the pod directory's layout: its share, log and QMP paths) and net (the
 NICs on its command line); pods, images and net import no other host room but linux.
