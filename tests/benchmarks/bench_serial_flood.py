@@ -10,9 +10,10 @@ the host whole, the lines cut (bytes lost inside or at the end of a line, glued 
 the lines missing. A reader that never stalls is `--stall-ms 0`.
 
 Phases (`--ways`, in that order in one boot):
-  close    journald's way, the port's termios as the kernel leaves it (the pod's way before the fix)
-  crtscts  the same after `stty -F /dev/ttyS1 crtscts` (the stage1's way after the fix)
-  held     the port held open by the shell (fd 3) while it writes, so no write's close is the last
+  close    journald's way, the port's termios as the kernel leaves it (the stage1's port before the fix)
+  crtscts  the same after `stty -F /dev/ttyS1 crtscts` (CTS flow control: a close waits for the port)
+  held     the port held open by the shell (fd 3) while it writes, so no write's close is the last;
+           after crtscts, crtscts still on (the stage1's port now: images/apps_port.py)
 
 Needs root (QEMU's 9p of the stage1 root as it is) and the stage1 image (built first if missing).
 Prints figures; asserts nothing. Run from the repository root, through /work/bin/boot-slot:
