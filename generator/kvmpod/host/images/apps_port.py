@@ -40,8 +40,9 @@ UNIT_NAME = "kvmpod-apps-port.service"
 UNIT_DIR = "etc/systemd/system"
 STTY = "/usr/bin/stty"
 # The holder: a shell that keeps the port open on its stdout (systemd opens it O_NOCTTY: no controlling
-# tty, so no hangup of the port when it exits) and, on SIGTERM, exits on its own; a process killed by
-# a signal closes its files with the signal pending and the close does not wait for the port to send.
+# tty, so no hangup of the port when it exits) and, on SIGTERM, exits on its own: a process a signal
+# kills closes its files with that signal pending, and the close's wait for the port to send is
+# interruptible (tty_wait_until_sent), so it would not wait.
 HOLD = "trap 'exit 0' TERM; sleep infinity >/dev/null & wait"
 UNIT = f"""# kvmpod: the apps' output port, flow-controlled and held open (kvmpod/host/images/apps_port.py)
 [Unit]
