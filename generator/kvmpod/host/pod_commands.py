@@ -25,7 +25,7 @@ from .net.run_networks import PodNet
 from .pods.stage import stage_etc_files, stage_pod
 from .pods.pod_dirs import (PodDir, first_failure, gc, list_pods, manifest_apps, parse_duration, pod_dir, pod_exit_status, pod_state,
                    pods_dir, read_exit_records, read_state, is_running)
-from .hypervisor.guest_stop import manager_running_in, press_ctrl_alt_del, press_power_button
+from .hypervisor.guest_stop import ask_to_stop, manager_running_in
 from . import run as runner
 from .run import Stage1, new_pod_uuid, parse_app_images, run_pod
 from .images import store
@@ -249,10 +249,10 @@ def _stop(uuid: str, timeout: float) -> int:
         # each second (QEMU may not have made its socket yet); once one did, a failure is only the
         # VM going away (QEMU removes its socket as it exits) while kvmpod run records the end.
         if time.monotonic() - pressed_at > (runner.PRESS_AGAIN_SECONDS if pressed else 1.0):
-            if pressed and manager_running_in(pod):  # unanswered: Ctrl-Alt-Del too (hypervisor/guest_stop.py)
-                press_ctrl_alt_del(pod)
-            error = press_power_button(pod)
-            pressed = pressed or error is None
+            # Ctrl-Alt-Del once systemd runs, and the power button (hypervisor/guest_stop.py)
+            took = ask_to_stop(pod, manager_running_in(pod))
+            error = None if took else "QEMU did not take the power button (its QMP socket)"
+            pressed = pressed or took
             pressed_at = time.monotonic()
         if time.monotonic() > deadline:
             why = f": {error}" if error is not None and not pressed else ""

@@ -1,8 +1,9 @@
 """How kvmpod asks a QEMU guest to stop cleanly (kvmpod run on Ctrl-C, SIGTERM, `machinectl poweroff`'s
 SIGRTMIN+4; kvmpod stop): the apps get SIGTERM in the guest's shutdown and their ends are recorded.
 
-The ACPI power button (QMP `system_powerdown`) is the ordinary way: the guest's logind turns a press
-into a poweroff. A press is lost while the guest boots, though: QEMU drops it while the guest has not
+Ctrl-Alt-Del (QMP `send-key`) is the way since issue 20's fourth round: the stage1 masks logind, which
+turned a press of the ACPI power button (QMP `system_powerdown`) into a poweroff (still pressed, for a
+guest that has a logind). Why Ctrl-Alt-Del came in, when logind still answered the button: A press is lost while the guest boots, though: QEMU drops it while the guest has not
 enabled the button's event (Debian's kernel has the ACPI button driver as a module, which udev loads),
 and it counts only once logind runs and has opened the button's input device. Under load a TCG guest
 got there after its apps had started: a kept pod's journal showed logind at 164 s and the button at
@@ -73,9 +74,15 @@ def manager_running_in(pod: PodDir) -> bool:
     return False
 
 
-def ask_to_stop(pod: PodDir, again: bool, manager_is_running: bool) -> bool:
-    """Press the power button; when this is a press `again` (the last went unanswered) and systemd's
-    manager runs, Ctrl-Alt-Del too. True when QEMU took the power button."""
-    if again and manager_is_running:
+def ask_to_stop(pod: PodDir, manager_is_running: bool) -> bool:
+    """Ctrl-Alt-Del once systemd's manager runs, and the power button. True when QEMU took the power
+    button (kvmpod run and kvmpod stop press again every PRESS_AGAIN_SECONDS until the VM is gone).
+
+    Since issue 20's fourth round the stage1 has no logind (images/stage1_trim.py): nothing in a pod
+    answers the power button, and Ctrl-Alt-Del is how a stop reaches systemd, at the first press (it
+    came only with a press again, 15 s later, while logind answered the first). The power button
+    still goes too: a guest with a logind (one booted with an older stage1, or `kvmpod args`'s) or a
+    guest whose manager is not yet running takes it."""
+    if manager_is_running:
         press_ctrl_alt_del(pod)
     return press_power_button(pod) is None
