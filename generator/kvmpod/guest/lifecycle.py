@@ -24,14 +24,15 @@ a 9p share of the pod directory, kvmpod's own, mounted at /run/kvmpod/pod. Then,
   unit while it records (`Requisite=`) and `StopWhenUnneeded=`, so it stops when every app has ended
   and been recorded (not wanted by the reapers: the pod's end waits for no reaper's stop). Its
   `OnSuccess=` starts `kvmpod-pod-done.target`, whose `SuccessAction=poweroff-immediate` has PID 1
-  sync the file systems and power the VM off at once (issue 20; rkt's shutdown.service forced
-  its end too, `systemctl --force exit`, and Kata's agent unit `sync; systemctl --force poweroff`). Not in a shutdown already under way: that start is refused there, and the orderly
-  shutdown records the apps it stops. A kept pod (`kvmpod run --keep`) ends with the orderly
+  sync the file systems and power the VM off at once (issue 20; rkt's shutdown.service forced its
+  end too, `systemctl --force exit`, and Kata's agent unit `sync; systemctl --force poweroff`). Not
+  in a shutdown already under way: that start is refused there, and the orderly shutdown records
+  the apps it stops. A kept pod (`kvmpod run --keep`) ends with the orderly
   shutdown (host/pods/kept_journal.py).
 
-A pod stopped from outside (`kvmpod stop`, Ctrl-C: ACPI power button, logind) stops its apps with
-SIGTERM in the usual shutdown; each app's record unit (or its reaper) still records it on the way
-down.
+A pod stopped from outside (`kvmpod stop`, Ctrl-C: Ctrl-Alt-Del, host/hypervisor/guest_stop.py)
+stops its apps with SIGTERM in the usual shutdown; each app's record unit (or its reaper) still
+records it on the way down.
 """
 
 from ..pod.problems import InvalidInput, Problem
@@ -168,7 +169,7 @@ def plan_lifecycle(app_names: list[str], tag: str, manifest_path: str, ninep_opt
         ])),
         GeneratedFile(POD_END_UNIT, render_unit([
             # Stops when every app has ended and been recorded; then (OnSuccess=) the pod is done. In
-            # a shutdown (an app failed: OnFailure=poweroff.target; kvmpod stop: the power button)
+            # a shutdown (an app failed: OnFailure=poweroff.target; kvmpod stop: Ctrl-Alt-Del)
             # this unit is stopped too (Conflicts=shutdown.target), and its OnSuccess= start, in job
             # mode "fail", is refused: it would stop shutdown.target, whose start is queued ("Transaction
             # is destructive"). That shutdown runs on, orderly, and records the apps it stops.
@@ -190,9 +191,9 @@ def plan_lifecycle(app_names: list[str], tag: str, manifest_path: str, ninep_opt
             # sets, host/images/apps_port.py, that last close waits until the UART has sent it all).
             # A target, not a service: nothing to exec (a /bin/true took 0.1-1.3 s under TCG while
             # the boot's tail still ran). Nothing wants it, so PID 1 stops it as unneeded right after
-            # its start, and the stop is its success. A kept pod (kvmpod run --keep)
-            # keeps the orderly shutdown, so its persistent journal is closed cleanly with the
-            # shutdown in it (host/pods/kept_journal.py).
+            # its start, and the stop is its success. A kept pod (kvmpod run --keep) keeps the
+            # orderly shutdown, so its persistent journal is closed cleanly with the shutdown in it
+            # (host/pods/kept_journal.py).
             ("Unit", unit("kvmpod: power the pod off, its apps all ended and recorded",
                           *POD_UNIT_DEPENDENCIES, ("StopWhenUnneeded", "yes"),
                           ("SuccessAction", POD_DONE_ACTION))),
