@@ -159,3 +159,15 @@ def test_journald_in_the_cached_base_stores_persistently_only_where_the_director
     assert "Storage=" not in stage1.JOURNALD_SETTINGS
     flush = (root / "usr/lib/systemd/system/systemd-journal-flush.service").read_text()
     assert "ExecStart=journalctl --flush" in flush and "ConditionPathIsDirectory" not in flush
+
+
+def test_ctrl_alt_del_powers_a_pod_off(tmp_path: Path) -> None:
+    """Debian links ctrl-alt-del.target to reboot.target in /lib; the stage1's /etc link, which systemd
+    reads first, makes it poweroff.target (a stop comes by Ctrl-Alt-Del since logind is masked)."""
+    _shipped(tmp_path)
+    unit_dir = tmp_path / "etc/systemd/system"
+    unit_dir.mkdir(parents=True)
+    (unit_dir / "ctrl-alt-del.target").symlink_to("/lib/systemd/system/reboot.target")
+    stage1_trim.trim(tmp_path)
+    stage1_trim.trim(tmp_path)  # again: idempotent
+    assert os.readlink(unit_dir / "ctrl-alt-del.target") == "/lib/systemd/system/poweroff.target"

@@ -132,6 +132,14 @@ LoadCredential=
 """
 
 
+# Ctrl-Alt-Del powers a pod off (Debian links ctrl-alt-del.target to reboot.target): it is how `kvmpod
+# stop` and Ctrl-C reach systemd since logind is masked (host/hypervisor/guest_stop.py), and a pod that
+# is stopped powers off as it did through logind's power button, its console ending "reboot: Power
+# down" (QEMU's -no-reboot ended a reboot too, as "reboot: Restarting system").
+CTRL_ALT_DEL = "etc/systemd/system/ctrl-alt-del.target"
+CTRL_ALT_DEL_TARGET = "/lib/systemd/system/poweroff.target"
+
+
 def _null_link(path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     if path.is_symlink() or path.exists():
@@ -142,7 +150,7 @@ def _null_link(path: Path) -> None:
 def trim(root: Path) -> None:
     """Mask MASKED and disable DISABLED_GENERATORS in the stage1 root (systemd's own way: a link to
     /dev/null in /etc/systemd/system and /etc/systemd/system-generators); udev's module loading
-    limited to UDEV_DRIVERS; the journal volatile (VOLATILE_JOURNAL removed, the flush only when a kept
+    limited to UDEV_DRIVERS; Ctrl-Alt-Del a poweroff; the journal volatile (VOLATILE_JOURNAL removed, the flush only when a kept
     pod has it)."""
     for unit in MASKED:
         _null_link(root / "etc/systemd/system" / unit)
@@ -160,6 +168,10 @@ def trim(root: Path) -> None:
         shutil.rmtree(journal)
     elif journal.is_symlink() or journal.exists():
         journal.unlink()
+    cad = root / CTRL_ALT_DEL
+    if cad.is_symlink() or cad.exists():
+        cad.unlink()
+    cad.symlink_to(CTRL_ALT_DEL_TARGET)
     flush = root / "etc/systemd/system" / f"{FLUSH_UNIT}.d" / FLUSH_DROPIN
     flush.parent.mkdir(parents=True, exist_ok=True)
     flush.write_text(FLUSH_CONDITION)
