@@ -144,6 +144,8 @@ def test_the_app_starts_its_record_unit_when_it_ends_either_way_and_the_unit_pin
     assert "OnSuccess=kvmpod-pod-done.target\nOnSuccessJobMode=fail\n" in end and "Action=" not in end
     assert "StopWhenUnneeded=yes\nSuccessAction=poweroff-immediate\n" in done
     assert "Conflicts=shutdown.target\n" in done
+    # the apps' port's holder stopped first, so its last close drains the port (host/images/apps_port.py)
+    assert "Conflicts=kvmpod-apps-port.service\nAfter=kvmpod-apps-port.service\n" in done
     assert "systemctl" not in end + done
 
 

@@ -47,6 +47,9 @@ EXITS_DIR = POD_SHARE_DIR + "/apps"  # the host creates it in the share: <pod di
 POD_END_UNIT = "kvmpod-pod-end.service"
 POD_DONE_UNIT = "kvmpod-pod-done.target"
 POD_DONE_ACTION = "poweroff-immediate"
+# The stage1's holder of the apps' output port (host/images/apps_port.py): stopped before the pod is done,
+# its close of the port the last one, which waits until the port has sent all the apps' lines.
+APPS_PORT_UNIT = "kvmpod-apps-port.service"
 ORDERLY_END_DROPIN = "50-kvmpod-orderly-end.conf"  # a kept pod's: host/pods/kept_journal.py
 DROPIN_NAME = "60-kvmpod-lifecycle.conf"
 SYSTEMCTL = "/bin/systemctl"
@@ -186,16 +189,19 @@ def plan_lifecycle(app_names: list[str], tag: str, manifest_path: str, ninep_opt
             # systemd-shutdown (an exec over 9p), SIGTERMed and SIGKILLed what was left and unmounted
             # everything: 1-2 s under TCG, for a guest nothing outlives. What the pod's end needs
             # is done before this unit starts: every app's end recorded in the pod share, and its
-            # output read by journald to its end (DRAIN) and written to the apps' port (journald
-            # closes the tty after each line, and with the port's CTS flow control, which the stage1
-            # sets, host/images/apps_port.py, that last close waits until the UART has sent it all).
+            # output read by journald to its end (DRAIN) and written to the apps' port. This unit's
+            # start stops the port's holder first (Conflicts= and After= APPS_PORT_UNIT; its shell
+            # leaves on SIGTERM by itself): its close is then the port's last, which, with the CTS
+            # flow control the stage1 sets (host/images/apps_port.py), waits until the UART has sent
+            # what the tty still held of the apps' lines. A guest without that unit stops nothing.
             # A target, not a service: nothing to exec (a /bin/true took 0.1-1.3 s under TCG while
             # the boot's tail still ran). Nothing wants it, so PID 1 stops it as unneeded right after
             # its start, and the stop is its success. A kept pod (kvmpod run --keep) keeps the
             # orderly shutdown, so its persistent journal is closed cleanly with the shutdown in it
             # (host/pods/kept_journal.py).
             ("Unit", unit("kvmpod: power the pod off, its apps all ended and recorded",
-                          *POD_UNIT_DEPENDENCIES, ("StopWhenUnneeded", "yes"),
+                          *POD_UNIT_DEPENDENCIES, ("Conflicts", APPS_PORT_UNIT), ("After", APPS_PORT_UNIT),
+                          ("StopWhenUnneeded", "yes"),
                           ("SuccessAction", POD_DONE_ACTION))),
         ])),
     ]

@@ -35,8 +35,10 @@ is left (crtscts); journald's lines after that are closed one by one again, as s
 import os
 from pathlib import Path
 
+from ...guest.lifecycle import APPS_PORT_UNIT
+
 APPS_TTY = "/dev/ttyS1"
-UNIT_NAME = "kvmpod-apps-port.service"
+UNIT_NAME = APPS_PORT_UNIT  # the pod's end stops it first, so its close drains the port (guest/lifecycle.py)
 UNIT_DIR = "etc/systemd/system"
 STTY = "/usr/bin/stty"
 # The holder: a shell that keeps the port open on its stdout (systemd opens it O_NOCTTY: no controlling
