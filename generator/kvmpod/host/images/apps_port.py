@@ -13,7 +13,8 @@ written one at a time (each is its own socket buffer of ~760 bytes against a 208
 a host reader held up for ~100 ms (a busy host) stalls the UART past that wait. An e2e boot showed
 it: one line of 12,000 reached the host with its last 8 bytes lost, glued to the next line;
 tests/benchmarks/bench_serial_flood.py reproduces it (one open, write and close per line, a reader
-that stalls 200 ms every 500 ms: 11 of 6,000 lines cut in 2 TCG boots, none with crtscts).
+that stalls 200 ms every 500 ms: 14 of 15,000 lines cut in 5 TCG boots, none with crtscts, none held
+open; none either way with a reader that never stalls).
 
 With CRTSCTS in the port's termios the kernel does not clamp that wait: a close waits until the
 UART has sent everything (within the port's closing_wait, 30 s by default) and the FIFO is empty
@@ -27,7 +28,7 @@ fails the unit (shown on the console and in the journal), not the boot.
 Held open by the unit's shell for the pod's life, journald's close is never the port's last: no
 start-up and shut-down of the UART per line, no wait for the port to send each line; journald's
 write returns once the line is in the tty's 4 KiB buffer (and waits when that is full: the host
-still sets the pace). bench_serial_flood.py: ~2,000 lines a second instead of ~200 (TCG). The shell
+still sets the pace). bench_serial_flood.py: 1,600-2,400 lines a second instead of 170-870 (TCG). The shell
 leaves at systemd-shutdown's SIGTERM, after the apps, and its close waits for the port to send what
 is left (crtscts); journald's lines after that are closed one by one again, as safely.
 """
