@@ -21,8 +21,8 @@ UART has sent everything (within the port's closing_wait, 30 s by default) and t
 when it is cleared. QEMU's 16550 shows CTS raised whenever its chardev has no modem lines to
 report (a socket has none), so flow control never holds a byte back. The termios stays with the
 port between opens (serial_core asks the tty layer to keep them), so one `stty` before the apps is enough;
-a host reader stalled for over 30 s can still cost a line's tail, and the guest's journald waits
-that long on it (never longer). The unit runs in sysinit, before any app. A port stty cannot set
+a last close still gives up after 30 s, and a host reader stalled that long there would still cost
+a line's tail. The unit runs in sysinit, before any app. A port stty cannot set
 fails the unit (shown on the console and in the journal), not the boot.
 
 Held open by the unit's shell for the pod's life, journald's close is never the port's last: no
