@@ -29,8 +29,10 @@ Held open by the unit's shell for the pod's life, journald's close is never the 
 start-up and shut-down of the UART per line, no wait for the port to send each line; journald's
 write returns once the line is in the tty's 4 KiB buffer (and waits when that is full: the host
 still sets the pace). bench_serial_flood.py: 1,600-2,400 lines a second instead of 170-870 (TCG). The shell
-leaves at systemd-shutdown's SIGTERM, after the apps, and its close waits for the port to send what
-is left (crtscts); journald's lines after that are closed one by one again, as safely.
+leaves at systemd-shutdown's SIGTERM, after the apps, or when a pod whose apps have all ended stops it
+before its immediate poweroff (kvmpod-pod-done.target, guest/lifecycle.py), and its close waits for
+the port to send what is left (crtscts); journald's lines after that are closed one by one again, as
+safely.
 """
 
 import os
