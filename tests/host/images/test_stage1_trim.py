@@ -171,3 +171,19 @@ def test_ctrl_alt_del_powers_a_pod_off(tmp_path: Path) -> None:
     stage1_trim.trim(tmp_path)
     stage1_trim.trim(tmp_path)  # again: idempotent
     assert os.readlink(unit_dir / "ctrl-alt-del.target") == "/lib/systemd/system/poweroff.target"
+
+
+def test_dbus_is_not_started_at_boot_but_its_socket_stays(tmp_path: Path) -> None:
+    """Debian's dbus links dbus.service into multi-user.target; the stage1 drops that link (nothing needs
+    the bus at boot with logind masked) and keeps dbus.socket, which starts it on demand."""
+    _shipped(tmp_path)
+    lib = tmp_path / "usr/lib/systemd/system"
+    (tmp_path / "lib").symlink_to("usr/lib")  # merged /usr, as Debian 12's
+    for wants, unit in (("multi-user.target.wants", "dbus.service"), ("sockets.target.wants", "dbus.socket")):
+        (lib / wants).mkdir(parents=True, exist_ok=True)
+        (lib / wants / unit).symlink_to(f"../{unit}")
+    stage1_trim.trim(tmp_path)
+    stage1_trim.trim(tmp_path)  # again: idempotent
+    assert not os.path.lexists(lib / "multi-user.target.wants/dbus.service")
+    assert os.readlink(lib / "sockets.target.wants/dbus.socket") == "../dbus.socket"
+    assert "dbus.service" not in stage1_trim.MASKED and "dbus.socket" not in stage1_trim.MASKED

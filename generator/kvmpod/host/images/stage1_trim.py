@@ -9,8 +9,8 @@ Debian's systemd and switches off what a pod does not need, in the stage1 layer 
 image, shared with the e2e suite, is unchanged; kvmpod's .deb, installed on hosts too, masks nothing).
 
 Kept on purpose: udev and its coldplug (the NIC units bind to the NICs' device units), dbus
-(socket-activated: started when something asks, `kvmpod status` in the guest over D-Bus; with
-logind masked nothing starts it at boot), journald (the apps' output reaches the host through
+(socket-activated only: started when something asks, `kvmpod status` in the guest over D-Bus; not
+at boot, see DBUS_AT_BOOT), journald (the apps' output reaches the host through
 it; its journal is volatile, see VOLATILE_JOURNAL), systemd-tmpfiles-setup(-dev) (/run's and /dev's
 entries apps and dbus expect), dev-mqueue.mount (POSIX message queues for apps), systemd-sysctl,
 the fstab, debug and run generators (systemd.mask=, systemd.run= and the like still work on the
@@ -136,6 +136,13 @@ LoadCredential=
 # stop` and Ctrl-C reach systemd since logind is masked (host/hypervisor/guest_stop.py), and a pod that
 # is stopped powers off as it did through logind's power button, its console ending "reboot: Power
 # down" (QEMU's -no-reboot ended a reboot too, as "reboot: Restarting system").
+# dbus started at boot only because Debian's dbus package links it into multi-user.target (its postinst
+# ships /lib/systemd/system/multi-user.target.wants/dbus.service): with logind masked, nothing in a pod
+# needs the bus at boot, and its start took the guest's CPUs beside a short pod's app (a traced boot:
+# "Starting dbus.service" 0.04 s before the app's end, its record unit's start 0.2 s after it). The
+# link is removed from the stage1's copy of the base; dbus.socket stays in sockets.target, so the bus
+# starts when something asks for it (`kvmpod status` in the guest).
+DBUS_AT_BOOT = "systemd/system/multi-user.target.wants/dbus.service"  # under usr/lib, or lib before merged /usr
 CTRL_ALT_DEL = "etc/systemd/system/ctrl-alt-del.target"
 CTRL_ALT_DEL_TARGET = "/lib/systemd/system/poweroff.target"
 
@@ -168,6 +175,12 @@ def trim(root: Path) -> None:
         shutil.rmtree(journal)
     elif journal.is_symlink() or journal.exists():
         journal.unlink()
+    for lib in ("usr/lib", "lib"):
+        if (root / lib).is_symlink():  # merged /usr (Debian 12): lib -> usr/lib, done above; never followed
+            continue
+        dbus = root / lib / DBUS_AT_BOOT
+        if dbus.is_symlink() or dbus.exists():
+            dbus.unlink()
     cad = root / CTRL_ALT_DEL
     if cad.is_symlink() or cad.exists():
         cad.unlink()
