@@ -426,7 +426,7 @@ def run_pod(*, pod_model: Pod, manifest_bytes: bytes, images: dict[str, str], ne
     finally:
         if os.path.isdir(pod.path):
             network_teardown()
-        pod_root.unmount(pod)
+        pod_root.detach(pod)  # the kernel's cleanup of the overlay finishes after kvmpod run returns
         if not keep:
             shutil.rmtree(pod.stage1, ignore_errors=True)
         for path in pod.runtime_sockets:

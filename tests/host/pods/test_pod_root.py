@@ -106,3 +106,38 @@ def test_the_overlay_shows_the_stage1_takes_the_pods_writes_and_stays_in_its_nam
     assert not (lower / "etc/written").exists()
     assert pod_root.pod_files(pod) == pod_root.upper_dir(pod)
     assert os.stat(pod_root.upper_dir(pod)).st_mode & 0o7777 == 0o755
+
+
+DETACH_CHILD = r"""
+import json, os, sys
+from kvmpod.host.pods import pod_root
+from kvmpod.host.pods.pod_dirs import PodDir
+lower, path, umount = sys.argv[1], sys.argv[2], sys.argv[3]
+pod_root.DETACH_WAIT_SECONDS = 1.0
+pod = PodDir(path)
+os.makedirs(pod.stage1)
+how = pod_root.make_root(lower, pod, private_namespace=False)
+open(os.path.join(pod.rootfs, "etc/written"), "w").write("by the pod")
+went = pod_root.detach(pod, umount=umount)
+table = open("/proc/self/mountinfo").read()
+print(json.dumps({"how": how, "went": went, "mounted": os.path.ismount(pod.rootfs), "in_table": pod.rootfs in table,
+                  "again": pod_root.detach(pod, umount=umount)}))
+"""
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="mounting an overlay needs root")
+@pytest.mark.parametrize("umount, went", [("umount", "detached by umount"), ("/nonexistent/umount", "unmounted here"),
+                                          ("true", "unmounted here")])
+def test_a_pods_end_detaches_its_overlay_before_it_returns(tmp_path: Path, umount: str, went: str) -> None:
+    """issue 20: `umount --lazy` in the background takes the kernel's cleanup off kvmpod run's end, but the
+    mount is gone from the table when detach() returns; no umount (or one that does nothing): unmounted here."""
+    lower = _stage1(tmp_path)
+    pod = PodDir(str(tmp_path / "pod"))
+    env = dict(os.environ, PYTHONPATH=str(REPO / "generator"))
+    out = subprocess.run([sys.executable, "-c", DETACH_CHILD, str(lower), pod.path, umount], env=env,
+                         capture_output=True, text=True, check=True).stdout
+    result = json.loads(out)
+    if result["how"] != "overlay":
+        pytest.skip(f"no overlayfs here: {result['how']}")
+    assert result == {"how": "overlay", "went": went, "mounted": False, "in_table": False, "again": "not mounted"}
+    assert (Path(pod_root.upper_dir(pod)) / "etc/written").read_text() == "by the pod"
