@@ -3,7 +3,8 @@ SIGRTMIN+4; kvmpod stop): the apps get SIGTERM in the guest's shutdown and their
 
 Ctrl-Alt-Del (QMP `send-key`) is the way since issue 20's fourth round: the stage1 masks logind, which
 turned a press of the ACPI power button (QMP `system_powerdown`) into a poweroff (still pressed, for a
-guest that has a logind). Why Ctrl-Alt-Del came in, when logind still answered the button: A press is lost while the guest boots, though: QEMU drops it while the guest has not
+guest that has a logind). Why Ctrl-Alt-Del came in, while logind still answered the button: a press
+is lost while the guest boots: QEMU drops it while the guest has not
 enabled the button's event (Debian's kernel has the ACPI button driver as a module, which udev loads),
 and it counts only once logind runs and has opened the button's input device. Under load a TCG guest
 got there after its apps had started: a kept pod's journal showed logind at 164 s and the button at

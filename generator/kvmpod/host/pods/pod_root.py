@@ -10,7 +10,8 @@ The overlay is mounted in a mount namespace of `kvmpod run`'s own (unshare(CLONE
 marked slave: the host's mounts still show inside, nothing made inside shows outside), which QEMU and
 the volume supervisor inherit. The namespace lives exactly as long as kvmpod run and the processes it
 started, which die with it (PR_SET_PDEATHSIG), so a killed pod leaves no mount anywhere; a pod that
-ends unmounts it itself. Preparing a pod costs a mount instead of a copy of the ~750 MB stage1 root,
+ends detaches it before kvmpod run returns (`detach`: a background `umount --lazy` does the kernel's
+cleanup of it after that). Preparing a pod costs a mount instead of a copy of the ~750 MB stage1 root,
 whatever its size; the cached stage1 is never written (overlayfs writes only into the upper dir).
 
 QEMU's 9p `local` export of an overlayfs with the root share's security model `none`: files keep
