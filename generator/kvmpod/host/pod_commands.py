@@ -250,9 +250,8 @@ def _stop(uuid: str, timeout: float) -> int:
         # VM going away (QEMU removes its socket as it exits) while kvmpod run records the end.
         if time.monotonic() - pressed_at > (runner.PRESS_AGAIN_SECONDS if pressed else 1.0):
             # Ctrl-Alt-Del once systemd runs, and the power button (hypervisor/guest_stop.py)
-            took = ask_to_stop(pod, manager_running_in(pod))
-            error = None if took else "QEMU did not take the power button (its QMP socket)"
-            pressed = pressed or took
+            error = ask_to_stop(pod, manager_running_in(pod))
+            pressed = pressed or error is None
             pressed_at = time.monotonic()
         if time.monotonic() > deadline:
             why = f": {error}" if error is not None and not pressed else ""

@@ -283,7 +283,7 @@ def boot_and_follow(pod: PodDir, argv: list[str], lock_fd: int, register: Callab
                     # until a press gets through, retry each second (QEMU may not have made its socket yet)
                     if pressed_at is None or now - pressed_at > (PRESS_AGAIN_SECONDS if pressed else 1.0):
                         # Ctrl-Alt-Del once systemd runs, and the power button (hypervisor/guest_stop.py)
-                        pressed = ask_to_stop(pod, manager_up) or pressed
+                        pressed = ask_to_stop(pod, manager_up) is None or pressed
                         pressed_at = now
                     if now - stop_at > STOP_SECONDS:
                         err.write(f"kvmpod: the VM did not power off within {STOP_SECONDS:.0f} s: killing it\n")

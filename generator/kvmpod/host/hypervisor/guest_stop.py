@@ -75,9 +75,10 @@ def manager_running_in(pod: PodDir) -> bool:
     return False
 
 
-def ask_to_stop(pod: PodDir, manager_is_running: bool) -> bool:
-    """Ctrl-Alt-Del once systemd's manager runs, and the power button. True when QEMU took the power
-    button (kvmpod run and kvmpod stop press again every PRESS_AGAIN_SECONDS until the VM is gone).
+def ask_to_stop(pod: PodDir, manager_is_running: bool) -> str | None:
+    """Ctrl-Alt-Del once systemd's manager runs, and the power button. None when QEMU took the power
+    button, else why not, as press_power_button says it (kvmpod run and kvmpod stop press again every
+    PRESS_AGAIN_SECONDS until the VM is gone).
 
     Since issue 20's fourth round the stage1 has no logind (images/stage1_trim.py): nothing in a pod
     answers the power button, and Ctrl-Alt-Del is how a stop reaches systemd, at the first press (it
@@ -86,4 +87,4 @@ def ask_to_stop(pod: PodDir, manager_is_running: bool) -> bool:
     guest whose manager is not yet running takes it."""
     if manager_is_running:
         press_ctrl_alt_del(pod)
-    return press_power_button(pod) is None
+    return press_power_button(pod)
