@@ -147,11 +147,16 @@ CTRL_ALT_DEL = "etc/systemd/system/ctrl-alt-del.target"
 CTRL_ALT_DEL_TARGET = "/lib/systemd/system/poweroff.target"
 
 
-def _null_link(path: Path) -> None:
+def _link(path: Path, target: str) -> None:
+    """path as a link to target, replacing whatever was there."""
     path.parent.mkdir(parents=True, exist_ok=True)
     if path.is_symlink() or path.exists():
         path.unlink()
-    path.symlink_to("/dev/null")
+    path.symlink_to(target)
+
+
+def _null_link(path: Path) -> None:
+    _link(path, "/dev/null")
 
 
 def trim(root: Path) -> None:
@@ -181,10 +186,7 @@ def trim(root: Path) -> None:
         dbus = root / lib / DBUS_AT_BOOT
         if dbus.is_symlink() or dbus.exists():
             dbus.unlink()
-    cad = root / CTRL_ALT_DEL
-    if cad.is_symlink() or cad.exists():
-        cad.unlink()
-    cad.symlink_to(CTRL_ALT_DEL_TARGET)
+    _link(root / CTRL_ALT_DEL, CTRL_ALT_DEL_TARGET)
     flush = root / "etc/systemd/system" / f"{FLUSH_UNIT}.d" / FLUSH_DROPIN
     flush.parent.mkdir(parents=True, exist_ok=True)
     flush.write_text(FLUSH_CONDITION)
